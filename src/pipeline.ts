@@ -1,0 +1,96 @@
+/**
+ * A validated pipeline: the spec, each stage resolved to its definition with
+ * decoded params, the graph checked, and the stages in run order. Everything a
+ * user can get wrong in the file is reported here, together, before anything runs.
+ */
+import { Effect, Either, Schema } from "effect"
+import { checkGraph, topoOrder } from "./dag.ts"
+import { decodeWithDiagnostics } from "./diagnostics.ts"
+import { type Diagnostic, SpecError, suggestion } from "./errors.ts"
+import { BUILTIN_STAGES, resolveStage, type ResolvedImpl } from "./registry.ts"
+import { loadSpec, type Override, type PipelineSpec } from "./spec.ts"
+
+export interface ResolvedStage {
+  readonly id: string
+  readonly uses: string
+  readonly needs: ReadonlyArray<string>
+  readonly impl: ResolvedImpl
+  /** Decoded params, defaults filled in: what the stage receives. */
+  readonly params: unknown
+  /** Encoded params with secrets removed: what fingerprints and manifests record. */
+  readonly recordedParams: Readonly<Record<string, unknown>>
+}
+
+export interface Pipeline {
+  readonly spec: PipelineSpec
+  /** Topological order. */
+  readonly stages: ReadonlyArray<ResolvedStage>
+}
+
+export const loadPipeline = (file: string, overrides: ReadonlyArray<Override> = []) =>
+  Effect.gen(function* () {
+    const spec = yield* loadSpec(file, overrides)
+    const diagnostics: Array<Diagnostic> = [...checkGraph(spec.stages, spec.locate)]
+    const resolved: Array<ResolvedStage> = []
+    for (const stage of spec.stages) {
+      const impl = yield* resolveStage(stage.uses, spec.baseDir).pipe(Effect.either)
+      if (Either.isLeft(impl)) {
+        const builtin = stage.uses in BUILTIN_STAGES
+        const hint = builtin || stage.uses.includes("/") ? "" : suggestion(stage.uses, Object.keys(BUILTIN_STAGES))
+        diagnostics.push({
+          location: spec.locate(["stages", stage.id, "uses"], "value"),
+          path: `stages.${stage.id}.uses`,
+          message: `${impl.left.message}${hint}${hint === "" && !builtin && !stage.uses.includes("/") ? ` (built-in stages: ${Object.keys(BUILTIN_STAGES).join(", ")}; a plug-in is a path such as ./stages/my-stage.ts)` : ""}`
+        })
+        continue
+      }
+      const definition = impl.right.definition
+      const params = decodeWithDiagnostics(definition.params, stage.with, ["stages", stage.id, "with"], spec.locate)
+      if (Either.isLeft(params)) {
+        diagnostics.push(...params.left)
+        continue
+      }
+      const encoded = Schema.encodeSync(definition.params)(params.right) as Record<string, unknown>
+      const secrets = new Set(definition.secrets ?? [])
+      resolved.push({
+        id: stage.id,
+        uses: stage.uses,
+        needs: stage.needs,
+        impl: impl.right,
+        params: params.right,
+        recordedParams: Object.fromEntries(Object.entries(encoded).filter(([key]) => !secrets.has(key)))
+      })
+    }
+    if (diagnostics.length === 0) diagnostics.push(...checkKinds(spec, resolved))
+    if (diagnostics.length > 0) return yield* new SpecError({ file: spec.file, diagnostics })
+    return { spec, stages: topoOrder(resolved) } satisfies Pipeline
+  })
+
+/** Each stage gets the number and kinds of upstream artifacts it accepts. */
+const checkKinds = (spec: PipelineSpec, stages: ReadonlyArray<ResolvedStage>): ReadonlyArray<Diagnostic> => {
+  const byId = new Map(stages.map((s) => [s.id, s]))
+  return stages.flatMap((stage): ReadonlyArray<Diagnostic> => {
+    const { accepts, name } = stage.impl.definition
+    const where = { location: spec.locate(["stages", stage.id, "needs"], "value"), path: `stages.${stage.id}.needs` }
+    if (stage.needs.length < accepts.min || stage.needs.length > accepts.max) {
+      const range = accepts.min === accepts.max ? `${accepts.min}` : accepts.max === Infinity ? `at least ${accepts.min}` : `${accepts.min} to ${accepts.max}`
+      return [{
+        ...where,
+        location: stage.needs.length === 0 ? spec.locate(["stages", stage.id], "key") : where.location,
+        message: `stage "${stage.id}" (${name}) needs ${range} upstream stage(s), got ${stage.needs.length}`
+      }]
+    }
+    return stage.needs.flatMap((need, i) => {
+      const upstream = byId.get(need)
+      if (upstream === undefined) return []
+      const produced = upstream.impl.definition.produces
+      return produced.some((kind) => accepts.kinds.includes(kind))
+        ? []
+        : [{
+          location: spec.locate(["stages", stage.id, "needs", i], "value"),
+          path: where.path,
+          message: `stage "${stage.id}" (${name}) reads ${accepts.kinds.join(" or ")}, but "${need}" (${upstream.impl.definition.name}) produces only ${produced.join(", ") || "nothing"}`
+        }]
+    })
+  })
+}

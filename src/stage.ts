@@ -1,0 +1,73 @@
+/**
+ * The public stage interface. Built-in stages (`stages/*.ts`) and user plug-ins
+ * are written against exactly this module: a name, a version, a params Schema,
+ * the kinds of artifact accepted from `needs` and produced, and a `run` Effect.
+ */
+import type { FileSystem, Path } from "@effect/platform"
+import type { Effect, Schema } from "effect"
+import type { ArtifactKind, Metrics, Outputs } from "./artifact.ts"
+import type { StageError } from "./errors.ts"
+
+/** An upstream stage's outputs, as seen by a downstream stage. */
+export interface Upstream {
+  readonly id: string
+  readonly outputs: Outputs
+  readonly metrics: Metrics
+}
+
+/** What a stage run may read and where it writes. */
+export interface StageContext<P> {
+  /** The stage's id in the pipeline file. */
+  readonly id: string
+  readonly params: P
+  /** The outputs of the stages named in `needs`, in that order. */
+  readonly inputs: ReadonlyArray<Upstream>
+  /** The folder of the pipeline file: relative paths in params resolve against it. */
+  readonly baseDir: string
+  /** An empty staging folder: every output must be written inside it. */
+  readonly outDir: string
+  /** Reports progress (`done` of `total` units, such as rows or steps). */
+  readonly progress: (done: number, total: number, unit?: string) => Effect.Effect<void>
+  /** A line for the human log (stderr). */
+  readonly log: (message: string) => Effect.Effect<void>
+}
+
+export interface StageResult {
+  readonly outputs: Outputs
+  readonly metrics?: Metrics
+}
+
+/** The services a stage's `run` may use. */
+export type StageServices = FileSystem.FileSystem | Path.Path
+
+export interface StageDefinition<P = unknown, I = unknown> {
+  /** How the stage is named in `uses:` (built-ins) or reported (plug-ins). */
+  readonly name: string
+  /** Bump when the stage's semantics change: part of every fingerprint. */
+  readonly version: string
+  readonly description: string
+  /** The `with:` block. Decoded with every error reported and unknown keys rejected. */
+  readonly params: Schema.Schema<P, I, never>
+  /** The artifact kinds accepted from `needs`, and how many upstream stages. */
+  readonly accepts: {
+    readonly kinds: ReadonlyArray<ArtifactKind>
+    readonly min: number
+    readonly max: number
+  }
+  /** The kinds this stage writes. */
+  readonly produces: ReadonlyArray<ArtifactKind>
+  /** Param keys that never enter a fingerprint, a manifest or a log (tokens, passwords). */
+  readonly secrets?: ReadonlyArray<string>
+  /**
+   * Local files this run reads, as absolute paths. Their contents are hashed into
+   * the fingerprint, so editing one re-runs the stage and everything after it.
+   */
+  readonly inputFiles?: (
+    params: P,
+    baseDir: string
+  ) => Effect.Effect<ReadonlyArray<string>, StageError, StageServices>
+  readonly run: (ctx: StageContext<P>) => Effect.Effect<StageResult, StageError, StageServices>
+}
+
+/** Declares a stage. The identity function, there for inference and for plug-in authors. */
+export const defineStage = <P, I>(definition: StageDefinition<P, I>): StageDefinition<P, I> => definition
