@@ -1,0 +1,247 @@
+/**
+ * Runs a pipeline: stages start as soon as their upstream stages are done,
+ * at most `concurrency` at a time. Each stage is fingerprinted, looked up in the
+ * store, and run only when its entry is missing, damaged or forced. Everything
+ * downstream of a failure is skipped (DVC's `reproduce`); independent branches
+ * go on. An interrupted run leaves its finished stages cached.
+ */
+import { FileSystem, Path } from "@effect/platform"
+import { Cause, Deferred, Effect, Option, Stream } from "effect"
+import { createHash } from "node:crypto"
+import { kindsOf } from "./artifact.ts"
+import { ancestorsOf } from "./dag.ts"
+import { RunFailed, StageError, UsageError } from "./errors.ts"
+import { StageOutcome } from "./events.ts"
+import { ENGINE_VERSION, explainChange, type FingerprintMaterial, fingerprintOf } from "./fingerprint.ts"
+import type { Pipeline, ResolvedStage } from "./pipeline.ts"
+import { Reporter } from "./reporter.ts"
+import type { StageContext } from "./stage.ts"
+import { ArtifactStore, type Entry } from "./store.ts"
+
+export interface RunOptions {
+  readonly force: ReadonlyArray<string>
+  readonly only?: string | undefined
+  readonly until?: string | undefined
+  readonly dryRun: boolean
+  readonly concurrency: number
+}
+
+/** The material of a stage whose upstream entries are known. */
+export const computeMaterial = (pipeline: Pipeline, stage: ResolvedStage, upstream: ReadonlyMap<string, Entry>) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const files: Record<string, string> = {}
+    const inputFiles = stage.impl.definition.inputFiles
+    if (inputFiles) {
+      for (const file of yield* inputFiles(stage.params, pipeline.spec.baseDir)) {
+        const hash = yield* fs.stream(file).pipe(
+          Stream.runFold(createHash("sha256"), (h, chunk) => h.update(chunk)),
+          Effect.map((h) => h.digest("hex")),
+          Effect.mapError((e) => new StageError({ message: `cannot read input file ${file}: ${e.message}` }))
+        )
+        files[path.relative(pipeline.spec.baseDir, file).split(path.sep).join("/")] = hash
+      }
+    }
+    return {
+      engine: ENGINE_VERSION,
+      stage: stage.impl.identity,
+      code: stage.impl.codeVersion,
+      params: stage.recordedParams,
+      inputs: Object.fromEntries(stage.needs.map((need) => [need, upstream.get(need)!.manifest.outputDigest])),
+      files
+    } satisfies FingerprintMaterial
+  })
+
+const checkSelection = (pipeline: Pipeline, options: RunOptions) => {
+  const ids = pipeline.stages.map((s) => s.id)
+  for (const [flag, id] of [["--only", options.only], ["--until", options.until], ...options.force.map((f) => ["--force", f] as const)] as const) {
+    if (id !== undefined && !ids.includes(id)) {
+      return Effect.fail(new UsageError({ message: `${flag} ${id}: there is no stage "${id}" in this pipeline (stages: ${ids.join(", ")})` }))
+    }
+  }
+  return Effect.void
+}
+
+/** Which stages this run may execute; the rest are only looked up. */
+const selectedStages = (pipeline: Pipeline, options: RunOptions): ReadonlySet<string> => {
+  if (options.only !== undefined) return new Set([options.only])
+  if (options.until !== undefined) return ancestorsOf(pipeline.stages, options.until)
+  return new Set(pipeline.stages.map((s) => s.id))
+}
+
+interface Settled {
+  readonly outcome: StageOutcome
+  readonly entry: Entry | undefined
+}
+
+export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
+  Effect.gen(function* () {
+    yield* checkSelection(pipeline, options)
+    const store = yield* ArtifactStore
+    const reporter = yield* Reporter
+    if (!options.dryRun) yield* store.lock(`pipeline run ${pipeline.spec.name}`)
+    const record = yield* store.readRun(pipeline.spec.file)
+    const selected = selectedStages(pipeline, options)
+    const wanted = options.only !== undefined ? ancestorsOf(pipeline.stages, options.only) : selected
+    const semaphore = yield* Effect.makeSemaphore(Math.max(1, options.concurrency))
+    const done = new Map<string, Deferred.Deferred<Settled>>()
+    for (const stage of pipeline.stages) done.set(stage.id, yield* Deferred.make<Settled>())
+
+    const settle = (stage: ResolvedStage) =>
+      Effect.gen(function* () {
+        const upstream = new Map<string, Entry>()
+        for (const need of stage.needs) {
+          const settled = yield* Deferred.await(done.get(need)!)
+          if (settled.entry === undefined) {
+            const why = settled.outcome._tag === "Failed"
+              ? `upstream \`${need}\` failed`
+              : settled.outcome._tag === "WouldRun"
+              ? `upstream \`${need}\` would run first`
+              : `upstream \`${need}\` has no output`
+            if (settled.outcome._tag === "WouldRun") {
+              return { outcome: StageOutcome.WouldRun({ id: stage.id, fingerprint: undefined, reason: why }), entry: undefined }
+            }
+            return { outcome: StageOutcome.Skipped({ id: stage.id, reason: why }), entry: undefined }
+          }
+          upstream.set(need, settled.entry)
+        }
+        return yield* assessAndRun(stage, upstream)
+      })
+
+    const assessAndRun = (stage: ResolvedStage, upstream: ReadonlyMap<string, Entry>) =>
+      Effect.gen(function* () {
+        const material = yield* computeMaterial(pipeline, stage, upstream)
+        const fingerprint = fingerprintOf(material)
+        const forced = options.force.includes(stage.id)
+        const found = forced ? { _tag: "Miss" as const } : yield* store.lookup(fingerprint)
+        if (found._tag === "Hit") {
+          if (selected.has(stage.id)) yield* remember(stage.id, fingerprint, material, found.entry)
+          return {
+            outcome: StageOutcome.Cached({ id: stage.id, fingerprint, reason: "up to date", entryDir: found.entry.dir, outputs: found.entry.outputs, metrics: found.entry.manifest.metrics }),
+            entry: found.entry
+          }
+        }
+        if (!selected.has(stage.id)) {
+          return {
+            outcome: StageOutcome.Skipped({ id: stage.id, reason: `not cached, and outside the stages selected by --only ${options.only}; run it first` }),
+            entry: undefined
+          }
+        }
+        const reason = forced
+          ? "forced"
+          : found._tag === "Damaged"
+          ? found.reason
+          : explainChange(record?.stages[stage.id]?.material, material).join("; ") || "no cached entry"
+        if (options.dryRun) {
+          return { outcome: StageOutcome.WouldRun({ id: stage.id, fingerprint, reason }), entry: undefined }
+        }
+        return yield* semaphore.withPermits(1)(execute(stage, upstream, material, fingerprint, reason))
+      })
+
+    const remember = (id: string, fingerprint: string, material: FingerprintMaterial, entry: Entry) =>
+      options.dryRun
+        ? Effect.void
+        : store.recordStage(pipeline.spec.file, pipeline.spec.name, id, {
+          fingerprint,
+          material,
+          outputDigest: entry.manifest.outputDigest,
+          finishedAt: new Date().toISOString()
+        })
+
+    const execute = (stage: ResolvedStage, upstream: ReadonlyMap<string, Entry>, material: FingerprintMaterial, fingerprint: string, reason: string) => {
+      const started = performance.now()
+      return Effect.scoped(
+        Effect.gen(function* () {
+          yield* reporter.started(stage.id, reason)
+          const outDir = yield* store.staging(fingerprint)
+          const ctx: StageContext<unknown> = {
+            id: stage.id,
+            params: stage.params,
+            inputs: stage.needs.map((need) => {
+              const entry = upstream.get(need)!
+              return { id: need, outputs: entry.outputs, metrics: entry.manifest.metrics }
+            }),
+            baseDir: pipeline.spec.baseDir,
+            outDir,
+            progress: (doneUnits, total, unit = "rows") => reporter.progress(stage.id, doneUnits, total, unit),
+            log: (message) => reporter.log(stage.id, message)
+          }
+          const result = yield* stage.impl.definition.run(ctx)
+          const declared = stage.impl.definition.produces
+          const missing = declared.filter((kind) => !kindsOf(result.outputs).includes(kind))
+          const extra = kindsOf(result.outputs).filter((kind) => !declared.includes(kind))
+          if (missing.length > 0 || extra.length > 0) {
+            return yield* new StageError({
+              message: `the stage declares it produces ${declared.join(", ")} but returned ${kindsOf(result.outputs).join(", ") || "nothing"}`
+            })
+          }
+          const durationMs = performance.now() - started
+          const entry = yield* store.commit({
+            stagingDir: outDir,
+            fingerprint,
+            pipeline: pipeline.spec.name,
+            stage: stage.id,
+            material,
+            outputs: result.outputs,
+            metrics: result.metrics ?? {},
+            durationMs
+          })
+          yield* remember(stage.id, fingerprint, material, entry)
+          return {
+            outcome: StageOutcome.Ran({ id: stage.id, fingerprint, reason, durationMs, entryDir: entry.dir, outputs: entry.outputs, metrics: entry.manifest.metrics }),
+            entry
+          }
+        })
+      ).pipe(
+        Effect.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause)
+            ? Effect.failCause(cause)
+            : Effect.succeed({
+              outcome: StageOutcome.Failed({ id: stage.id, fingerprint, reason: messageOf(cause), durationMs: performance.now() - started }),
+              entry: undefined
+            })
+        )
+      )
+    }
+
+    const outcomes = yield* Effect.forEach(
+      pipeline.stages,
+      (stage) =>
+        Effect.gen(function* () {
+          const settled = wanted.has(stage.id)
+            ? yield* settle(stage).pipe(
+              Effect.catchAll((error) =>
+                Effect.succeed<Settled>({ outcome: StageOutcome.Failed({ id: stage.id, fingerprint: undefined, reason: error.message, durationMs: 0 }), entry: undefined })
+              )
+            )
+            : { outcome: StageOutcome.Skipped({ id: stage.id, reason: options.until !== undefined ? `after --until ${options.until}` : `not selected by --only ${options.only}` }), entry: undefined }
+          yield* Deferred.succeed(done.get(stage.id)!, settled)
+          yield* reporter.finished(settled.outcome)
+          return settled.outcome
+        }),
+      { concurrency: "unbounded" }
+    )
+    return outcomes
+  })
+
+/** The user-facing message of a stage failure: a StageError's text, or the defect's first line. */
+const messageOf = (cause: Cause.Cause<unknown>): string => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure)) {
+    const error = failure.value as { message?: unknown }
+    return typeof error.message === "string" ? error.message : String(failure.value)
+  }
+  const defect = Cause.dieOption(cause)
+  if (Option.isSome(defect)) {
+    const error = defect.value
+    return error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+  }
+  return Cause.pretty(cause).split("\n")[0] ?? "unknown failure"
+}
+
+/** Fails with RunFailed when any stage failed. */
+export const requireSuccess = (outcomes: ReadonlyArray<StageOutcome>) => {
+  const failed = outcomes.filter((o) => o._tag === "Failed").map((o) => o.id)
+  return failed.length > 0 ? Effect.fail(new RunFailed({ failed })) : Effect.void
+}
