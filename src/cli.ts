@@ -1,0 +1,171 @@
+/**
+ * The `pipeline` commands. Each handler loads what it needs and returns an exit
+ * code; errors are values mapped to codes in `main.ts`.
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { Path } from "@effect/platform"
+import { Config, Effect, Either, Layer, Option } from "effect"
+import { readSplit } from "./dataset.ts"
+import { renderDot, renderMermaid, renderText } from "./dag.ts"
+import { UsageError } from "./errors.ts"
+import { statusOf, toJson } from "./events.ts"
+import { pipelineJsonSchema } from "./json-schema.ts"
+import { loadPipeline } from "./pipeline.ts"
+import { builtinDefinitions } from "./registry.ts"
+import * as Reporter from "./reporter.ts"
+import { requireSuccess, runPipeline } from "./runner.ts"
+import { renderJsonl, renderTable } from "./show.ts"
+import { parseOverride } from "./spec.ts"
+import { pipelineStatus, renderStatus, statusJson } from "./status.ts"
+import * as Store from "./store.ts"
+
+const file = Args.text({ name: "FILE" }).pipe(Args.withDescription("The pipeline file (YAML)"))
+const json = Options.boolean("json").pipe(Options.withDescription("Print one JSON object on stdout (human output stays on stderr)"))
+const cacheDir = Options.text("cache-dir").pipe(
+  Options.withFallbackConfig(Config.string("PIPELINE_CACHE_DIR")),
+  Options.withDefault("cache"),
+  Options.withDescription("The artifact store (default ./cache, or $PIPELINE_CACHE_DIR)")
+)
+
+const storeLayer = (dir: string) =>
+  Layer.unwrapEffect(Effect.map(Path.Path, (path) => Store.layer(path.resolve(dir))))
+
+const stdout = (text: string) => Effect.sync(() => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`))
+const stderr = (text: string) => Effect.sync(() => process.stderr.write(text.endsWith("\n") ? text : `${text}\n`))
+
+const parseOverrides = (texts: ReadonlyArray<string>) =>
+  Effect.forEach(texts, (text) => Either.match(parseOverride(text), { onLeft: Effect.fail, onRight: Effect.succeed }))
+
+const splitList = (values: ReadonlyArray<string>) => values.flatMap((v) => v.split(",")).map((v) => v.trim()).filter((v) => v !== "")
+
+const run = Command.make(
+  "run",
+  {
+    file,
+    json,
+    cacheDir,
+    dryRun: Options.boolean("dry-run").pipe(Options.withDescription("Say what would run, and why, without running it")),
+    force: Options.text("force").pipe(Options.repeated, Options.withDescription("Re-run STAGE even if cached (repeatable, or comma-separated)")),
+    only: Options.text("only").pipe(Options.optional, Options.withDescription("Run only STAGE; its upstream must already be cached")),
+    until: Options.text("until").pipe(Options.optional, Options.withDescription("Run STAGE and everything it needs, nothing after it")),
+    set: Options.text("set").pipe(Options.repeated, Options.withDescription("Override a param: --set STAGE.KEY=VALUE (VALUE is YAML)")),
+    jobs: Options.integer("jobs").pipe(Options.withDefault(2), Options.withDescription("How many stages may run at once"))
+  },
+  (args) =>
+    Effect.gen(function* () {
+      const overrides = yield* parseOverrides(args.set)
+      const pipeline = yield* loadPipeline(args.file, overrides)
+      const started = performance.now()
+      const outcomes = yield* runPipeline(pipeline, {
+        force: splitList(args.force),
+        only: Option.getOrUndefined(args.only),
+        until: Option.getOrUndefined(args.until),
+        dryRun: args.dryRun,
+        concurrency: args.jobs
+      }).pipe(Effect.provide(Reporter.layer()), Effect.provide(storeLayer(args.cacheDir)), Effect.scoped)
+      const counts = new Map<string, number>()
+      for (const outcome of outcomes) counts.set(statusOf(outcome), (counts.get(statusOf(outcome)) ?? 0) + 1)
+      yield* stderr(`${pipeline.spec.name}: ${[...counts].map(([status, n]) => `${n} ${status}`).join(", ")} in ${((performance.now() - started) / 1000).toFixed(1)}s`)
+      if (args.json) yield* stdout(JSON.stringify({ pipeline: pipeline.spec.name, stages: outcomes.map(toJson) }, null, 2))
+      yield* requireSuccess(outcomes)
+    })
+).pipe(Command.withDescription("Run the stages whose inputs changed; everything else comes from the cache"))
+
+const status = Command.make("status", { file, json, cacheDir }, (args) =>
+  Effect.gen(function* () {
+    const pipeline = yield* loadPipeline(args.file)
+    const statuses = yield* pipelineStatus(pipeline).pipe(Effect.provide(storeLayer(args.cacheDir)))
+    yield* args.json
+      ? stdout(JSON.stringify({ pipeline: pipeline.spec.name, stages: statusJson(statuses) }, null, 2))
+      : stdout(renderStatus(statuses))
+  })).pipe(Command.withDescription("For each stage: fresh or stale, and why"))
+
+const show = Command.make(
+  "show",
+  {
+    file,
+    stage: Args.text({ name: "STAGE" }).pipe(Args.withDescription("The stage whose output to show")),
+    split: Options.text("split").pipe(Options.optional, Options.withDescription("The split (default: the first)")),
+    limit: Options.integer("limit").pipe(Options.withDefault(10), Options.withDescription("How many rows")),
+    format: Options.choice("format", ["table", "jsonl"]).pipe(Options.withDefault("table" as const)),
+    cacheDir
+  },
+  (args) =>
+    Effect.gen(function* () {
+      const pipeline = yield* loadPipeline(args.file)
+      if (!pipeline.stages.some((s) => s.id === args.stage)) {
+        return yield* new UsageError({ message: `there is no stage "${args.stage}" in ${args.file} (stages: ${pipeline.stages.map((s) => s.id).join(", ")})` })
+      }
+      const statuses = yield* pipelineStatus(pipeline).pipe(Effect.provide(storeLayer(args.cacheDir)))
+      const target = statuses.find((s) => s.id === args.stage)!
+      if (target.entry === undefined) {
+        return yield* new UsageError({
+          message: `stage "${args.stage}" has no cached output for the current pipeline (${target.reasons.join("; ")}). Run: pipeline run ${args.file} --until ${args.stage}`
+        })
+      }
+      const dataset = target.entry.outputs.dataset
+      if (dataset === undefined) {
+        const other = target.entry.outputs.model?.dir ?? target.entry.outputs.files?.dir ?? target.entry.dir
+        return yield* stdout(`stage "${args.stage}" produced no dataset; its outputs are in ${other}`)
+      }
+      const splits = Object.keys(dataset.splits)
+      const split = Option.getOrElse(args.split, () => splits[0]!)
+      if (!splits.includes(split)) {
+        return yield* new UsageError({ message: `stage "${args.stage}" has no split "${split}" (splits: ${splits.join(", ")})` })
+      }
+      const table = yield* readSplit(dataset, split)
+      yield* stdout(args.format === "jsonl" ? renderJsonl(table, args.limit) : renderTable(table, args.limit))
+    })
+).pipe(Command.withDescription("Print a stage's cached rows"))
+
+const dag = Command.make(
+  "dag",
+  { file, format: Options.choice("format", ["text", "mermaid", "dot"]).pipe(Options.withDefault("text" as const)) },
+  (args) =>
+    Effect.gen(function* () {
+      const pipeline = yield* loadPipeline(args.file)
+      const render = { text: renderText, mermaid: renderMermaid, dot: renderDot }[args.format]
+      yield* stdout(render(pipeline.stages))
+    })
+).pipe(Command.withDescription("Print the stage graph"))
+
+const formatBytes = (bytes: number): string => {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"]
+  let value = bytes
+  let unit = 0
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit++
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`
+}
+
+const gc = Command.make(
+  "gc",
+  { cacheDir, json, dryRun: Options.boolean("dry-run").pipe(Options.withDescription("Report what would be removed")) },
+  (args) =>
+    Effect.gen(function* () {
+      const store = yield* Store.ArtifactStore
+      yield* store.lock("pipeline gc")
+      const report = yield* store.gc({ dryRun: args.dryRun })
+      const verb = args.dryRun ? "would remove" : "removed"
+      yield* stderr(`${verb} ${report.removedEntries} entr${report.removedEntries === 1 ? "y" : "ies"} (${formatBytes(report.bytesFreed)}), kept ${report.keptEntries}`)
+      for (const forgotten of report.forgottenRuns) yield* stderr(`  forgot the runs of ${forgotten} (the file is gone)`)
+      if (args.json) yield* stdout(JSON.stringify(report))
+    }).pipe(Effect.scoped, Effect.provide(storeLayer(args.cacheDir)))
+).pipe(Command.withDescription("Remove cache entries that no pipeline's latest run references"))
+
+const schema = Command.make("schema", {}, () =>
+  Effect.gen(function* () {
+    const definitions = yield* builtinDefinitions.pipe(
+      Effect.mapError((e) => new UsageError({ message: e.message }))
+    )
+    yield* stdout(JSON.stringify(pipelineJsonSchema(definitions), null, 2))
+  })).pipe(Command.withDescription("Print the JSON Schema of pipeline files (for yaml-language-server)"))
+
+export const command = Command.make("pipeline").pipe(
+  Command.withDescription("A declarative, cached pipeline for fine-tuning language models"),
+  Command.withSubcommands([run, status, show, dag, gc, schema])
+)
+
+export const cli = Command.run(command, { name: "pipeline", version: "0.1.0" })

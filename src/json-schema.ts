@@ -1,0 +1,57 @@
+/**
+ * `pipeline schema`: a JSON Schema of pipeline files, every built-in stage's
+ * params included, generated from the Effect Schemas. With yaml-language-server,
+ * editors complete and check pipeline files as the user types:
+ *
+ *   # yaml-language-server: $schema=../pipeline.schema.json
+ */
+import { JSONSchema, Schema } from "effect"
+import type { AnyStage } from "./registry.ts"
+
+type JsonObject = Record<string, unknown>
+
+/** Params are decoded, so the schema users write is the encoded side ("I"). */
+const paramsSchema = (definition: AnyStage, definitions: Record<string, JSONSchema.JsonSchema7>): JsonObject =>
+  JSONSchema.fromAST(Schema.encodedSchema(definition.params).ast, {
+    definitions,
+    definitionPath: "#/definitions/",
+    topLevelReferenceStrategy: "skip"
+  }) as unknown as JsonObject
+
+export const pipelineJsonSchema = (stages: ReadonlyArray<readonly [string, AnyStage]>): JsonObject => {
+  const definitions: Record<string, JSONSchema.JsonSchema7> = {}
+  const conditions = stages.map(([name, definition]) => ({
+    if: { properties: { uses: { const: name } } },
+    then: { properties: { with: { description: definition.description, ...paramsSchema(definition, definitions) } } }
+  }))
+  const common = {
+    description: { type: "string" },
+    needs: {
+      description: "The stages whose outputs this stage reads",
+      oneOf: [{ type: "string" }, { type: "array", items: { type: "string" } }]
+    }
+  }
+  return {
+    $schema: "http://json-schema.org/draft-07/schema#",
+    title: "Pipeline file",
+    type: "object",
+    additionalProperties: false,
+    required: ["stages"],
+    properties: {
+      name: { type: "string", pattern: "^[A-Za-z_][A-Za-z0-9_-]*$" },
+      description: { type: "string" },
+      stages: {
+        type: "object",
+        propertyNames: { pattern: "^[A-Za-z_][A-Za-z0-9_-]*$" },
+        additionalProperties: {
+          type: "object",
+          required: ["uses"],
+          properties: { uses: { type: "string" }, with: { type: "object" }, ...common },
+          additionalProperties: false,
+          allOf: conditions
+        }
+      }
+    },
+    definitions
+  }
+}
