@@ -1,0 +1,112 @@
+/**
+ * JSON documents: an array of row objects, or an object wrapping one, such as
+ * `{"version": "1.1", "data": [...]}`. The wrapper must have exactly one array-valued
+ * key; its other keys (metadata) are ignored. With two arrays, which one holds the rows
+ * would be a guess, so that is an error.
+ */
+import type { Table } from "apache-arrow"
+import { Effect, Either } from "effect"
+import { formatError, type FormatError } from "./error.ts"
+import { isPlainObject, rowsToTable } from "./infer.ts"
+import { decodeUtf8, positionAt } from "./text.ts"
+
+export const readJson = (bytes: Uint8Array, path: string): Effect.Effect<Table, FormatError> =>
+  Effect.gen(function* () {
+    const text = yield* decodeUtf8(bytes, path)
+    const rows = yield* rowsOf(yield* parseJson(text, path), path)
+    if (!rows.every(isPlainObject)) {
+      const row = rows.findIndex((r) => !isPlainObject(r))
+      return yield* formatError(path, `row ${row + 1}: expected a JSON object, found ${describeJson(rows[row])}`)
+    }
+    return yield* rowsToTable(rows, path)
+  })
+
+const rowsOf = (document: unknown, path: string): Either.Either<ReadonlyArray<unknown>, FormatError> => {
+  if (Array.isArray(document)) return Either.right(document)
+  if (!isPlainObject(document)) {
+    return Either.left(formatError(path, `expected an array of objects, found ${describeJson(document)}`))
+  }
+  const arrays = Object.entries(document).filter(([, value]) => Array.isArray(value))
+  if (arrays.length === 1) return Either.right(arrays[0]![1] as ReadonlyArray<unknown>)
+  const keys = arrays.length === 0 ? "none" : arrays.map(([key]) => `"${key}"`).join(", ")
+  return Either.left(formatError(path, `expected an object with exactly one array of rows; array-valued keys: ${keys}`))
+}
+
+export const describeJson = (value: unknown): string => {
+  if (value === null) return "null"
+  return Array.isArray(value) ? "an array" : `${typeof value === "object" ? "an" : "a"} ${typeof value}`
+}
+
+/**
+ * JSON.parse, with the line and column of a syntax error, since V8's messages often
+ * leave out the position. `line` is the line `text` starts at in its file.
+ */
+export const parseJson = (text: string, path: string, line = 1): Either.Either<unknown, FormatError> =>
+  Either.try({
+    try: () => JSON.parse(text) as unknown,
+    catch: () => {
+      const offset = syntaxErrorOffset(text)
+      const at = positionAt(text, offset)
+      const found = offset < text.length ? JSON.stringify(text[offset]) : "end of JSON"
+      return formatError(path, `invalid JSON: unexpected ${found}`, { line: at.line + line - 1, column: at.column })
+    }
+  })
+
+const ESCAPE = /\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})/y
+const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y
+const WORDS = ["true", "false", "null"]
+
+/** Where `text` stops being JSON: a validating scanner, run only once JSON.parse has failed. */
+const syntaxErrorOffset = (text: string): number => {
+  let at = 0
+  const space = (): void => {
+    while (at < text.length && " \t\n\r".includes(text[at]!)) at++
+  }
+  const eat = (char: string): boolean => {
+    if (text[at] !== char) return false
+    at++
+    return true
+  }
+  const matches = (pattern: RegExp): boolean => {
+    pattern.lastIndex = at
+    if (!pattern.test(text)) return false
+    at = pattern.lastIndex
+    return true
+  }
+  const string = (): boolean => {
+    if (!eat("\"")) return false
+    while (at < text.length) {
+      const char = text[at]!
+      if (char === "\"") return eat(char)
+      if (char < " ") return false
+      if (char !== "\\") at++
+      else if (!matches(ESCAPE)) return false
+    }
+    return false
+  }
+  const members = (close: string, member: () => boolean): boolean => {
+    space()
+    if (eat(close)) return true
+    do {
+      if (!member()) return false
+      space()
+    } while (eat(","))
+    return eat(close)
+  }
+  const property = (): boolean => {
+    space()
+    if (!string()) return false
+    space()
+    return eat(":") && value()
+  }
+  const value = (): boolean => {
+    space()
+    if (eat("{")) return members("}", property)
+    if (eat("[")) return members("]", value)
+    if (text[at] === "\"") return string()
+    const word = WORDS.find((w) => w[0] === text[at])
+    return word === undefined ? matches(NUMBER) : [...word].every(eat)
+  }
+  if (value()) space()
+  return at
+}
