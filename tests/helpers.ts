@@ -1,0 +1,113 @@
+/** Shared test fixtures: temp folders, pipeline files, and the CLI in a child process or in-process. */
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { Effect } from "effect"
+import { spawn, spawnSync } from "node:child_process"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { runCommand } from "../src/program.ts"
+
+export const REPO = resolve(__dirname, "..")
+export const SHARED = resolve(REPO, "../shared")
+export const GSM8K_TEST = join(SHARED, "data/gsm8k/test.jsonl")
+export const BIN = join(REPO, "bin/pipeline.js")
+
+export const tempDir = (prefix = "pipeline-test-"): string => mkdtempSync(join(tmpdir(), prefix))
+
+export const writeFile = (dir: string, name: string, text: string): string => {
+  const file = join(dir, name)
+  writeFileSync(file, text)
+  return file
+}
+
+/** The issue's example pipeline, over a given data file. */
+export const samplePipeline = (dataPath: string, extra = ""): string => `name: sample
+stages:
+  data:
+    uses: fetch
+    with: { path: ${JSON.stringify(dataPath)} }
+  shuffled:
+    uses: shuffle
+    needs: [data]
+    with: { seed: 42 }
+  short:
+    uses: filter
+    needs: [shuffled]
+    with: { where: "question.length < 400" }
+${extra}`
+
+export interface CliResult {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** The real `pipeline` binary in a child process. */
+export const cli = (args: ReadonlyArray<string>, options: { cwd?: string; env?: Record<string, string> } = {}): CliResult => {
+  const result = spawnSync(process.execPath, [BIN, ...args], {
+    cwd: options.cwd ?? REPO,
+    env: { ...process.env, ...options.env, FORCE_COLOR: "0" },
+    encoding: "utf8",
+    timeout: 120_000
+  })
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr }
+}
+
+/** Starts the binary without waiting; for kill and lock tests. */
+export const cliSpawn = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  spawn(process.execPath, [BIN, ...args], { cwd: REPO, env: { ...process.env, ...env, FORCE_COLOR: "0" }, stdio: ["ignore", "pipe", "pipe"] })
+
+/** The CLI in this process: the exit code, with stderr captured. */
+export const cliInProcess = async (args: ReadonlyArray<string>): Promise<{ code: number; stdout: string; stderr: string }> => {
+  const captured = { stdout: "", stderr: "" }
+  const capture = (stream: NodeJS.WriteStream, key: "stdout" | "stderr") => {
+    const original = stream.write.bind(stream)
+    stream.write = ((chunk: string | Uint8Array) => {
+      captured[key] += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString()
+      return true
+    }) as typeof stream.write
+    return () => {
+      stream.write = original
+    }
+  }
+  const restoreOut = capture(process.stdout, "stdout")
+  const restoreErr = capture(process.stderr, "stderr")
+  try {
+    const code = await Effect.runPromise(runCommand(["node", "pipeline", ...args]).pipe(Effect.provide(NodeContext.layer)))
+    return { code, ...captured }
+  } finally {
+    restoreOut()
+    restoreErr()
+  }
+}
+
+/** A plug-in stage that writes part of its output, then waits when $SLOW_STAGE is set: for crash tests. */
+export const slowPlugin = (dir: string): string =>
+  writeFile(dir, "slow.ts", `import { Effect, Schema } from "effect"
+import { FileSystem } from "@effect/platform"
+import { defineStage } from ${JSON.stringify(join(REPO, "src/stage.ts"))}
+import { transformSplits } from ${JSON.stringify(join(REPO, "src/dataset.ts"))}
+
+export default defineStage({
+  name: "slow",
+  version: "1",
+  description: "passes its input through, slowly when asked",
+  params: Schema.Struct({}),
+  accepts: { kinds: ["dataset"], min: 1, max: 1 },
+  produces: ["dataset"],
+  run: (ctx) => Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    yield* fs.writeFileString(ctx.outDir + "/partial.txt", "half-written")
+    if (process.env.SLOW_STAGE) {
+      yield* Effect.sync(() => process.stderr.write("SLOW_STAGE_WAITING\n"))
+      yield* Effect.sleep("60 seconds")
+    }
+    const dataset = yield* transformSplits(ctx, undefined, (table) => Effect.succeed(table))
+    return { outputs: { dataset } }
+  })
+})
+`)
+
+/** Runs an Effect that needs the platform services. */
+export const runNode = <A, E>(effect: Effect.Effect<A, E, NodeContext.NodeContext>): Promise<A> =>
+  Effect.runPromise(effect.pipe(Effect.provide(NodeContext.layer)))
