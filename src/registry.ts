@@ -80,8 +80,9 @@ export const resolveStage = (uses: string, baseDir: string) =>
     return impl
   })
 
+/** Enough of a load error to act on: a transform error's location sits on its second line. */
 const firstLine = (cause: unknown): string =>
-  (cause instanceof Error ? cause.message : String(cause)).split("\n")[0] ?? "unknown error"
+  (cause instanceof Error ? cause.message : String(cause)).split("\n").filter((l) => l.trim() !== "").slice(0, 2).join(" ")
 
 const isStageDefinition = (value: unknown): value is AnyStage => {
   if (typeof value !== "object" || value === null) return false

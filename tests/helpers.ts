@@ -2,7 +2,7 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Effect } from "effect"
 import { spawn, spawnSync } from "node:child_process"
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { runCommand } from "../src/program.ts"
@@ -13,6 +13,15 @@ export const GSM8K_TEST = join(SHARED, "data/gsm8k/test.jsonl")
 export const BIN = join(REPO, "bin/pipeline.js")
 
 export const tempDir = (prefix = "pipeline-test-"): string => mkdtempSync(join(tmpdir(), prefix))
+
+/**
+ * A temp folder inside this package, for plug-in modules: like a user's project,
+ * it is an ES module package that resolves `effect` from node_modules.
+ */
+export const projectTempDir = (): string => {
+  mkdirSync(join(REPO, ".test-tmp"), { recursive: true })
+  return mkdtempSync(join(REPO, ".test-tmp", "p-"))
+}
 
 export const writeFile = (dir: string, name: string, text: string): string => {
   const file = join(dir, name)
@@ -99,7 +108,7 @@ export default defineStage({
     const fs = yield* FileSystem.FileSystem
     yield* fs.writeFileString(ctx.outDir + "/partial.txt", "half-written")
     if (process.env.SLOW_STAGE) {
-      yield* Effect.sync(() => process.stderr.write("SLOW_STAGE_WAITING\n"))
+      yield* Effect.sync(() => console.error("SLOW_STAGE_WAITING"))
       yield* Effect.sleep("60 seconds")
     }
     const dataset = yield* transformSplits(ctx, undefined, (table) => Effect.succeed(table))
