@@ -73,6 +73,8 @@ const selectedStages = (pipeline: Pipeline, options: RunOptions): ReadonlySet<st
 interface Settled {
   readonly outcome: StageOutcome
   readonly entry: Entry | undefined
+  /** Not cached, and not run because --only left it out. */
+  readonly uncachedOutsideSelection?: boolean
 }
 
 export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
@@ -94,15 +96,17 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         for (const need of stage.needs) {
           const settled = yield* Deferred.await(done.get(need)!)
           if (settled.entry === undefined) {
-            const why = settled.outcome._tag === "Failed"
-              ? `upstream \`${need}\` failed`
-              : settled.outcome._tag === "WouldRun"
-              ? `upstream \`${need}\` would run first`
-              : `upstream \`${need}\` has no output`
             if (settled.outcome._tag === "WouldRun") {
-              return { outcome: StageOutcome.WouldRun({ id: stage.id, fingerprint: undefined, reason: why }), entry: undefined }
+              return { outcome: StageOutcome.WouldRun({ id: stage.id, fingerprint: undefined, reason: `upstream \`${need}\` would run first` }), entry: undefined }
             }
-            return { outcome: StageOutcome.Skipped({ id: stage.id, reason: why }), entry: undefined }
+            if (settled.uncachedOutsideSelection && selected.has(stage.id)) {
+              return {
+                outcome: StageOutcome.Failed({ id: stage.id, fingerprint: undefined, reason: `upstream \`${need}\` is not cached: run it first, or run without --only`, durationMs: 0 }),
+                entry: undefined
+              }
+            }
+            const why = settled.outcome._tag === "Failed" ? "failed" : "was skipped"
+            return { outcome: StageOutcome.Skipped({ id: stage.id, reason: `upstream \`${need}\` ${why}` }), entry: undefined }
           }
           upstream.set(need, settled.entry)
         }
@@ -124,8 +128,9 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         }
         if (!selected.has(stage.id)) {
           return {
-            outcome: StageOutcome.Skipped({ id: stage.id, reason: `not cached, and outside the stages selected by --only ${options.only}; run it first` }),
-            entry: undefined
+            outcome: StageOutcome.Skipped({ id: stage.id, reason: `not cached, and --only ${options.only} does not run it` }),
+            entry: undefined,
+            uncachedOutsideSelection: true
           }
         }
         const reason = forced
