@@ -4,7 +4,7 @@
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Effect, Either, Schema } from "effect"
-import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from "yaml"
+import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from "yaml"
 import { decodeWithDiagnostics, formatPath, type KeyPath, type Locate } from "./diagnostics.ts"
 import { type Diagnostic, SpecError, suggestion, UsageError } from "./errors.ts"
 
@@ -65,10 +65,12 @@ export const parseOverride = (text: string): Either.Either<Override, UsageError>
     return Either.left(new UsageError({ message: `--set ${text}: expected STAGE.KEY=VALUE, for example --set shuffled.seed=7` }))
   }
   const doc = parseDocument(match[3]!)
-  if (doc.errors.length > 0) {
-    return Either.left(new UsageError({ message: `--set ${text}: the value is not valid YAML (${doc.errors[0]!.message.split("\n")[0]})` }))
+  const value = documentValue(doc)
+  if (doc.errors.length > 0 || Either.isLeft(value)) {
+    const why = doc.errors[0]?.message.split("\n")[0] ?? (Either.isLeft(value) ? value.left.message : "")
+    return Either.left(new UsageError({ message: `--set ${text}: the value is not valid YAML (${why})` }))
   }
-  return Either.right({ stage: match[1]!, path: match[2]!.split("."), value: doc.toJS(), text })
+  return Either.right({ stage: match[1]!, path: match[2]!.split("."), value: value.right, text })
 }
 
 const displayName = (file: string, cwd: string, path: Path.Path): string => {
@@ -120,7 +122,14 @@ export const loadSpec = (file: string, overrides: ReadonlyArray<Override> = []) 
       const node = nodeAt(doc, keyPath, where)
       return node?.range ? at(node.range[0]) : shown
     }
-    const decoded = decodeWithDiagnostics(PipelineFile, doc.toJS() ?? {}, [], locate)
+    const plain = documentValue(doc)
+    if (Either.isLeft(plain)) {
+      return yield* new SpecError({
+        file: absolute,
+        diagnostics: [{ location: plain.left.offset === undefined ? shown : at(plain.left.offset), path: "", message: plain.left.message }]
+      })
+    }
+    const decoded = decodeWithDiagnostics(PipelineFile, plain.right ?? {}, [], locate)
     if (Either.isLeft(decoded)) return yield* new SpecError({ file: absolute, diagnostics: decoded.left })
     const value = decoded.right
     const stages: Array<StageSpec> = Object.entries(value.stages).map(([id, entry]) => ({
@@ -135,6 +144,26 @@ export const loadSpec = (file: string, overrides: ReadonlyArray<Override> = []) 
     const name = value.name ?? path.basename(absolute).replace(/\.ya?ml$/, "")
     return { file: absolute, baseDir: path.dirname(absolute), name, stages, locate } satisfies PipelineSpec
   })
+
+/**
+ * The document as plain data. Parsing succeeds on a few documents that cannot
+ * become data: an alias to an anchor never set, or aliases past the
+ * billion-laughs limit. Those are spec errors, located at the first alias.
+ */
+const documentValue = (doc: Document): Either.Either<unknown, { readonly message: string; readonly offset: number | undefined }> => {
+  try {
+    return Either.right(doc.toJS({ maxAliasCount: 100 }))
+  } catch (error) {
+    let offset: number | undefined
+    visit(doc, {
+      Alias(_, node) {
+        offset = node.range?.[0]
+        return visit.BREAK
+      }
+    })
+    return Either.left({ message: (error as Error).message, offset })
+  }
+}
 
 /** The deepest node on `keyPath` that exists: the key node of the last pair, or its value. */
 const nodeAt = (doc: Document, keyPath: KeyPath, where: "key" | "value"): Node | undefined => {
