@@ -1,0 +1,61 @@
+import { readFileSync, writeFileSync, mkdirSync } from "node:fs"
+import { join } from "node:path"
+import { describe, expect, it } from "vitest"
+import { cli, GSM8K_TEST, projectTempDir, REPO, samplePipeline, tempDir, writeFile } from "./helpers.ts"
+
+/** The plug-in example exactly as the README shows it, imports pointed at this checkout. */
+const readmeExample = (): string => {
+  const readme = readFileSync(join(REPO, "README.md"), "utf8")
+  const block = /```ts\n(\/\/ stages\/uppercase\.ts[\s\S]*?)```/.exec(readme)
+  if (block === null) throw new Error("README.md lost its plug-in example")
+  return block[1]!.replaceAll('"../src/', `"${REPO}/src/`)
+}
+
+describe("plug-in stages", () => {
+  it("the README's example runs, and editing the plug-in re-runs it and what follows", () => {
+    const dir = projectTempDir()
+    const cache = tempDir()
+    mkdirSync(join(dir, "stages"))
+    const plugin = writeFile(dir, "stages/uppercase.ts", readmeExample())
+    const file = writeFile(dir, "p.yaml", samplePipeline(GSM8K_TEST, `  loud:
+    uses: ./stages/uppercase.ts
+    needs: [short]
+    with: { column: question }
+  first:
+    uses: select
+    needs: [loud]
+    with: { rows: 3 }
+`))
+    const first = cli(["run", file, "--cache-dir", cache, "--json"])
+    expect(first.code, first.stderr).toBe(0)
+    const shown = cli(["show", file, "first", "--format", "jsonl", "--cache-dir", cache])
+    const rows = shown.stdout.trim().split("\n").map((l) => JSON.parse(l) as { question: string; answer: string })
+    expect(rows).toHaveLength(3)
+    for (const row of rows) {
+      expect(row.question).toBe(row.question.toUpperCase())
+      expect(row.answer).not.toBe(row.answer.toUpperCase())
+    }
+    writeFileSync(plugin, readFileSync(plugin, "utf8").replace("toUpperCase()", "toUpperCase() + \"!\""))
+    const second = cli(["run", file, "--cache-dir", cache, "--json"])
+    const stages = JSON.parse(second.stdout).stages as Array<{ id: string; status: string; reason: string }>
+    expect(stages.map((s) => `${s.id}:${s.status}`)).toEqual(["data:cached", "shuffled:cached", "short:cached", "loud:ran", "first:ran"])
+    expect(stages[3]!.reason).toBe("code version changed")
+  })
+
+  it("reports a plug-in that throws as a failed stage with its message", () => {
+    const dir = projectTempDir()
+    writeFile(dir, "boom.ts", `import { Effect, Schema } from "effect"
+import { defineStage } from "${REPO}/src/stage.ts"
+export default defineStage({
+  name: "boom", version: "1", description: "fails", params: Schema.Struct({}),
+  accepts: { kinds: ["dataset"], min: 1, max: 1 }, produces: ["dataset"],
+  run: () => Effect.sync(() => { throw new RangeError("the widget is out of range") })
+})
+`)
+    const file = writeFile(dir, "p.yaml", samplePipeline(GSM8K_TEST, "  boom:\n    uses: ./boom.ts\n    needs: [short]\n"))
+    const result = cli(["run", file, "--cache-dir", tempDir()])
+    expect(result.code).toBe(1)
+    expect(result.stderr).toContain("✖ boom: failed: RangeError: the widget is out of range")
+    expect(result.stderr).not.toMatch(/\n\s+at /)
+  })
+})
