@@ -70,7 +70,8 @@ const tty = (stream: NodeJS.WriteStream): ReporterService => {
     Presets.shades_classic
   )
   const bars = new Map<string, SingleBar>()
-  const line = (text: string) => multi.log(`${text}\n`)
+  // MultiBar.log only flushes on a redraw: with no bar on screen, write directly.
+  const line = (text: string) => (bars.size > 0 ? multi.log(`${text}\n`) : stream.write(`${text}\n`))
   return {
     started: (id, reason) => Effect.sync(() => line(`▶ ${id}: running (${reason})`)),
     progress: (id, done, total, unit) =>

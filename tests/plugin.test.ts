@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
-import { cli, GSM8K_TEST, projectTempDir, REPO, samplePipeline, tempDir, writeFile } from "./helpers.ts"
+import { cli, cliInProcess, GSM8K_TEST, projectTempDir, REPO, samplePipeline, tempDir, writeFile } from "./helpers.ts"
 
 /** The plug-in example exactly as the README shows it, imports pointed at this checkout. */
 const readmeExample = (): string => {
@@ -57,5 +57,40 @@ export default defineStage({
     expect(result.code).toBe(1)
     expect(result.stderr).toContain("✖ boom: failed: RangeError: the widget is out of range")
     expect(result.stderr).not.toMatch(/\n\s+at /)
+  })
+})
+
+describe("concurrency", () => {
+  it("runs independent stages at once, at most --jobs at a time", async () => {
+    const dir = projectTempDir()
+    writeFile(dir, "sleepy.ts", `import { Effect, Schema } from "effect"
+import { defineStage } from "${REPO}/src/stage.ts"
+import { writeDataset } from "${REPO}/src/dataset.ts"
+import { tableFromArrays } from "apache-arrow"
+export default defineStage({
+  name: "sleepy", version: "1", description: "sleeps, then writes one row",
+  params: Schema.Struct({ tag: Schema.String }),
+  accepts: { kinds: [], min: 0, max: 0 }, produces: ["dataset"],
+  run: (ctx) => Effect.gen(function* () {
+    const start = Date.now()
+    yield* Effect.sleep("400 millis")
+    const dataset = yield* writeDataset(ctx.outDir, { train: tableFromArrays({ tag: [ctx.params.tag] }) })
+    return { outputs: { dataset }, metrics: { start, end: Date.now() } }
+  })
+})
+`)
+    const file = writeFile(dir, "p.yaml", `stages:
+${["a", "b", "c"].map((id) => `  ${id}: { uses: ./sleepy.ts, with: { tag: ${id} } }`).join("\n")}
+`)
+    const intervals = async (jobs: number) => {
+      const result = await cliInProcess(["run", file, "--cache-dir", tempDir(), "--json", "--jobs", String(jobs)])
+      expect(result.code, result.stderr).toBe(0)
+      return (JSON.parse(result.stdout).stages as Array<{ metrics: { start: number; end: number } }>).map((s) => s.metrics)
+    }
+    const maxOverlap = (spans: Array<{ start: number; end: number }>) =>
+      Math.max(...spans.map((s) => spans.filter((o) => o.start < s.end && s.start < o.end).length))
+    expect(maxOverlap(await intervals(1))).toBe(1)
+    expect(maxOverlap(await intervals(2))).toBe(2)
+    expect(maxOverlap(await intervals(3))).toBe(3)
   })
 })
