@@ -5,7 +5,8 @@
  * - the stage's identity and code version (declared version + module source hash),
  * - its params, decoded then re-encoded (defaults filled in, secrets removed),
  * - the content digest of each upstream stage's outputs, by `needs` name,
- * - the sha256 of each local file it reads.
+ * - the sha256 of each local file it reads,
+ * - the version of each external input (a hub repository's resolved commit sha).
  *
  * Upstream stages enter by the digest of what they produced, not by their own
  * fingerprint: a re-run upstream that produced the same bytes re-runs nothing
@@ -25,6 +26,8 @@ export interface FingerprintMaterial {
   readonly inputs: Readonly<Record<string, string>>
   /** file path (relative to the pipeline file) → sha256 */
   readonly files: Readonly<Record<string, string>>
+  /** external input → version */
+  readonly external: Readonly<Record<string, string>>
 }
 
 /** JSON with object keys sorted at every depth: equal values give equal text. */
@@ -71,8 +74,17 @@ export const explainChange = (previous: FingerprintMaterial | undefined, current
     else if (!(file in current.files)) reasons.push(`file \`${file}\` removed`)
     else if (previous.files[file] !== current.files[file]) reasons.push(`file \`${file}\` changed`)
   }
+  for (const name of union(previous.external ?? {}, current.external)) {
+    const before = previous.external?.[name]
+    const after = current.external[name]
+    if (before === undefined) reasons.push(`external \`${name}\` added (${after})`)
+    else if (after === undefined) reasons.push(`external \`${name}\` removed`)
+    else if (before !== after) reasons.push(`external \`${name}\` changed ${short(before)}→${short(after)}`)
+  }
   return reasons
 }
+
+const short = (version: string): string => (/^[0-9a-f]{40,64}$/.test(version) ? version.slice(0, 8) : version)
 
 const union = (a: object, b: object): ReadonlyArray<string> => [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()
 

@@ -43,13 +43,17 @@ export const computeMaterial = (pipeline: Pipeline, stage: ResolvedStage, upstre
         files[path.relative(pipeline.spec.baseDir, file).split(path.sep).join("/")] = hash
       }
     }
+    const external = stage.impl.definition.externalInputs
+      ? yield* stage.impl.definition.externalInputs(stage.params, pipeline.spec.baseDir)
+      : {}
     return {
       engine: ENGINE_VERSION,
       stage: stage.impl.identity,
       code: stage.impl.codeVersion,
       params: stage.recordedParams,
       inputs: Object.fromEntries(stage.needs.map((need) => [need, upstream.get(need)!.manifest.outputDigest])),
-      files
+      files,
+      external
     } satisfies FingerprintMaterial
   })
 

@@ -66,6 +66,15 @@ export interface StageDefinition<P = unknown, I = unknown> {
     params: P,
     baseDir: string
   ) => Effect.Effect<ReadonlyArray<string>, StageError, StageServices>
+  /**
+   * Versions of what the run reads from outside the machine, such as a hub
+   * repository's resolved commit sha: name → version. Part of the fingerprint, so
+   * a dataset changed upstream is a changed input.
+   */
+  readonly externalInputs?: (
+    params: P,
+    baseDir: string
+  ) => Effect.Effect<Readonly<Record<string, string>>, StageError, StageServices>
   readonly run: (ctx: StageContext<P>) => Effect.Effect<StageResult, StageError, StageServices>
 }
 

@@ -8,7 +8,8 @@ const material: FingerprintMaterial = {
   code: "1+abc",
   params: { seed: 42, splits: ["train"] },
   inputs: { data: "d1" },
-  files: {}
+  files: {},
+  external: {}
 }
 
 const statusJson = async (file: string, cache: string) => {
@@ -31,6 +32,10 @@ describe("fingerprint", () => {
     expect(explainChange(material, { ...material, inputs: { data: "d2" } })).toEqual(["input `data` changed"])
     expect(explainChange(material, { ...material, files: { "a.jsonl": "x" } })).toEqual(["file `a.jsonl` added"])
     expect(explainChange(material, { ...material, params: { seed: 42 } })).toEqual(['param `splits` removed (was ["train"])'])
+    const sha = (c: string) => c.repeat(40)
+    const pinned = { ...material, external: { "hf:datasets/openai/gsm8k@main": sha("a") } }
+    expect(explainChange(pinned, { ...material, external: { "hf:datasets/openai/gsm8k@main": sha("b") } }))
+      .toEqual(["external `hf:datasets/openai/gsm8k@main` changed aaaaaaaa→bbbbbbbb"])
   })
 
   it("does not depend on key order in the YAML file, but does on values", async () => {
