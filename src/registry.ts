@@ -15,7 +15,8 @@ export const BUILTIN_STAGES: Readonly<Record<string, string>> = {
   fetch: "../stages/fetch.ts",
   filter: "../stages/filter.ts",
   select: "../stages/select.ts",
-  shuffle: "../stages/shuffle.ts"
+  shuffle: "../stages/shuffle.ts",
+  "word-problems": "../stages/word-problems.ts"
 }
 
 // Params and results differ per stage; the registry holds them all behind one type.
