@@ -150,6 +150,7 @@ const gc = Command.make(
       const report = yield* store.gc({ dryRun: args.dryRun })
       const verb = args.dryRun ? "would remove" : "removed"
       yield* stderr(`${verb} ${report.removedEntries} entr${report.removedEntries === 1 ? "y" : "ies"} (${formatBytes(report.bytesFreed)}), kept ${report.keptEntries}`)
+      if (report.removedWork > 0) yield* stderr(`${verb} ${report.removedWork} work folder(s) of interrupted runs older than a week`)
       for (const forgotten of report.forgottenRuns) yield* stderr(`  forgot the runs of ${forgotten} (the file is gone)`)
       if (args.json) yield* stdout(JSON.stringify(report))
     }).pipe(Effect.scoped, Effect.provide(storeLayer(args.cacheDir)))

@@ -164,6 +164,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         Effect.gen(function* () {
           yield* reporter.started(stage.id, reason)
           const outDir = yield* store.staging(fingerprint)
+          const workDir = yield* store.workDir(fingerprint)
           const ctx: StageContext<unknown> = {
             id: stage.id,
             params: stage.params,
@@ -173,6 +174,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
             }),
             baseDir: pipeline.spec.baseDir,
             outDir,
+            workDir,
             progress: (doneUnits, total, unit = "rows") => reporter.progress(stage.id, doneUnits, total, unit),
             log: (message) => reporter.log(stage.id, message)
           }

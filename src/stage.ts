@@ -26,6 +26,12 @@ export interface StageContext<P> {
   readonly baseDir: string
   /** An empty staging folder: every output must be written inside it. */
   readonly outDir: string
+  /**
+   * A folder that survives interruption (Ctrl-C, kill -9, a crash) for as long as
+   * the stage's fingerprint is unchanged: checkpoints go here, so a re-run resumes.
+   * It is removed once the stage's entry is committed.
+   */
+  readonly workDir: string
   /** Reports progress (`done` of `total` units, such as rows or steps). */
   readonly progress: (done: number, total: number, unit?: string) => Effect.Effect<void>
   /** A line for the human log (stderr). */

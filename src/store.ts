@@ -3,6 +3,7 @@
  *
  *   <root>/entries/<fingerprint>/manifest.json + the stage's outputs
  *   <root>/tmp/      staging folders of runs in progress
+ *   <root>/work/     per-fingerprint folders that survive crashes (training checkpoints)
  *   <root>/runs/     the latest run record of each pipeline (gc roots, `status` baselines)
  *   <root>/lock      held by `run` and `gc`
  *
@@ -21,6 +22,9 @@ import { canonicalJson, type FingerprintMaterial, sha256 } from "./fingerprint.t
 import { acquireLock } from "./lock.ts"
 
 export const MANIFEST = "manifest.json"
+
+/** How long `gc` keeps the work folder of an interrupted run. */
+const WORK_RETENTION_MS = 7 * 24 * 3600 * 1000
 
 export interface ContentFile {
   readonly bytes: number
@@ -83,6 +87,7 @@ export interface CommitRequest {
 }
 
 export interface GcReport {
+  readonly removedWork: number
   readonly removedEntries: number
   readonly keptEntries: number
   readonly bytesFreed: number
@@ -95,6 +100,8 @@ export interface ArtifactStoreService {
   /** A fresh staging folder, removed when the scope closes unless committed. */
   readonly staging: (fingerprint: string) => Effect.Effect<string, StoreError, import("effect/Scope").Scope>
   readonly commit: (request: CommitRequest) => Effect.Effect<Entry, StoreError>
+  /** The crash-surviving work folder of a fingerprint, created if needed; removed by `commit`. */
+  readonly workDir: (fingerprint: string) => Effect.Effect<string, StoreError>
   readonly readRun: (file: string) => Effect.Effect<RunRecord | undefined, StoreError>
   readonly recordStage: (file: string, pipeline: string, stage: string, record: RunRecordStage) => Effect.Effect<void, StoreError>
   /** The writer lock, held for the enclosing scope; staging left by dead runs is cleared on taking it. */
@@ -114,7 +121,8 @@ export const make = (root: string) =>
     const entriesDir = path.join(root, "entries")
     const tmpDir = path.join(root, "tmp")
     const runsDir = path.join(root, "runs")
-    const ensureDirs = Effect.forEach([entriesDir, tmpDir, runsDir], (dir) => fs.makeDirectory(dir, { recursive: true })).pipe(
+    const workRoot = path.join(root, "work")
+    const ensureDirs = Effect.forEach([entriesDir, tmpDir, runsDir, workRoot], (dir) => fs.makeDirectory(dir, { recursive: true })).pipe(
       Effect.mapError(storeError(`cannot create the cache folder ${root}`))
     )
 
@@ -259,8 +267,16 @@ export const make = (root: string) =>
         } else {
           yield* fs.rename(dir, target)
         }
+        yield* fs.remove(path.join(workRoot, request.fingerprint), { recursive: true }).pipe(Effect.ignore)
         return { dir: target, manifest, outputs: resolveOutputs(target, outputs, (d, p) => path.join(d, p)) } satisfies Entry
       }).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("cannot commit the cache entry")(e))))
+
+    const workDir = (fingerprint: string) =>
+      Effect.gen(function* () {
+        const dir = path.join(workRoot, fingerprint)
+        yield* fs.makeDirectory(dir, { recursive: true })
+        return dir
+      }).pipe(Effect.mapError(storeError("cannot create the work folder")))
 
     const runFile = (file: string) => {
       const base = path.basename(file).replace(/\.ya?ml$/, "").replace(/[^A-Za-z0-9_-]/g, "_")
@@ -346,11 +362,21 @@ export const make = (root: string) =>
           removedEntries++
           if (!options.dryRun) yield* fs.remove(dir, { recursive: true })
         }
+        // Work folders hold the checkpoints of interrupted runs: keep a week's worth to resume.
+        let removedWork = 0
+        for (const name of yield* fs.readDirectory(workRoot)) {
+          const dir = path.join(workRoot, name)
+          const modified = Option.getOrUndefined((yield* fs.stat(dir)).mtime)?.getTime() ?? 0
+          if (keep.has(name) || Date.now() - modified < WORK_RETENTION_MS) continue
+          bytesFreed += yield* sizeOf(dir)
+          removedWork++
+          if (!options.dryRun) yield* fs.remove(dir, { recursive: true })
+        }
         if (!options.dryRun) yield* clearTmp
-        return { removedEntries, keptEntries, bytesFreed, forgottenRuns } satisfies GcReport
+        return { removedEntries, removedWork, keptEntries, bytesFreed, forgottenRuns } satisfies GcReport
       }).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("garbage collection failed")(e))))
 
-    return ArtifactStore.of({ root, lookup, staging, commit, readRun, recordStage, lock, gc })
+    return ArtifactStore.of({ root, lookup, staging, commit, workDir, readRun, recordStage, lock, gc })
   })
 
 export const layer = (root: string) => Layer.effect(ArtifactStore, make(root))
