@@ -16,7 +16,7 @@ import { ENGINE_VERSION, explainChange, type FingerprintMaterial, fingerprintOf 
 import type { Pipeline, ResolvedStage } from "./pipeline.ts"
 import { Reporter } from "./reporter.ts"
 import type { StageContext } from "./stage.ts"
-import { ArtifactStore, type Entry } from "./store.ts"
+import { ArtifactStore, type Entry, type Lookup } from "./store.ts"
 
 export interface RunOptions {
   readonly force: ReadonlyArray<string>
@@ -65,6 +65,22 @@ const checkSelection = (pipeline: Pipeline, options: RunOptions) => {
     }
   }
   return Effect.void
+}
+
+export const formatAge = (ms: number): string => {
+  const seconds = Math.max(0, ms / 1000)
+  if (seconds < 90) return `${Math.round(seconds)}s`
+  if (seconds < 5400) return `${Math.round(seconds / 60)}m`
+  if (seconds < 36 * 3600) return `${Math.round(seconds / 3600)}h`
+  return `${Math.round(seconds / 86400)}d`
+}
+
+/** A hit older than the stage's max age counts as expired: web data goes stale. */
+export const expire = (stage: ResolvedStage, found: Lookup): Lookup => {
+  const maxAge = stage.impl.definition.maxAgeMs?.(stage.params)
+  if (found._tag !== "Hit" || maxAge === undefined) return found
+  const age = Date.now() - Date.parse(found.entry.manifest.createdAt)
+  return age <= maxAge ? found : { _tag: "Expired", reason: `the cached output is ${formatAge(age)} old (max_age ${formatAge(maxAge)})` }
 }
 
 /** Which stages this run may execute; the rest are only looked up. */
@@ -122,7 +138,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         const material = yield* computeMaterial(pipeline, stage, upstream)
         const fingerprint = fingerprintOf(material)
         const forced = options.force.includes(stage.id)
-        const found = forced ? { _tag: "Miss" as const } : yield* store.lookup(fingerprint)
+        const found = forced ? { _tag: "Miss" as const } : expire(stage, yield* store.lookup(fingerprint))
         if (found._tag === "Hit") {
           if (selected.has(stage.id)) yield* remember(stage.id, fingerprint, material, found.entry)
           return {
@@ -139,7 +155,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         }
         const reason = forced
           ? "forced"
-          : found._tag === "Damaged"
+          : found._tag === "Damaged" || found._tag === "Expired"
           ? found.reason
           : explainChange(record?.stages[stage.id]?.material, material).join("; ") || "no cached entry"
         if (options.dryRun) {

@@ -81,6 +81,11 @@ export interface StageDefinition<P = unknown, I = unknown> {
     params: P,
     baseDir: string
   ) => Effect.Effect<Readonly<Record<string, string>>, StageError, StageServices>
+  /**
+   * For outputs that go stale with time (web data): how long, in milliseconds, a
+   * cached entry stays valid. Undefined: until its inputs change or it is forced.
+   */
+  readonly maxAgeMs?: (params: P) => number | undefined
   readonly run: (ctx: StageContext<P>) => Effect.Effect<StageResult, StageError, StageServices>
 }
 

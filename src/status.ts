@@ -6,7 +6,7 @@
 import { Effect } from "effect"
 import { explainChange, fingerprintOf } from "./fingerprint.ts"
 import type { Pipeline } from "./pipeline.ts"
-import { computeMaterial } from "./runner.ts"
+import { computeMaterial, expire, formatAge } from "./runner.ts"
 import { ArtifactStore, type Entry } from "./store.ts"
 
 export interface StageStatus {
@@ -39,13 +39,13 @@ export const pipelineStatus = (pipeline: Pipeline) =>
       }
       const material = yield* computeMaterial(pipeline, stage, entries)
       const fingerprint = fingerprintOf(material)
-      const found = yield* store.lookup(fingerprint)
+      const found = expire(stage, yield* store.lookup(fingerprint))
       if (found._tag === "Hit") {
         entries.set(stage.id, found.entry)
         statuses.push({ id: stage.id, uses: stage.uses, state: "fresh", reasons: [], fingerprint, entry: found.entry })
         continue
       }
-      const reasons = found._tag === "Damaged" ? [found.reason] : explainChange(record?.stages[stage.id]?.material, material)
+      const reasons = found._tag === "Damaged" || found._tag === "Expired" ? [found.reason] : explainChange(record?.stages[stage.id]?.material, material)
       statuses.push({
         id: stage.id,
         uses: stage.uses,
@@ -58,13 +58,7 @@ export const pipelineStatus = (pipeline: Pipeline) =>
     return statuses
   })
 
-const age = (iso: string): string => {
-  const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000)
-  if (seconds < 90) return `${Math.round(seconds)}s`
-  if (seconds < 5400) return `${Math.round(seconds / 60)}m`
-  if (seconds < 36 * 3600) return `${Math.round(seconds / 3600)}h`
-  return `${Math.round(seconds / 86400)}d`
-}
+const age = (iso: string): string => formatAge(Date.now() - Date.parse(iso))
 
 export const renderStatus = (statuses: ReadonlyArray<StageStatus>): string => {
   const width = Math.max(5, ...statuses.map((s) => s.id.length))

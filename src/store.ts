@@ -58,6 +58,7 @@ export interface Entry {
 
 export type Lookup =
   | { readonly _tag: "Hit"; readonly entry: Entry }
+  | { readonly _tag: "Expired"; readonly reason: string }
   | { readonly _tag: "Miss" }
   | { readonly _tag: "Damaged"; readonly reason: string }
 
