@@ -17,7 +17,7 @@ export interface ResolvedStage {
   readonly impl: ResolvedImpl
   /** Decoded params, defaults filled in: what the stage receives. */
   readonly params: unknown
-  /** Encoded params with secrets removed: what fingerprints and manifests record. */
+  /** Encoded params without secrets and execution params: what fingerprints and manifests record. */
   readonly recordedParams: Readonly<Record<string, unknown>>
 }
 
@@ -51,14 +51,14 @@ export const loadPipeline = (file: string, overrides: ReadonlyArray<Override> = 
         continue
       }
       const encoded = Schema.encodeSync(definition.params)(params.right) as Record<string, unknown>
-      const secrets = new Set(definition.secrets ?? [])
+      const untracked = new Set([...(definition.secrets ?? []), ...(definition.executionParams ?? [])])
       resolved.push({
         id: stage.id,
         uses: stage.uses,
         needs: stage.needs,
         impl: impl.right,
         params: params.right,
-        recordedParams: Object.fromEntries(Object.entries(encoded).filter(([key]) => !secrets.has(key)))
+        recordedParams: Object.fromEntries(Object.entries(encoded).filter(([key]) => !untracked.has(key)))
       })
     }
     if (diagnostics.length === 0) diagnostics.push(...checkKinds(spec, resolved))

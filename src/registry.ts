@@ -14,8 +14,10 @@ import type { StageDefinition } from "./stage.ts"
 export const BUILTIN_STAGES: Readonly<Record<string, string>> = {
   fetch: "../stages/fetch.ts",
   filter: "../stages/filter.ts",
+  map: "../stages/map.ts",
   select: "../stages/select.ts",
   shuffle: "../stages/shuffle.ts",
+  tokenize: "../stages/tokenize.ts",
   "word-problems": "../stages/word-problems.ts"
 }
 

@@ -65,6 +65,12 @@ export interface StageDefinition<P = unknown, I = unknown> {
   /** Param keys that never enter a fingerprint, a manifest or a log (tokens, passwords). */
   readonly secrets?: ReadonlyArray<string>
   /**
+   * Param keys that change how the stage runs but not what it produces
+   * (concurrency, timeouts, retries): left out of the fingerprint, so tuning them
+   * re-runs nothing.
+   */
+  readonly executionParams?: ReadonlyArray<string>
+  /**
    * Local files this run reads, as absolute paths. Their contents are hashed into
    * the fingerprint, so editing one re-runs the stage and everything after it.
    */
