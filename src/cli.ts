@@ -4,11 +4,13 @@
  */
 import { Args, Command, Options } from "@effect/cli"
 import { Path } from "@effect/platform"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Config, Effect, Either, Layer, Option } from "effect"
 import { readSplit } from "./dataset.ts"
 import { renderDot, renderMermaid, renderText } from "./dag.ts"
 import { UsageError } from "./errors.ts"
 import { statusOf, toJson } from "./events.ts"
+import * as Hub from "./hub/index.ts"
 import { pipelineJsonSchema } from "./json-schema.ts"
 import { loadPipeline } from "./pipeline.ts"
 import { builtinDefinitions } from "./registry.ts"
@@ -29,6 +31,10 @@ const cacheDir = Options.text("cache-dir").pipe(
 
 const storeLayer = (dir: string) =>
   Layer.unwrapEffect(Effect.map(Path.Path, (path) => Store.layer(path.resolve(dir))))
+
+/** What stages need besides files: the store and the hub client (settings from HF_* variables). */
+const stageLayer = (dir: string) =>
+  Layer.merge(storeLayer(dir), Hub.layer.pipe(Layer.provide(NodeHttpClient.layerUndici)))
 
 const stdout = (text: string) => Effect.sync(() => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`))
 const stderr = (text: string) => Effect.sync(() => process.stderr.write(text.endsWith("\n") ? text : `${text}\n`))
@@ -62,7 +68,7 @@ const run = Command.make(
         until: Option.getOrUndefined(args.until),
         dryRun: args.dryRun,
         concurrency: args.jobs
-      }).pipe(Effect.provide(Reporter.layer()), Effect.provide(storeLayer(args.cacheDir)), Effect.scoped)
+      }).pipe(Effect.provide(Reporter.layer()), Effect.provide(stageLayer(args.cacheDir)), Effect.scoped)
       const counts = new Map<string, number>()
       for (const outcome of outcomes) counts.set(statusOf(outcome), (counts.get(statusOf(outcome)) ?? 0) + 1)
       yield* stderr(`${pipeline.spec.name}: ${[...counts].map(([status, n]) => `${n} ${status}`).join(", ")} in ${((performance.now() - started) / 1000).toFixed(1)}s`)
@@ -74,7 +80,7 @@ const run = Command.make(
 const status = Command.make("status", { file, json, cacheDir }, (args) =>
   Effect.gen(function* () {
     const pipeline = yield* loadPipeline(args.file)
-    const statuses = yield* pipelineStatus(pipeline).pipe(Effect.provide(storeLayer(args.cacheDir)))
+    const statuses = yield* pipelineStatus(pipeline).pipe(Effect.provide(stageLayer(args.cacheDir)))
     yield* args.json
       ? stdout(JSON.stringify({ pipeline: pipeline.spec.name, stages: statusJson(statuses) }, null, 2))
       : stdout(renderStatus(statuses))
@@ -96,7 +102,7 @@ const show = Command.make(
       if (!pipeline.stages.some((s) => s.id === args.stage)) {
         return yield* new UsageError({ message: `there is no stage "${args.stage}" in ${args.file} (stages: ${pipeline.stages.map((s) => s.id).join(", ")})` })
       }
-      const statuses = yield* pipelineStatus(pipeline).pipe(Effect.provide(storeLayer(args.cacheDir)))
+      const statuses = yield* pipelineStatus(pipeline).pipe(Effect.provide(stageLayer(args.cacheDir)))
       const target = statuses.find((s) => s.id === args.stage)!
       if (target.entry === undefined) {
         return yield* new UsageError({

@@ -61,7 +61,13 @@ export class StoreError extends Data.TaggedError("StoreError")<{ readonly messag
 /** Another process holds the cache lock. */
 export class LockError extends Data.TaggedError("LockError")<{ readonly message: string }> {}
 
-export type UserError = SpecError | UsageError | StageError | RunFailed | StoreError | LockError
+/** The Hugging Face hub's settings or answers (see src/hub/errors.ts); only its tag and message matter here. */
+interface HubFailure {
+  readonly _tag: "HubError"
+  readonly message: string
+}
+
+export type UserError = SpecError | UsageError | StageError | RunFailed | StoreError | LockError | HubFailure
 
 export const exitCodeOf = (error: UserError): number => {
   switch (error._tag) {
@@ -69,6 +75,7 @@ export const exitCodeOf = (error: UserError): number => {
     case "UsageError":
       return 2
     case "StageError":
+    case "HubError":
     case "RunFailed":
     case "StoreError":
     case "LockError":

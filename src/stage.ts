@@ -6,6 +6,7 @@
 import type { FileSystem, Path } from "@effect/platform"
 import type { Effect, Schema } from "effect"
 import type { ArtifactKind, Metrics, Outputs } from "./artifact.ts"
+import type { Hub } from "./hub/index.ts"
 import type { StageError } from "./errors.ts"
 
 /** An upstream stage's outputs, as seen by a downstream stage. */
@@ -43,8 +44,8 @@ export interface StageResult {
   readonly metrics?: Metrics
 }
 
-/** The services a stage's `run` may use. */
-export type StageServices = FileSystem.FileSystem | Path.Path
+/** The services a stage's `run` may use: files, paths, and the Hugging Face hub client. */
+export type StageServices = FileSystem.FileSystem | Path.Path | Hub
 
 export interface StageDefinition<P = unknown, I = unknown> {
   /** How the stage is named in `uses:` (built-ins) or reported (plug-ins). */

@@ -1,8 +1,9 @@
 /**
- * `fetch`: brings data into the pipeline as Arrow splits. From local files today
- * (jsonl, json, csv, parquet, arrow): one path, a glob, a list, or a map of
- * split → path(s). Paths resolve against the pipeline file; their contents are
- * fingerprinted, so editing a data file re-runs everything downstream.
+ * `fetch`: brings data into the pipeline as Arrow splits, from the Hugging Face
+ * hub (`dataset: openai/gsm8k`) or from local files (jsonl, json, csv, parquet,
+ * arrow: one path, a glob, a list, or a map of split → path(s), relative to the
+ * pipeline file). What is read is fingerprinted: a local file's contents, or the
+ * hub revision's commit sha, so a changed dataset re-runs everything downstream.
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Table } from "apache-arrow"
@@ -11,13 +12,21 @@ import { glob } from "tinyglobby"
 import { writeDataset } from "../src/dataset.ts"
 import { StageError } from "../src/errors.ts"
 import { detectFormat, type Format, readTable } from "../src/formats/index.ts"
+import { dataset, Hub, type HubError, type OnProgress } from "../src/hub/index.ts"
 import { defineStage } from "../src/stage.ts"
 
 const Paths = Schema.Union(Schema.String, Schema.Array(Schema.String).pipe(Schema.minItems(1)))
 
 const Params = Schema.Struct({
-  path: Schema.Union(Paths, Schema.Record({ key: Schema.String, value: Paths })).annotations({
+  path: Schema.optional(Schema.Union(Paths, Schema.Record({ key: Schema.String, value: Paths }))).annotations({
     description: "A file, a glob, a list of them, or a map of split → file(s); relative to the pipeline file"
+  }),
+  dataset: Schema.optional(Schema.String.pipe(Schema.pattern(/^[\w.-]+(\/[\w.-]+)?$/))).annotations({
+    description: "A Hugging Face hub dataset id, such as openai/gsm8k (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE apply)"
+  }),
+  config: Schema.optional(Schema.String).annotations({ description: "The hub dataset's config (subset), such as main" }),
+  revision: Schema.optionalWith(Schema.String, { default: () => "main" }).annotations({
+    description: "A hub branch, tag or commit sha; the resolved commit is pinned in the fingerprint"
   }),
   split: Schema.optionalWith(Schema.String, { default: () => "train" }).annotations({
     description: "The split name when `path` is not a map (Hugging Face's default: train)"
@@ -28,16 +37,36 @@ const Params = Schema.Struct({
   columns: Schema.optional(Schema.Array(Schema.String).pipe(Schema.minItems(1))).annotations({
     description: "Keep only these columns"
   })
-})
+}).pipe(
+  Schema.filter((p) =>
+    (p.path === undefined) !== (p.dataset === undefined) ||
+    "give exactly one source: `path` (local files) or `dataset` (a Hugging Face hub id)"
+  )
+)
 
 type Params = typeof Params.Type
 
 const patternsBySplit = (params: Params): Record<string, ReadonlyArray<string>> => {
   const asList = (p: string | ReadonlyArray<string>) => (typeof p === "string" ? [p] : p)
-  return typeof params.path === "string" || Array.isArray(params.path)
-    ? { [params.split]: asList(params.path as string | ReadonlyArray<string>) }
-    : Object.fromEntries(Object.entries(params.path as Record<string, string | ReadonlyArray<string>>).map(([s, p]) => [s, asList(p)]))
+  const source = params.path ?? []
+  return typeof source === "string" || Array.isArray(source)
+    ? { [params.split]: asList(source as string | ReadonlyArray<string>) }
+    : Object.fromEntries(Object.entries(source as Record<string, string | ReadonlyArray<string>>).map(([s, p]) => [s, asList(p)]))
 }
+
+const hubFailure = (error: HubError) => new StageError({ message: error.message })
+
+/** Split → downloaded files of a hub dataset, at the commit the fingerprint pinned. */
+const hubFiles = (params: Params, onProgress?: OnProgress) =>
+  Effect.gen(function* () {
+    const hub = yield* Hub
+    const found = yield* hub.datasetSplits(params.dataset!, {
+      ...(params.config !== undefined && { config: params.config }),
+      revision: params.revision,
+      ...(onProgress !== undefined && { onProgress })
+    })
+    return found.splits
+  }).pipe(Effect.catchTag("HubError", (e) => Effect.fail(hubFailure(e))))
 
 /** Split → the files it reads, globs expanded and sorted, each pattern required to match. */
 const resolveFiles = (params: Params, baseDir: string) =>
@@ -96,15 +125,26 @@ const keepColumns = (table: Table, columns: ReadonlyArray<string> | undefined, s
 export default defineStage({
   name: "fetch",
   version: "1",
-  description: "Loads local data files (jsonl, json, csv, tsv, parquet, arrow) into Arrow splits",
+  description: "Loads a Hugging Face hub dataset, or local data files (jsonl, json, csv, tsv, parquet, arrow), into Arrow splits",
   params: Params,
   accepts: { kinds: [], min: 0, max: 0 },
   produces: ["dataset"],
-  inputFiles: (params, baseDir) => Effect.map(resolveFiles(params, baseDir), (bySplit) => Object.values(bySplit).flat()),
+  inputFiles: (params, baseDir) =>
+    params.path === undefined ? Effect.succeed([]) : Effect.map(resolveFiles(params, baseDir), (bySplit) => Object.values(bySplit).flat()),
+  externalInputs: (params) =>
+    params.dataset === undefined
+      ? Effect.succeed({})
+      : Effect.gen(function* () {
+        const hub = yield* Hub
+        const sha = yield* hub.resolveRevision(dataset(params.dataset!), params.revision)
+        return { [`hf:datasets/${params.dataset}@${params.revision}`]: sha }
+      }).pipe(Effect.catchTag("HubError", (e) => Effect.fail(hubFailure(e)))),
   run: (ctx) =>
     Effect.gen(function* () {
       const fs = yield* FileSystem.FileSystem
-      const bySplit = yield* resolveFiles(ctx.params, ctx.baseDir)
+      const bySplit = ctx.params.dataset !== undefined
+        ? yield* hubFiles(ctx.params, (p) => ctx.progress(p.done, p.total, "bytes"))
+        : yield* resolveFiles(ctx.params, ctx.baseDir)
       const splits: Record<string, Table> = {}
       for (const [split, files] of Object.entries(bySplit)) {
         const tables: Array<Table> = []
