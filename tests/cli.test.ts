@@ -118,8 +118,8 @@ describe("pipeline CLI, end to end in a child process", () => {
     const conditions = schema.properties.stages.additionalProperties.allOf as Array<{ if: { properties: { uses: { const: string } } }; then: { properties: { with: { properties: Record<string, unknown>; required?: Array<string> } } } }>
     const shuffle = conditions.find((c) => c.if.properties.uses.const === "shuffle")!
     expect(Object.keys(shuffle.then.properties.with.properties)).toEqual(["seed", "splits"])
-    const fetch = conditions.find((c) => c.if.properties.uses.const === "fetch")!
-    expect(fetch.then.properties.with.required).toEqual(["path"])
+    const select = conditions.find((c) => c.if.properties.uses.const === "select")!
+    expect(select.then.properties.with.required).toEqual(["rows"])
   })
 
   it("exits 2 on a bad command or file and 1 on a failed stage, with one clear message and no stack trace", () => {

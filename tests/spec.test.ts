@@ -46,9 +46,11 @@ describe("pipeline spec", () => {
     expect(error.message).toContain('"forty-two"')
   })
 
-  it("rejects a missing required param", async () => {
-    const error = await specErrorOf(`stages:\n  data:\n    uses: fetch\n    with: { split: train }\n`)
-    expect(error.message).toContain("stages.data.with.path: is required but missing")
+  it("rejects a missing required param, and a stage's own cross-field rule", async () => {
+    const error = await specErrorOf(samplePipeline(GSM8K_TEST, "  first: { uses: select, needs: [short], with: { offset: 2 } }\n"))
+    expect(error.message).toContain("stages.first.with.rows: is required but missing")
+    const both = await specErrorOf(`stages:\n  data:\n    uses: fetch\n    with: { split: train }\n`)
+    expect(both.message).toMatch(/p\.yaml:4:11 stages\.data\.with: give exactly one source: `path` \(local files\) or `dataset`/)
   })
 
   it("rejects an unknown stage with a suggestion and the list of built-ins", async () => {
@@ -84,9 +86,9 @@ describe("pipeline spec", () => {
   b: { uses: shuffle, needs: [nope] }
 `)
     const lines = error.message.split("\n")
-    expect(lines).toHaveLength(3)
+    expect(lines).toHaveLength(2)
     expect(lines[0]).toMatch(/(^|\/)p\.yaml:2:/)
-    expect(lines[2]).toMatch(/(^|\/)p\.yaml:3:/)
+    expect(lines[1]).toMatch(/(^|\/)p\.yaml:3:/)
   })
 
   it("applies --set overrides, parsing values as YAML, and locates errors at the flag", async () => {
