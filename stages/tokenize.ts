@@ -1,0 +1,374 @@
+/**
+ * `tokenize`: text columns → `input_ids`, `labels` (List<Int32>) and `length` (Int32).
+ *
+ * By default as the tutorial does it: prompt and completion are tokenized apart, without
+ * special tokens; the completion gets EOS; the labels are -100 over the prompt, so the
+ * loss counts the answer only. `template` builds the prompt from several columns,
+ * `chat_template` wraps the pair in the tokenizer's chat format, and `text` tokenizes
+ * plain documents for continued pre-training, optionally packed into fixed-length blocks.
+ */
+import { type Data, DataType, Field, Int32, makeData, RecordBatch, Schema as ArrowSchema, Struct, Table } from "apache-arrow"
+import { Effect, Either, Schema } from "effect"
+import { int32ListVector, toPlain } from "../src/arrow.ts"
+import { inputDataset, transformSplits } from "../src/dataset.ts"
+import { StageError } from "../src/errors.ts"
+import { defineStage } from "../src/stage.ts"
+import { fileList, loadTokenizer, resolveTokenizerDir, type Tokenizer, type TokenizerError, tokenizerFiles, tokenizerRevision, tokenizerSource } from "../src/tokenizer.ts"
+import { IGNORE_INDEX } from "../src/train/collate.ts"
+import { Splits } from "./common.ts"
+
+type TemplatePart = { readonly literal: string } | { readonly column: string }
+
+/** Splits `Question: {question}\nAnswer:` into text and column names; `{{` and `}}` are literal braces. */
+export const parseTemplate = (source: string): Either.Either<ReadonlyArray<TemplatePart>, string> => {
+  const parts: Array<TemplatePart> = []
+  let literal = ""
+  for (let i = 0; i < source.length; i++) {
+    const char = source[i]!
+    if ((char === "{" || char === "}") && source[i + 1] === char) {
+      literal += char
+      i++
+    } else if (char === "}") {
+      return Either.left(`unmatched "}" at character ${i + 1} (write "}}" for a literal brace)`)
+    } else if (char === "{") {
+      const end = source.indexOf("}", i)
+      const column = end === -1 ? "" : source.slice(i + 1, end).trim()
+      if (end === -1 || column === "" || column.includes("{")) {
+        return Either.left(`"{" at character ${i + 1} does not open a placeholder such as {question} (write "{{" for a literal brace)`)
+      }
+      if (literal !== "") parts.push({ literal })
+      literal = ""
+      parts.push({ column })
+      i = end
+    } else {
+      literal += char
+    }
+  }
+  if (literal !== "") parts.push({ literal })
+  return parts.some((part) => "column" in part)
+    ? Either.right(parts)
+    : Either.left("the template names no column: write placeholders such as {question}")
+}
+
+// Descriptions sit on the encoded base types: `pipeline schema` shows the encoded side,
+// where refinements and defaults (and annotations made on them) are stripped.
+const column = (description: string) => Schema.String.annotations({ description }).pipe(Schema.minLength(1))
+
+const flag = (description: string, byDefault: boolean) =>
+  Schema.optionalWith(Schema.Boolean.annotations({ description }), { default: () => byDefault })
+
+const positiveInt = (description: string) => Schema.Number.annotations({ description }).pipe(Schema.int(), Schema.positive())
+
+const Template = Schema.String.annotations({
+  description: "The prompt built from columns instead of `prompt`, such as \"Question: {question}\\nAnswer:\" ({{ and }} for literal braces)"
+}).pipe(
+  Schema.filter((source) => Either.match(parseTemplate(source), { onLeft: (why) => `invalid template: ${why}`, onRight: () => true }))
+)
+
+const Params = Schema.Struct({
+  tokenizer: Schema.String.annotations({
+    description: "A folder holding tokenizer.json and tokenizer_config.json, relative to the pipeline file (a Hugging Face hub id once the hub client is wired in)"
+  }),
+  prompt: Schema.optional(column("The column with the prompt (the question); its tokens are masked from the loss")),
+  completion: Schema.optional(column("The column with what the model learns to write (the answer)")),
+  template: Schema.optional(Template),
+  chat_template: flag(
+    "Render the prompt as a user message and the completion as the assistant's reply with the tokenizer's chat template; only the reply is learned (default false)",
+    false
+  ),
+  text: Schema.optional(column("Continued pre-training: the column of plain documents, learned whole (labels = input_ids)")),
+  mask_prompt: flag("Set the prompt's labels to -100 so the loss counts the completion only (default true)", true),
+  append_eos: Schema.optional(Schema.Boolean.annotations({
+    description: "Append the EOS token after the completion or document (default true; false with chat_template, whose template ends the turn)"
+  })),
+  keep: Schema.optionalWith(
+    Schema.Array(Schema.String).annotations({
+      description: "Input columns carried into the output beside input_ids, labels and length (such as answer, for scoring)"
+    }),
+    { default: () => [] }
+  ),
+  pack: Schema.optional(Schema.Struct({
+    block_size: positiveInt(
+      "Text mode: concatenate the documents, EOS after each, and cut them into blocks of this many tokens (the last partial block is dropped)"
+    )
+  })),
+  splits: Splits,
+  batch_size: Schema.optionalWith(positiveInt("Rows tokenized between progress reports, and per output record batch (default 1000)"), {
+    default: () => 1000
+  })
+}).pipe(Schema.filter((p) => {
+  if ([p.prompt, p.template, p.text].filter((x) => x !== undefined).length !== 1) {
+    return "give exactly one of prompt (a column), template (columns in a pattern) or text (plain documents)"
+  }
+  if (p.text !== undefined) {
+    if (p.completion !== undefined) return "completion does not apply to text mode: the whole text is learned"
+    if (p.chat_template) return "chat_template needs prompt (or template) and completion, not text"
+    if (p.pack !== undefined && p.keep.length > 0) return "keep does not apply with pack: a block spans several documents"
+    if (p.pack !== undefined && p.append_eos === false) return "pack puts EOS between documents: remove append_eos: false"
+    return true
+  }
+  if (p.completion === undefined) return "give completion, the column the model learns to write, with prompt or template"
+  if (p.pack !== undefined) return "pack applies to text mode only"
+  return true
+}))
+
+type Params = typeof Params.Type
+
+/** One tokenized row. */
+interface Example {
+  readonly inputIds: Int32Array
+  readonly labels: Int32Array
+}
+
+interface Stats {
+  rows: number
+  tokens: number
+  maxLength: number
+}
+
+const stageError = (error: TokenizerError) => new StageError({ message: error.message, cause: error })
+
+/** A local tokenizer's files are inputs: editing one re-runs the stage. A hub tokenizer enters by its commit. */
+const inputFiles = (params: Params, baseDir: string) =>
+  tokenizerSource(params.tokenizer, baseDir).pipe(
+    Effect.flatMap((source) =>
+      source._tag === "Hub" ? Effect.succeed([]) : tokenizerFiles(source.dir).pipe(Effect.map(fileList))
+    ),
+    Effect.mapError(stageError)
+  )
+
+const externalInputs = (params: Params, baseDir: string) =>
+  tokenizerRevision(params.tokenizer, baseDir).pipe(Effect.mapError(stageError))
+
+/** Where a batch sits, for messages: its split and the index of its first row there. */
+interface Place {
+  readonly split: string
+  readonly firstRow: number
+}
+
+/** Reads one text per row of a batch: a column's cells, or a template filled from several. */
+type TextReader = (batch: RecordBatch, place: Place) => Either.Either<ReadonlyArray<string>, string>
+
+const cellText = (value: unknown): string =>
+  typeof value === "string" ? value : typeof value === "object" ? JSON.stringify(toPlain(value)) : String(value)
+
+const readCells = (batch: RecordBatch, column: string, place: Place): Either.Either<Array<string>, string> => {
+  const vector = batch.getChild(column)!
+  const texts: Array<string> = new Array(batch.numRows)
+  for (let i = 0; i < batch.numRows; i++) {
+    const value: unknown = vector.get(i)
+    if (value === null || value === undefined) return Either.left(`split "${place.split}" row ${place.firstRow + i}: "${column}" is null`)
+    texts[i] = cellText(value)
+  }
+  return Either.right(texts)
+}
+
+const columnReader = (column: string): TextReader => (batch, place) => readCells(batch, column, place)
+
+const templateReader = (parts: ReadonlyArray<TemplatePart>): TextReader => (batch, place) =>
+  Either.gen(function* () {
+    const texts: Array<string> = new Array(batch.numRows).fill("")
+    for (const part of parts) {
+      if ("literal" in part) {
+        for (let i = 0; i < texts.length; i++) texts[i] += part.literal
+        continue
+      }
+      const cells = yield* readCells(batch, part.column, place)
+      for (let i = 0; i < texts.length; i++) texts[i] += cells[i]!
+    }
+    return texts
+  })
+
+/** prompt ⧺ completion ⧺ [EOS], with the prompt's labels masked when asked. */
+const joinExample = (prompt: Int32Array, completion: Int32Array, eos: number | undefined, maskPrompt: boolean): Example => {
+  const inputIds = new Int32Array(prompt.length + completion.length + (eos === undefined ? 0 : 1))
+  inputIds.set(prompt)
+  inputIds.set(completion, prompt.length)
+  if (eos !== undefined) inputIds[inputIds.length - 1] = eos
+  if (!maskPrompt) return { inputIds, labels: inputIds }
+  const labels = inputIds.slice()
+  labels.fill(IGNORE_INDEX, 0, prompt.length)
+  return { inputIds, labels }
+}
+
+const PLAIN = { addSpecialTokens: false } as const
+
+/**
+ * The prompt as the template renders a user turn with the generation prompt, and the
+ * rest of the rendered conversation as the reply: the reply's turn end is learned too.
+ */
+const chatParts = (tokenizer: Tokenizer, prompt: string, completion: string) =>
+  Effect.gen(function* () {
+    const user = { role: "user", content: prompt }
+    const head = yield* tokenizer.applyChatTemplate([user], { addGenerationPrompt: true })
+    const whole = yield* tokenizer.applyChatTemplate([user, { role: "assistant", content: completion }])
+    if (!whole.startsWith(head)) {
+      return yield* new StageError({
+        message: "the chat template does not render the conversation as the prompt (with the generation prompt) followed by the reply, so the reply cannot be told apart: tokenize without chat_template"
+      })
+    }
+    return [head, whole.slice(head.length)] as const
+  }).pipe(Effect.mapError((e) => (e._tag === "TokenizerError" ? stageError(e) : e)))
+
+/** How each row of a batch becomes an example, decided once from the params. */
+type Encoder = (batch: RecordBatch, place: Place) => Effect.Effect<ReadonlyArray<Example>, StageError>
+
+const makeEncoder = (params: Params, tokenizer: Tokenizer, eos: number | undefined): Encoder => {
+  const read = (reader: TextReader, batch: RecordBatch, place: Place) =>
+    Either.mapLeft(reader(batch, place), (message) => new StageError({ message }))
+  if (params.text !== undefined) {
+    const texts = columnReader(params.text)
+    const nothing = new Int32Array(0)
+    return (batch, place) =>
+      Effect.map(read(texts, batch, place), (documents) =>
+        documents.map((document) => joinExample(nothing, tokenizer.encode(document, PLAIN), eos, false)))
+  }
+  const prompts = params.template !== undefined ? templateReader(Either.getOrThrow(parseTemplate(params.template))) : columnReader(params.prompt!)
+  const completions = columnReader(params.completion!)
+  return (batch, place) =>
+    Effect.gen(function* () {
+      const prompt = yield* read(prompts, batch, place)
+      const completion = yield* read(completions, batch, place)
+      const examples: Array<Example> = new Array(prompt.length)
+      for (let i = 0; i < prompt.length; i++) {
+        const [head, tail] = params.chat_template ? yield* chatParts(tokenizer, prompt[i]!, completion[i]!) : [prompt[i]!, completion[i]!]
+        examples[i] = joinExample(tokenizer.encode(head, PLAIN), tokenizer.encode(tail, PLAIN), eos, params.mask_prompt)
+      }
+      return examples
+    })
+}
+
+const TOKEN_IDS = int32ListVector([]).type
+
+const outputSchema = (keep: ReadonlyArray<Field>) =>
+  new ArrowSchema([
+    new Field("input_ids", TOKEN_IDS, false),
+    new Field("labels", TOKEN_IDS, false),
+    new Field("length", new Int32(), false),
+    ...keep
+  ])
+
+const exampleBatch = (schema: ArrowSchema, examples: ReadonlyArray<Example>, keep: ReadonlyArray<Data>) => {
+  const length = examples.length
+  const lengths = makeData({ type: new Int32(), length, nullCount: 0, data: Int32Array.from(examples, (e) => e.inputIds.length) })
+  const children = [
+    int32ListVector(examples.map((e) => e.inputIds)).data[0]!,
+    int32ListVector(examples.map((e) => e.labels)).data[0]!,
+    lengths,
+    ...keep
+  ]
+  return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length, nullCount: 0, children }))
+}
+
+/** Concatenates the documents' ids and cuts them into whole blocks, as run_clm.py's group_texts does. */
+const packBlocks = (documents: ReadonlyArray<Int32Array>, tokens: number, blockSize: number): ReadonlyArray<Example> => {
+  const all = new Int32Array(tokens)
+  let at = 0
+  for (const document of documents) {
+    all.set(document, at)
+    at += document.length
+  }
+  return Array.from({ length: Math.floor(tokens / blockSize) }, (_, i) => {
+    const block = all.subarray(i * blockSize, (i + 1) * blockSize)
+    return { inputIds: block, labels: block }
+  })
+}
+
+const requireColumns = (table: Table, split: string, params: Params) => {
+  const fields = new Map(table.schema.fields.map((f) => [f.name, f]))
+  const textColumns = [params.prompt, params.completion, params.text].filter((c): c is string => c !== undefined)
+  const templateColumns = params.template === undefined
+    ? []
+    : Either.getOrThrow(parseTemplate(params.template)).flatMap((part) => ("column" in part ? [part.column] : []))
+  const missing = [...new Set([...textColumns, ...templateColumns, ...params.keep])].filter((c) => !fields.has(c))
+  if (missing.length > 0) {
+    return Effect.fail(new StageError({
+      message: `split "${split}" has no column ${missing.map((c) => `"${c}"`).join(", ")} (columns: ${[...fields.keys()].join(", ")})`
+    }))
+  }
+  const notText = textColumns.find((c) => !DataType.isUtf8(fields.get(c)!.type) && !DataType.isLargeUtf8(fields.get(c)!.type))
+  if (notText !== undefined) {
+    return Effect.fail(new StageError({ message: `column "${notText}" of split "${split}" is ${fields.get(notText)!.type}, not text` }))
+  }
+  const clash = params.keep.find((c) => ["input_ids", "labels", "length"].includes(c))
+  if (clash !== undefined) {
+    return Effect.fail(new StageError({ message: `keep: "${clash}" is a column this stage writes; rename it before tokenizing` }))
+  }
+  return Effect.succeed(params.keep.map((c) => fields.get(c)!))
+}
+
+export default defineStage({
+  name: "tokenize",
+  version: "1",
+  description: "Tokenizes text into input_ids, labels (-100 over the prompt) and length, with a Hugging Face tokenizer",
+  params: Params,
+  accepts: { kinds: ["dataset"], min: 1, max: 1 },
+  produces: ["dataset"],
+  inputFiles,
+  externalInputs,
+  run: Effect.fn("Tokenize.run")(function* (ctx) {
+    const params = ctx.params
+    const tokenizer = yield* resolveTokenizerDir(params.tokenizer, ctx.baseDir).pipe(
+      Effect.flatMap(loadTokenizer),
+      Effect.mapError(stageError)
+    )
+    if (params.chat_template && !tokenizer.hasChatTemplate) {
+      return yield* new StageError({ message: `chat_template: ${tokenizer.dir}/tokenizer_config.json has no chat_template` })
+    }
+    const appendEos = params.append_eos ?? !params.chat_template
+    if (appendEos && tokenizer.eosTokenId === undefined) {
+      return yield* new StageError({
+        message: `${tokenizer.dir}/tokenizer_config.json names no eos_token: set append_eos: false${params.pack ? " (and drop pack)" : ""}`
+      })
+    }
+    const eos = appendEos ? tokenizer.eosTokenId : undefined
+    const encode = makeEncoder(params, tokenizer, eos)
+    const input = yield* inputDataset(ctx)
+    const total = Object.entries(input.splits)
+      .filter(([split]) => params.splits === undefined || params.splits.includes(split))
+      .reduce((sum, [, files]) => sum + files.reduce((n, f) => n + f.rows, 0), 0)
+    let done = 0
+    const metrics: Record<string, number> = {}
+
+    const dataset = yield* transformSplits(ctx, params.splits, (table, split) =>
+      Effect.gen(function* () {
+        const keepFields = yield* requireColumns(table, split, params)
+        const schema = outputSchema(keepFields)
+        const batches: Array<RecordBatch> = []
+        const documents: Array<Int32Array> = []
+        const stats: Stats = { rows: 0, tokens: 0, maxLength: 0 }
+        for (const inputBatch of table.batches) {
+          for (let start = 0; start < inputBatch.numRows; start += params.batch_size) {
+            const slice = inputBatch.slice(start, Math.min(inputBatch.numRows, start + params.batch_size))
+            const examples = yield* encode(slice, { split, firstRow: stats.rows })
+            for (const example of examples) {
+              stats.tokens += example.inputIds.length
+              stats.maxLength = Math.max(stats.maxLength, example.inputIds.length)
+            }
+            stats.rows += examples.length
+            if (params.pack !== undefined) for (const example of examples) documents.push(example.inputIds)
+            else batches.push(exampleBatch(schema, examples, keepFields.map((f) => slice.getChild(f.name)!.data[0]!)))
+            done += examples.length
+            yield* ctx.progress(done, total, "rows")
+          }
+        }
+        metrics[`${split}.rows`] = stats.rows
+        metrics[`${split}.tokens`] = stats.tokens
+        if (params.pack === undefined) {
+          metrics[`${split}.max_length`] = stats.maxLength
+          yield* ctx.log(
+            `${split}: ${stats.rows} rows, ${stats.tokens} tokens (max ${stats.maxLength}, mean ${(stats.tokens / Math.max(1, stats.rows)).toFixed(1)})`
+          )
+          return new Table(schema, batches)
+        }
+        const blockSize = params.pack.block_size
+        const blocks = packBlocks(documents, stats.tokens, blockSize)
+        metrics[`${split}.blocks`] = blocks.length
+        yield* ctx.log(
+          `${split}: ${stats.rows} documents, ${stats.tokens} tokens → ${blocks.length} blocks of ${blockSize} (the last ${stats.tokens % blockSize} tokens dropped)`
+        )
+        return new Table(schema, blocks.length === 0 ? [] : [exampleBatch(schema, blocks, [])])
+      }))
+    return { outputs: { dataset }, metrics }
+  })
+})
