@@ -5,18 +5,46 @@
  *
  *   # yaml-language-server: $schema=../pipeline.schema.json
  */
-import { JSONSchema, Schema } from "effect"
+import { JSONSchema, Schema, SchemaAST } from "effect"
 import type { AnyStage } from "./registry.ts"
 
 type JsonObject = Record<string, unknown>
 
-/** Params are decoded, so the schema users write is the encoded side ("I"). */
-const paramsSchema = (definition: AnyStage, definitions: Record<string, JSONSchema.JsonSchema7>): JsonObject =>
-  JSONSchema.fromAST(Schema.encodedSchema(definition.params).ast, {
+/**
+ * Params are decoded, so the schema users write is the encoded side ("I"), with its
+ * refinements (integers, minimums). That side loses the descriptions written on
+ * params with defaults, so they are copied over from the decoded side.
+ */
+const paramsSchema = (definition: AnyStage, definitions: Record<string, JSONSchema.JsonSchema7>): JsonObject => {
+  const schema = JSONSchema.fromAST(Schema.encodedBoundSchema(definition.params).ast, {
     definitions,
     definitionPath: "#/definitions/",
     topLevelReferenceStrategy: "skip"
   }) as unknown as JsonObject
+  const properties = schema.properties as Record<string, JsonObject> | undefined
+  for (const [name, description] of propertyDescriptions(definition.params.ast)) {
+    const property = properties?.[name]
+    if (property !== undefined) property.description = description
+  }
+  return schema
+}
+
+/** Descriptions annotated on a struct's property signatures, through refinements and transformations. */
+const propertyDescriptions = (ast: SchemaAST.AST): ReadonlyArray<readonly [string, string]> => {
+  switch (ast._tag) {
+    case "Transformation":
+      return [...propertyDescriptions(ast.from), ...propertyDescriptions(ast.to)]
+    case "Refinement":
+      return propertyDescriptions(ast.from)
+    case "TypeLiteral":
+      return ast.propertySignatures.flatMap((p) => {
+        const description = p.annotations[SchemaAST.DescriptionAnnotationId]
+        return typeof description === "string" ? [[String(p.name), description] as const] : []
+      })
+    default:
+      return []
+  }
+}
 
 export const pipelineJsonSchema = (stages: ReadonlyArray<readonly [string, AnyStage]>): JsonObject => {
   const definitions: Record<string, JSONSchema.JsonSchema7> = {}

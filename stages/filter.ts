@@ -19,7 +19,7 @@ const Expression = Schema.String.pipe(
 const Length = Schema.Int.pipe(Schema.nonNegative())
 
 const Params = Schema.Struct({
-  where: Schema.optional(Expression),
+  where: Schema.optional(Expression).annotations({ description: "A Jexl expression over the row's columns, such as `question.length < 400`" }),
   max_length: Schema.optional(Schema.Struct({ column: Schema.String, max: Length })).annotations({ description: "Keep rows whose column (string or list) has at most `max` items" }),
   min_length: Schema.optional(Schema.Struct({ column: Schema.String, min: Length })).annotations({ description: "Keep rows whose column has at least `min` items" }),
   non_empty: Schema.optional(Schema.Array(Schema.String)).annotations({ description: "Columns that must be non-null and non-empty" }),
