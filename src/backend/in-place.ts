@@ -1,0 +1,64 @@
+/**
+ * Changing tensor data in place, so that no backend can serve stale values.
+ *
+ * The hazard: on wasm, XNNPACK packs a matmul's right-hand side (our weights) and caches
+ * the packed copy under the tensor's id. Writing new bytes under the same id would leave
+ * every later matmul using the old weights, silently. So there are two ways to update:
+ * - `assignWeight`: a new tensor, so a new id (`Variable.assign` swaps the data, it does
+ *   not copy into it). Always safe, costs a second buffer while it runs.
+ * - `updateWeightInPlace`: an optimizer writes straight into the weight's memory (on the
+ *   wasm heap, no copy), then the data is re-registered under a fresh id, which drops
+ *   XNNPACK's cached packing. On other backends it falls back to a copy and an assign.
+ */
+import * as tf from "@tensorflow/tfjs-core"
+import { heapFloat32, rekey, wasmInternals } from "./wasm-internals.ts"
+
+/** Replaces a variable's value with `values` (same shape). A tensor passed stays the caller's to dispose. */
+export const assignWeight = (variable: tf.Variable, values: Float32Array | tf.Tensor): void => {
+  const next = values instanceof Float32Array ? tf.tensor(values, variable.shape, "float32") : values
+  variable.assign(next)
+  if (next !== values) next.dispose()
+}
+
+/**
+ * Lets `write` change a float32 variable's values in place. `write` must not create or
+ * dispose tensors: an allocation can grow the wasm heap and detach the view it holds.
+ */
+export const updateWeightInPlace = (variable: tf.Variable, write: (values: Float32Array) => void): void => {
+  if (tf.getBackend() !== "wasm") {
+    const values = (variable.dataSync() as Float32Array).slice()
+    write(values)
+    assignWeight(variable, values)
+    return
+  }
+  const backend = wasmInternals(tf.backend())
+  // Shared data (a tensor the variable was assigned from, still alive) must not change
+  // under its other owner: give the variable its own copy first.
+  if (backend.refCount(variable.dataId) > 1) {
+    const copy = tf.tidy(() => tf.add(variable, 0))
+    variable.assign(copy)
+    copy.dispose()
+  }
+  write(heapFloat32(backend, variable))
+  rekey(backend, variable)
+}
+
+/**
+ * Rewrites a float32 tensor's values with `write` and returns the tensor that holds them:
+ * on wasm the same tensor, rewritten on the heap (no copy) and re-keyed; elsewhere a new
+ * tensor, the input being disposed. For a fresh intermediate nothing else refers to.
+ */
+export const rewriteTensor = <T extends tf.Tensor>(tensor: T, write: (values: Float32Array) => void): T => {
+  if (tf.getBackend() !== "wasm") {
+    const values = (tensor.dataSync() as Float32Array).slice()
+    write(values)
+    const next = tf.tensor(values, tensor.shape, "float32") as T
+    tensor.dispose()
+    return next
+  }
+  const backend = wasmInternals(tf.backend())
+  if (backend.refCount(tensor.dataId) > 1) throw new Error("rewriteTensor: the tensor's data is shared")
+  write(heapFloat32(backend, tensor))
+  rekey(backend, tensor)
+  return tensor
+}

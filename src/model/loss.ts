@@ -1,0 +1,167 @@
+/**
+ * The causal-LM loss of transformers' `Qwen2ForCausalLM`, and its gradients.
+ *
+ * transformers shifts inside: logits at position t are scored against labels[t + 1],
+ * labels of -100 are ignored, and the loss is the mean over every scored token of the
+ * batch (not a mean of per-sequence means). Here the head runs only at scored positions:
+ * at a vocabulary of 151,936 the [tokens × vocab] logits are most of a training step.
+ *
+ * The head and cross-entropy are one custom-gradient op: the forward pass leaves
+ * `softmax − onehot` in the logits' own memory, and the backward pass is two matmuls,
+ * instead of tfjs's generic gradients through max/exp/log/gather, each of which would
+ * materialise another [tokens × vocab] tensor.
+ */
+import * as tf from "@tensorflow/tfjs-core"
+import { rewriteTensor } from "../backend/in-place.ts"
+import { decode, finalNorm, headWeight, type Qwen2, type TokenBatch } from "./qwen2.ts"
+
+export const IGNORE_INDEX = -100
+
+export interface LossOptions {
+  /**
+   * What the summed token losses are divided by. Defaults to the number of scored tokens
+   * in this batch; under gradient accumulation pass the count over all micro-batches.
+   */
+  readonly normalizer?: number
+}
+
+export interface ScoredPositions {
+  /** Flat [B*T] indices of the positions whose next label is scored. */
+  readonly rows: Int32Array
+  /** The label each of those positions is scored against. */
+  readonly targets: Int32Array
+}
+
+/** The shift: position t of row b is scored against labels[b, t + 1] unless that is -100. */
+export const scoredPositions = (labels: Int32Array, batchSize: number, seqLen: number): ScoredPositions => {
+  const rows: Array<number> = []
+  const targets: Array<number> = []
+  for (let b = 0; b < batchSize; b++) {
+    for (let t = 0; t + 1 < seqLen; t++) {
+      const label = labels[b * seqLen + t + 1] ?? IGNORE_INDEX
+      if (label === IGNORE_INDEX) continue
+      rows.push(b * seqLen + t)
+      targets.push(label)
+    }
+  }
+  return { rows: Int32Array.from(rows), targets: Int32Array.from(targets) }
+}
+
+/**
+ * In place: logits → softmax − onehot(target), along rows ([N, V]) or along columns
+ * ([V, N], one token per column). Returns −log softmax at each target.
+ *
+ * Why JS: on wasm each elementwise op over [N × V] costs 25–40 ns an element (exp,
+ * broadcast sub and div, cast); these three passes cost a few. Sums are in float64.
+ */
+const softmaxMinusOneHot = (values: Float32Array, targets: Int32Array, vocab: number, layout: "rows" | "columns"): Float64Array => {
+  const n = targets.length
+  const at = layout === "rows" ? (token: number, i: number) => i * vocab + token : (token: number, i: number) => token * n + i
+  const max = new Float64Array(n).fill(-Infinity)
+  const sum = new Float64Array(n)
+  const picked = Float64Array.from(targets, (target, i) => {
+    if (target < 0 || target >= vocab) throw new RangeError(`label ${target} is outside the vocabulary of ${vocab}`)
+    return values[at(target, i)] ?? 0
+  })
+  if (layout === "rows") {
+    for (let i = 0; i < n; i++) {
+      const row = values.subarray(i * vocab, (i + 1) * vocab)
+      let m = -Infinity
+      for (let v = 0; v < vocab; v++) m = Math.max(m, row[v] ?? -Infinity)
+      let total = 0
+      for (let v = 0; v < vocab; v++) total += row[v] = Math.exp((row[v] ?? 0) - m)
+      const scale = 1 / total
+      for (let v = 0; v < vocab; v++) row[v] = (row[v] ?? 0) * scale
+      max[i] = m
+      sum[i] = total
+    }
+  } else {
+    for (let v = 0; v < vocab; v++) {
+      for (let i = 0; i < n; i++) max[i] = Math.max(max[i] ?? -Infinity, values[v * n + i] ?? -Infinity)
+    }
+    for (let v = 0; v < vocab; v++) {
+      for (let i = 0; i < n; i++) {
+        const e = Math.exp((values[v * n + i] ?? 0) - (max[i] ?? 0))
+        values[v * n + i] = e
+        sum[i] = (sum[i] ?? 0) + e
+      }
+    }
+    const scale = sum.map((total) => 1 / total)
+    for (let v = 0; v < vocab; v++) {
+      for (let i = 0; i < n; i++) values[v * n + i] = (values[v * n + i] ?? 0) * (scale[i] ?? 0)
+    }
+  }
+  targets.forEach((target, i) => (values[at(target, i)] = (values[at(target, i)] ?? 0) - 1))
+  return picked.map((logit, i) => Math.log(sum[i] ?? 0) + (max[i] ?? 0) - logit)
+}
+
+/**
+ * Σ over rows of −log softmax(h @ Wᵀ)[target], for normed hidden states h [N, H] and the
+ * head's weight. Tied to the embedding E [V, H], the logits are computed transposed,
+ * E @ hᵀ = [V, N]: E is then the product's left operand, which wasm neither transposes
+ * nor packs (a 0.5B model's embedding is 545 MB). Untied, W is [H, V] and h @ W is direct.
+ */
+const headCrossEntropySum = (targets: Int32Array, vocab: number, tied: boolean) =>
+  tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [h, weight, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc]
+    const logits = tied ? tf.matMul(weight, h, false, true) : tf.matMul(h, weight) // [V, N] or [N, V]
+    let losses: ArrayLike<number> = []
+    // The gradient direction (softmax − onehot) replaces the logits; dy scales it later.
+    const direction = rewriteTensor(logits, (values) => {
+      losses = softmaxMinusOneHot(values, targets, vocab, tied ? "columns" : "rows")
+    })
+    save([h, weight, direction])
+    return {
+      value: tf.scalar(Array.from(losses).reduce((a, b) => a + b, 0)),
+      gradFunc: (dy: tf.Tensor, saved: Array<tf.Tensor>) => {
+        const [sh, sw, sd] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D]
+        // dy is a scalar: scale the small [N, H] operands rather than the [N, V] one.
+        const scaledH = tf.mul(sh, dy)
+        if (tied) return [tf.mul(tf.matMul(sd, sw, true, false), dy), tf.matMul(sd, scaledH)] // [N, H], [V, H]
+        return [tf.mul(tf.matMul(sd, sw, false, true), dy), tf.matMul(scaledH, sd, true, false)] // [N, H], [H, V]
+      }
+    }
+  })
+
+/** The loss as a scalar tensor, differentiable with respect to the model's variables. */
+export const causalLmLoss = (model: Qwen2, batch: TokenBatch, labels: Int32Array, options: LossOptions = {}): tf.Scalar =>
+  tf.tidy(() => {
+    const { rows, targets } = scoredPositions(labels, batch.batchSize, batch.seqLen)
+    const normalizer = options.normalizer ?? rows.length
+    const { hidden } = decode(model, batch)
+    // Nothing scored: a zero still connected to the weights (so gradients exist, all zero);
+    // the + 0 turns the -0 of a negative sum times zero into 0.
+    if (rows.length === 0) return tf.add(tf.mul(tf.sum(hidden), 0), 0) as tf.Scalar
+    const selected = tf.gather(hidden, tf.tensor1d(rows, "int32")) as tf.Tensor2D // [N, H]
+    const { weight, tied } = headWeight(model)
+    const total = headCrossEntropySum(targets, model.config.vocab_size, tied)(finalNorm(model, selected), weight)
+    return tf.div(total, normalizer) as tf.Scalar
+  })
+
+export interface LossAndGrads {
+  readonly loss: number
+  /** Scored tokens in this batch (the default normalizer). */
+  readonly tokens: number
+  /** d loss / d parameter, by Hugging Face name, in model layout. The caller disposes them. */
+  readonly grads: Map<string, tf.Tensor>
+}
+
+/** One forward and backward pass. */
+export const lossAndGrads = (model: Qwen2, batch: TokenBatch, labels: Int32Array, options: LossOptions = {}): LossAndGrads => {
+  const byVariable = new Map<string, string>()
+  model.params.forEach((variable, name) => byVariable.set(variable.name, name))
+  const { value, grads } = tf.variableGrads(() => causalLmLoss(model, batch, labels, options), [...model.params.values()])
+  const loss = value.dataSync()[0] ?? Number.NaN
+  value.dispose()
+  const named = new Map<string, tf.Tensor>()
+  for (const [variableName, grad] of Object.entries(grads)) {
+    const name = byVariable.get(variableName)
+    if (name === undefined) grad.dispose()
+    else named.set(name, grad)
+  }
+  // A parameter off every path (no scored token) still gets its zero gradient.
+  model.params.forEach((variable, name) => {
+    if (!named.has(name)) named.set(name, tf.zerosLike(variable))
+  })
+  return { loss, tokens: scoredPositions(labels, batch.batchSize, batch.seqLen).rows.length, grads: named }
+}
