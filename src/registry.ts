@@ -18,6 +18,7 @@ export const BUILTIN_STAGES: Readonly<Record<string, string>> = {
   select: "../stages/select.ts",
   shuffle: "../stages/shuffle.ts",
   tokenize: "../stages/tokenize.ts",
+  train: "../stages/train.ts",
   "word-problems": "../stages/word-problems.ts"
 }
 

@@ -1,0 +1,186 @@
+/**
+ * The training loop, with the Hugging Face Trainer's semantics:
+ *
+ * - each optimizer update takes `gradient_accumulation_steps` micro-batches (the
+ *   last update of an epoch takes what is left), and the loss of every micro-batch
+ *   is divided by the label tokens of the whole update (`num_items_in_batch`, the
+ *   late-2024 fix), so accumulation does not change the loss;
+ * - gradients are clipped by their global norm, then AdamW steps with the
+ *   scheduler's rate for this update (0 on the first update when warming up);
+ * - `logging_steps` logs the mean loss since the last log; `eval_steps` computes
+ *   eval_loss; `save_steps` writes a checkpoint, keeping `save_total_limit` and the best.
+ *
+ * Between updates the loop yields, so Ctrl-C stops it cleanly; a resumed run picks
+ * up at the last checkpoint and ends with the same weights an uninterrupted run would.
+ */
+import * as tf from "@tensorflow/tfjs-core"
+import { Effect } from "effect"
+import { updateWeightInPlace } from "../backend/in-place.ts"
+import { StageError } from "../errors.ts"
+import { lossAndGrads } from "../model/loss.ts"
+import type { Qwen2 } from "../model/qwen2.ts"
+import { AdamW, clipByGlobalNorm, decays } from "./adamw.ts"
+import { type Batch, collate, type Example } from "./collate.ts"
+import { microBatch, microBatchesPerEpoch } from "./data.ts"
+import { evalLoss } from "./evaluation.ts"
+import { lrMultiplier, type SchedulerKind, totalSteps, updatesPerEpoch, warmupStepsFor } from "./schedule.ts"
+import type { LogRow, TrainerState } from "./checkpoint.ts"
+
+export interface TrainingArguments {
+  readonly epochs: number
+  readonly maxSteps: number
+  readonly batchSize: number
+  readonly evalBatchSize: number
+  readonly gradientAccumulationSteps: number
+  readonly learningRate: number
+  readonly weightDecay: number
+  readonly maxGradNorm: number
+  readonly warmupRatio: number
+  readonly warmupSteps: number
+  readonly scheduler: SchedulerKind
+  readonly adamBeta1: number
+  readonly adamBeta2: number
+  readonly adamEpsilon: number
+  readonly evalSteps: number | undefined
+  readonly saveSteps: number | undefined
+  readonly loggingSteps: number
+  readonly loggingFirstStep: boolean
+  readonly seed: number
+}
+
+/** What the loop asks of its caller: persistence and reporting. */
+export interface TrainerHooks {
+  readonly save: (state: TrainerState) => Effect.Effect<void, StageError>
+  readonly log: (row: LogRow) => Effect.Effect<void>
+  readonly progress: (step: number, total: number) => Effect.Effect<void>
+}
+
+export const toBatch = (batch: Batch) => ({
+  tokens: { batchSize: batch.size, seqLen: batch.length, inputIds: batch.inputIds, attentionMask: batch.attentionMask },
+  labels: batch.labels
+})
+
+const round = (value: number, digits = 6) => Number(value.toPrecision(digits))
+
+export const planSteps = (args: TrainingArguments, trainExamples: number) => {
+  const microBatches = microBatchesPerEpoch(trainExamples, args.batchSize)
+  const perEpoch = updatesPerEpoch(microBatches, args.gradientAccumulationSteps)
+  const total = totalSteps({ maxSteps: args.maxSteps, epochs: args.epochs, updatesPerEpoch: perEpoch })
+  return { microBatches, perEpoch, total, warmup: warmupStepsFor(total, args.warmupSteps, args.warmupRatio) }
+}
+
+export const train = (
+  model: Qwen2,
+  optimizer: AdamW,
+  data: { readonly train: ReadonlyArray<Example>; readonly eval: ReadonlyArray<Example> | undefined; readonly padId: number },
+  args: TrainingArguments,
+  start: TrainerState,
+  hooks: TrainerHooks
+) =>
+  Effect.gen(function* () {
+    const plan = planSteps(args, data.train.length)
+    const orders = new Map<number, Uint32Array>()
+    const history: Array<LogRow> = [...start.log_history]
+    let state: TrainerState = { ...start, max_steps: plan.total }
+    let lossSinceLog = 0
+    let stepsSinceLog = 0
+    let tokensSinceLog = 0
+    let secondsSinceLog = 0
+
+    for (let step = start.global_step; step < plan.total; step++) {
+      const epoch = Math.floor(step / plan.perEpoch)
+      const update = step % plan.perEpoch
+      const first = update * args.gradientAccumulationSteps
+      const count = Math.min(args.gradientAccumulationSteps, plan.microBatches - first)
+      const started = performance.now()
+      const batches = Array.from({ length: count }, (_, i) =>
+        collate(microBatch(data.train, { seed: args.seed, epoch, batchSize: args.batchSize, shuffle: true }, first + i, orders), data.padId))
+      const labelTokens = batches.reduce((sum, b) => sum + b.labelTokens, 0)
+      const tokens = batches.reduce((sum, b) => sum + b.tokens, 0)
+      const lr = args.learningRate * lrMultiplier(args.scheduler, step, plan.warmup, plan.total)
+
+      const { loss, norm } = yield* Effect.try({
+        try: () => updateStep(model, optimizer, batches, Math.max(1, labelTokens), lr, args),
+        catch: (error) => new StageError({ message: `training step ${step + 1} failed: ${(error as Error).message}`, cause: error })
+      })
+      if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
+        return yield* new StageError({
+          message: `training diverged at step ${step + 1}: loss ${loss}, gradient norm ${norm}. The weights were not updated; the last checkpoint is kept. Lower learning_rate or max_grad_norm.`
+        })
+      }
+      const seconds = (performance.now() - started) / 1000
+      const done = step + 1
+      const epochFloat = round(epoch + (update + 1) / plan.perEpoch, 4)
+      lossSinceLog += loss
+      stepsSinceLog += 1
+      tokensSinceLog += tokens
+      secondsSinceLog += seconds
+      state = { ...state, global_step: done, adam_step: optimizer.step, tokens_seen: state.tokens_seen + tokens, train_seconds: state.train_seconds + seconds }
+
+      if ((args.loggingFirstStep && done === 1) || done % args.loggingSteps === 0 || done === plan.total) {
+        const row: LogRow = {
+          step: done,
+          epoch: epochFloat,
+          loss: round(lossSinceLog / stepsSinceLog),
+          // As the Trainer logs it: the scheduler's rate after this update's step.
+          learning_rate: args.learningRate * lrMultiplier(args.scheduler, done, plan.warmup, plan.total),
+          grad_norm: round(norm),
+          tokens_per_second: Math.round(tokensSinceLog / Math.max(secondsSinceLog, 1e-9))
+        }
+        history.push(row)
+        yield* hooks.log(row)
+        lossSinceLog = stepsSinceLog = tokensSinceLog = secondsSinceLog = 0
+      }
+      if (data.eval !== undefined && args.evalSteps !== undefined && (done % args.evalSteps === 0 || done === plan.total)) {
+        const evaluated = yield* Effect.try({
+          try: () => evalLoss(model, data.eval!, args.evalBatchSize, data.padId),
+          catch: (error) => new StageError({ message: `evaluation at step ${done} failed: ${(error as Error).message}` })
+        })
+        const row: LogRow = { step: done, epoch: epochFloat, eval_loss: round(evaluated) }
+        history.push(row)
+        yield* hooks.log(row)
+      }
+      state = { ...state, log_history: [...history] }
+      if (args.saveSteps !== undefined && (done % args.saveSteps === 0 || done === plan.total)) yield* hooks.save(state)
+      yield* hooks.progress(done, plan.total)
+      yield* Effect.yieldNow()
+    }
+    return state
+  })
+
+/** One optimizer update: forward/backward over the micro-batches, clip, AdamW. */
+const updateStep = (model: Qwen2, optimizer: AdamW, batches: ReadonlyArray<Batch>, normalizer: number, lr: number, args: TrainingArguments) => {
+  const sums = new Map<string, tf.Tensor>()
+  let loss = 0
+  try {
+    for (const batch of batches) {
+      const { tokens, labels } = toBatch(batch)
+      const result = lossAndGrads(model, tokens, labels, { normalizer })
+      loss += result.loss
+      for (const [name, grad] of result.grads) {
+        const previous = sums.get(name)
+        if (previous === undefined) sums.set(name, grad)
+        else {
+          sums.set(name, tf.add(previous, grad))
+          previous.dispose()
+          grad.dispose()
+        }
+      }
+    }
+    const grads = new Map([...sums].map(([name, grad]) => [name, (grad.dataSync() as Float32Array).slice()]))
+    const norm = clipByGlobalNorm([...grads.values()], args.maxGradNorm)
+    if (!Number.isFinite(loss) || !Number.isFinite(norm)) return { loss, norm }
+    optimizer.beginStep()
+    for (const [name, variable] of model.params) {
+      const grad = grads.get(name)
+      if (grad === undefined) continue
+      updateWeightInPlace(variable, (values) => optimizer.update(name, values, grad, lr, decays(name)))
+    }
+    return { loss, norm }
+  } finally {
+    sums.forEach((grad) => grad.dispose())
+  }
+}
+
+export const newOptimizer = (args: TrainingArguments) =>
+  new AdamW({ beta1: args.adamBeta1, beta2: args.adamBeta2, eps: args.adamEpsilon, weightDecay: args.weightDecay })
