@@ -19,7 +19,7 @@ import { updateWeightInPlace } from "../backend/in-place.ts"
 import { StageError } from "../errors.ts"
 import { lossAndGrads } from "../model/loss.ts"
 import type { Qwen2 } from "../model/qwen2.ts"
-import { AdamW, clipByGlobalNorm, decays } from "./adamw.ts"
+import { AdamW, clipByGlobalNorm, decays, globalNorm } from "./adamw.ts"
 import { type Batch, collate, type Example } from "./collate.ts"
 import { microBatch, microBatchesPerEpoch } from "./data.ts"
 import { evalLoss } from "./evaluation.ts"
@@ -100,7 +100,7 @@ export const train = (
       const lr = args.learningRate * lrMultiplier(args.scheduler, step, plan.warmup, plan.total)
 
       const { loss, norm } = yield* Effect.try({
-        try: () => updateStep(model, optimizer, batches, Math.max(1, labelTokens), lr, args),
+        try: () => updateStep(model, optimizer, batches, { normalizer: Math.max(1, labelTokens), lr, maxGradNorm: args.maxGradNorm }),
         catch: (error) => new StageError({ message: `training step ${step + 1} failed: ${(error as Error).message}`, cause: error })
       })
       if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
@@ -148,8 +148,19 @@ export const train = (
     return state
   })
 
-/** One optimizer update: forward/backward over the micro-batches, clip, AdamW. */
-const updateStep = (model: Qwen2, optimizer: AdamW, batches: ReadonlyArray<Batch>, normalizer: number, lr: number, args: TrainingArguments) => {
+export interface UpdateOptions {
+  /** Label tokens of the whole update: each micro-batch's loss is divided by it. */
+  readonly normalizer: number
+  readonly lr: number
+  readonly maxGradNorm: number | undefined
+  /** Which parameters decay; the Trainer's rule (no biases, no norms) by default. */
+  readonly decay?: (name: string) => boolean
+}
+
+/** One optimizer update: forward/backward over the micro-batches, clip, AdamW. Returns the update's loss and pre-clip norm. */
+export const updateStep = (model: Qwen2, optimizer: AdamW, batches: ReadonlyArray<Batch>, options: UpdateOptions) => {
+  const { normalizer, lr } = options
+  const decay = options.decay ?? decays
   const sums = new Map<string, tf.Tensor>()
   let loss = 0
   try {
@@ -168,13 +179,13 @@ const updateStep = (model: Qwen2, optimizer: AdamW, batches: ReadonlyArray<Batch
       }
     }
     const grads = new Map([...sums].map(([name, grad]) => [name, (grad.dataSync() as Float32Array).slice()]))
-    const norm = clipByGlobalNorm([...grads.values()], args.maxGradNorm)
+    const norm = options.maxGradNorm === undefined ? globalNorm(grads.values()) : clipByGlobalNorm([...grads.values()], options.maxGradNorm)
     if (!Number.isFinite(loss) || !Number.isFinite(norm)) return { loss, norm }
     optimizer.beginStep()
     for (const [name, variable] of model.params) {
       const grad = grads.get(name)
       if (grad === undefined) continue
-      updateWeightInPlace(variable, (values) => optimizer.update(name, values, grad, lr, decays(name)))
+      updateWeightInPlace(variable, (values) => optimizer.update(name, values, grad, lr, decay(name)))
     }
     return { loss, norm }
   } finally {
