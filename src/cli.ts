@@ -29,6 +29,22 @@ const cacheDir = Options.text("cache-dir").pipe(
   Options.withDescription("The artifact store (default ./cache, or $PIPELINE_CACHE_DIR)")
 )
 
+const backend = Options.choice("backend", ["auto", "tensorflow", "wasm", "cpu"]).pipe(
+  Options.optional,
+  Options.withDescription("The compute backend (default $PIPELINE_BACKEND, else auto: tensorflow, then wasm, then cpu)")
+)
+const threads = Options.integer("threads").pipe(
+  Options.optional,
+  Options.withDescription("wasm threads (default $PIPELINE_THREADS, else one per core)")
+)
+
+/** `--backend` and `--threads` become the variables the runtime reads when a model stage first needs tensors. */
+const useBackend = (choice: Option.Option<string>, count: Option.Option<number>) =>
+  Effect.sync(() => {
+    if (Option.isSome(choice)) process.env.PIPELINE_BACKEND = choice.value
+    if (Option.isSome(count)) process.env.PIPELINE_THREADS = String(count.value)
+  })
+
 const storeLayer = (dir: string) =>
   Layer.unwrapEffect(Effect.map(Path.Path, (path) => Store.layer(path.resolve(dir))))
 
@@ -55,10 +71,13 @@ const run = Command.make(
     only: Options.text("only").pipe(Options.optional, Options.withDescription("Run only STAGE; its upstream must already be cached")),
     until: Options.text("until").pipe(Options.optional, Options.withDescription("Run STAGE and everything it needs, nothing after it")),
     set: Options.text("set").pipe(Options.repeated, Options.withDescription("Override a param: --set STAGE.KEY=VALUE (VALUE is YAML)")),
-    jobs: Options.integer("jobs").pipe(Options.withDefault(2), Options.withDescription("How many stages may run at once"))
+    jobs: Options.integer("jobs").pipe(Options.withDefault(2), Options.withDescription("How many stages may run at once")),
+    backend,
+    threads
   },
   (args) =>
     Effect.gen(function* () {
+      yield* useBackend(args.backend, args.threads)
       const overrides = yield* parseOverrides(args.set)
       const pipeline = yield* loadPipeline(args.file, overrides)
       const started = performance.now()
@@ -162,6 +181,47 @@ const gc = Command.make(
     }).pipe(Effect.scoped, Effect.provide(storeLayer(args.cacheDir)))
 ).pipe(Command.withDescription("Remove cache entries that no pipeline's latest run references"))
 
+const generate = Command.make(
+  "generate",
+  {
+    model: Options.text("model").pipe(Options.withDescription("A Hugging Face–format model folder, or a hub id (Qwen/Qwen2.5-0.5B)")),
+    prompt: Options.text("prompt").pipe(Options.withDescription("The text to continue")),
+    maxNewTokens: Options.integer("max-new-tokens").pipe(Options.withDefault(128), Options.withDescription("Most tokens to generate")),
+    sample: Options.boolean("sample").pipe(Options.withDescription("Sample instead of greedy decoding (do_sample=True)")),
+    temperature: Options.float("temperature").pipe(Options.optional, Options.withDescription("With --sample: divides the logits (default 1)")),
+    topK: Options.integer("top-k").pipe(Options.optional, Options.withDescription("With --sample: keep the k most likely tokens, 0 for all (default 50)")),
+    topP: Options.float("top-p").pipe(Options.optional, Options.withDescription("With --sample: nucleus sampling threshold (default 1)")),
+    seed: Options.integer("seed").pipe(Options.optional, Options.withDescription("With --sample: the sampler's seed (default 0)")),
+    stop: Options.text("stop").pipe(Options.repeated, Options.withDescription("Stop once the continuation contains this text (repeatable)")),
+    noCache: Options.boolean("no-cache").pipe(Options.withDescription("Recompute the whole sequence at each step instead of using the KV cache (slower; the same tokens)")),
+    backend,
+    threads
+  },
+  (args) =>
+    Effect.gen(function* () {
+      yield* useBackend(args.backend, args.threads)
+      const sampling = { temperature: args.temperature, "top-k": args.topK, "top-p": args.topP, seed: args.seed }
+      const ignored = Object.entries(sampling).filter(([, value]) => Option.isSome(value)).map(([name]) => `--${name}`)
+      if (!args.sample && ignored.length > 0) yield* stderr(`${ignored.join(", ")} ignored without --sample (greedy decoding)`)
+      const { generateCommand } = yield* Effect.promise(() => import("./eval/generate-command.ts"))
+      yield* generateCommand({
+        model: args.model,
+        prompt: args.prompt,
+        options: {
+          maxNewTokens: args.maxNewTokens,
+          doSample: args.sample,
+          temperature: Option.getOrUndefined(args.temperature),
+          topK: Option.getOrUndefined(args.topK),
+          topP: Option.getOrUndefined(args.topP),
+          seed: Option.getOrUndefined(args.seed),
+          stop: args.stop,
+          batchSize: 1,
+          useCache: !args.noCache
+        }
+      }).pipe(Effect.provide(Hub.layer.pipe(Layer.provide(NodeHttpClient.layerUndici))))
+    })
+).pipe(Command.withDescription("Continue a prompt with a model, as the generate stage does (the continuation on stdout)"))
+
 const schema = Command.make("schema", {}, () =>
   Effect.gen(function* () {
     const definitions = yield* builtinDefinitions.pipe(
@@ -172,7 +232,7 @@ const schema = Command.make("schema", {}, () =>
 
 export const command = Command.make("pipeline").pipe(
   Command.withDescription("A declarative, cached pipeline for fine-tuning language models"),
-  Command.withSubcommands([run, status, show, dag, gc, schema])
+  Command.withSubcommands([run, status, show, dag, generate, gc, schema])
 )
 
 export const cli = Command.run(command, { name: "pipeline", version: "0.1.0" })

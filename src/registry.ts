@@ -12,8 +12,10 @@ import type { StageDefinition } from "./stage.ts"
 
 /** Built-in stages, by the name used in `uses:`. Loaded lazily: `pipeline dag` never imports a model. */
 export const BUILTIN_STAGES: Readonly<Record<string, string>> = {
+  evaluate: "../stages/evaluate.ts",
   fetch: "../stages/fetch.ts",
   filter: "../stages/filter.ts",
+  generate: "../stages/generate.ts",
   map: "../stages/map.ts",
   select: "../stages/select.ts",
   shuffle: "../stages/shuffle.ts",

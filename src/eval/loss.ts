@@ -1,0 +1,55 @@
+/**
+ * `eval_loss` and perplexity as the tutorial reads them off `trainer.evaluate()`.
+ * The arithmetic is the trainer's own (`evalLoss` in src/train/evaluation.ts: each
+ * batch's loss is the mean over its label tokens, and the batches are averaged
+ * weighted by their size); here it is driven one batch at a time, for progress.
+ */
+import { Effect } from "effect"
+import { StageError } from "../errors.ts"
+import type { Qwen2 } from "../model/qwen2.ts"
+import type { Example } from "../train/collate.ts"
+import { evalLoss } from "../train/evaluation.ts"
+
+export interface LossResult {
+  readonly evalLoss: number
+  /** exp(eval_loss), as the tutorial prints it. */
+  readonly perplexity: number
+  /** Examples in batches that had label tokens (a batch with none has no loss, and is skipped as the trainer skips it). */
+  readonly examples: number
+}
+
+/** Fails clearly when the data was tokenized with a bigger vocabulary than the model has. */
+export const requireIdsInVocabulary = (examples: ReadonlyArray<Example>, vocabSize: number, model: string) => {
+  let max = -1
+  for (const example of examples) for (const id of example.inputIds) if (id > max) max = id
+  return max < vocabSize
+    ? Effect.void
+    : Effect.fail(new StageError({
+      message: `the dataset holds token id ${max}, but ${model} has a vocabulary of ${vocabSize}: tokenize with the model's own tokenizer`
+    }))
+}
+
+export const evaluationLoss = Effect.fn("Evaluate.loss")(function* (
+  model: Qwen2,
+  examples: ReadonlyArray<Example>,
+  options: { readonly batchSize: number; readonly padTokenId: number },
+  onBatch: (done: number, total: number) => Effect.Effect<void> = () => Effect.void
+) {
+  let weighted = 0
+  let counted = 0
+  for (let start = 0; start < examples.length; start += options.batchSize) {
+    const batch = examples.slice(start, start + options.batchSize)
+    // One batch's loss: NaN when it has no label tokens.
+    const loss = yield* Effect.try({
+      try: () => evalLoss(model, batch, options.batchSize, options.padTokenId),
+      catch: (cause) => new StageError({ message: `the loss failed: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
+    })
+    if (!Number.isNaN(loss)) {
+      weighted += loss * batch.length
+      counted += batch.length
+    }
+    yield* onBatch(Math.min(examples.length, start + options.batchSize), examples.length)
+  }
+  const mean = counted === 0 ? Number.NaN : weighted / counted
+  return { evalLoss: mean, perplexity: Math.exp(mean), examples: counted } satisfies LossResult
+})
