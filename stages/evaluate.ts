@@ -89,7 +89,12 @@ const recordedBaseModel = (ctx: StageContext<Params>) =>
       return yield* new StageError({ message: `compare_base: "${upstream.id}" does not record the model it started from; give base_model instead` })
     }
     if (typeof state.base_model !== "string") {
-      return yield* new StageError({ message: `compare_base: "${upstream.id}" trained a new model from scratch (init), so there is no base model to compare with` })
+      return yield* new StageError({ message: `compare_base: "${upstream.id}" does not record a base model it can be compared with; give base_model instead` })
+    }
+    // A from-scratch run keeps its initial weights beside its metrics.
+    const kept = path.join(files!.dir, state.base_model)
+    if (state.base_model === "initial_model" && (yield* fs.exists(kept).pipe(Effect.orElseSucceed(() => false)))) {
+      return { label: "untrained (base)", dir: kept } satisfies ModelChoice
     }
     return { label: `${state.base_model} (base)`, dir: yield* resolveModelDir(state.base_model, ctx.baseDir) } satisfies ModelChoice
   })

@@ -231,13 +231,21 @@ export default defineStage({
     yield* fs.makeDirectory(filesDir, { recursive: true })
     yield* fs.writeFile(path.join(filesDir, "metrics.arrow"), encodeIpcFile(metricsTable(state.log_history)))
     yield* fs.writeFileString(path.join(filesDir, "loss.svg"), lossChart(state.log_history))
-    yield* fs.writeFileString(path.join(filesDir, "trainer_state.json"), `${JSON.stringify({ ...state, base_model: ctx.params.model ?? (base.kind === "init" ? null : base.dir) }, null, 2)}\n`)
+    // The model training started from, for evaluate's `compare_base`: a from-scratch run
+    // keeps its (seeded, so re-creatable) initial weights beside the metrics.
+    if (base.kind === "init") {
+      const initial = initModel(base.config, ctx.params.seed)
+      yield* saveHfFolder(initial, path.join(filesDir, "initial_model"), { copyFrom: base.copyFrom }).pipe(Effect.mapError(modelError))
+      disposeModel(initial)
+    }
+    const baseModelRecord = base.kind === "init" ? "initial_model" : ctx.params.model ?? base.dir
+    yield* fs.writeFileString(path.join(filesDir, "trainer_state.json"), `${JSON.stringify({ ...state, base_model: baseModelRecord }, null, 2)}\n`)
     const lastLoss = [...state.log_history].reverse().find((row) => row.loss !== undefined)?.loss
     const lastEval = [...state.log_history].reverse().find((row) => row.eval_loss !== undefined)?.eval_loss
     return {
       outputs: {
         model: { kind: "model" as const, dir: modelDir },
-        files: { kind: "files" as const, dir: filesDir, files: ["metrics.arrow", "loss.svg", "trainer_state.json"] }
+        files: { kind: "files" as const, dir: filesDir, files: ["metrics.arrow", "loss.svg", "trainer_state.json", ...(base.kind === "init" ? ["initial_model"] : [])] }
       },
       metrics: {
         steps: state.global_step,

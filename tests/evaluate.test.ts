@@ -268,8 +268,10 @@ ${stages}`)
     uses: evaluate
     needs: [tokenized, train]
     with: { compare_base: true, metrics: [loss] }
-`), "--cache-dir", cache])
-    expect(scratch.code).toBe(1)
-    expect(scratch.stderr).toContain(`compare_base: "train" trained a new model from scratch (init), so there is no base model to compare with`)
+`), "--cache-dir", cache, "--json"])
+    // From scratch, the base is the untrained model the run started from.
+    expect(scratch.code, scratch.stderr).toBe(0)
+    const evaluate = (JSON.parse(scratch.stdout).stages as Array<{ id: string; metrics: Record<string, number> }>).find((s) => s.id === "evaluate")!
+    expect(evaluate.metrics.base_eval_loss).toBeGreaterThan(evaluate.metrics.eval_loss!)
   })
 })
