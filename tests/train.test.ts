@@ -160,3 +160,34 @@ describe("train stage", () => {
     expect(result.stderr).toMatch(/✖ train: failed: training diverged at step \d+: loss (NaN|Infinity|-Infinity), gradient norm \S+\. The weights were not updated; the last checkpoint is kept\./)
   }, 120_000)
 })
+
+describe("train, evaluate and generate in one pipeline", () => {
+  it("--set evaluate.limit re-runs only evaluate; a new learning rate re-runs train, evaluate and generate but no data stage", () => {
+    const dir = tempDir()
+    const cache = tempDir()
+    const file = trainPipeline(dir)
+    writeFile(dir, "p.yaml", readFileSync(file, "utf8").replace("max_steps: 40", "max_steps: 6").replace("prompt: question, completion: answer }", "prompt: question, completion: answer, keep: [question, answer] }") + `  evaluate:
+    uses: evaluate
+    needs: [tokenized, train]
+    with: { limit: 4, max_new_tokens: 12, eval_batch_size: 8 }
+  generate:
+    uses: generate
+    needs: [train]
+    with: { prompts: ["Ava has 2 apples."], max_new_tokens: 8 }
+`)
+    const statuses = (...args: Array<string>) => {
+      const result = cli(["run", file, "--cache-dir", cache, "--json", ...args], { env: { PIPELINE_THREADS: "1" } })
+      expect(result.code, result.stderr).toBe(0)
+      const json = JSON.parse(result.stdout) as RunJson
+      return { statuses: Object.fromEntries(json.stages.map((s) => [s.id, s.status])), json }
+    }
+    const first = statuses()
+    expect(Object.values(first.statuses)).toEqual(["ran", "ran", "ran", "ran", "ran"])
+    const metrics = first.json.stages.find((s) => s.id === "evaluate")!.metrics
+    expect(metrics.perplexity).toBeCloseTo(Math.exp(metrics.eval_loss!), 6)
+    expect(metrics.accuracy).toBeGreaterThanOrEqual(0)
+    expect(first.json.stages.find((s) => s.id === "train")!.metrics.tokens_per_second).toBeGreaterThan(0)
+    expect(statuses("--set", "evaluate.limit=2").statuses).toEqual({ problems: "cached", tokenized: "cached", train: "cached", evaluate: "ran", generate: "cached" })
+    expect(statuses("--set", "train.learning_rate=0.001").statuses).toEqual({ problems: "cached", tokenized: "cached", train: "ran", evaluate: "ran", generate: "ran" })
+  }, 300_000)
+})
