@@ -35,5 +35,8 @@ export const ensureBackend: Effect.Effect<BackendInfo, StageError> = Effect.susp
   })
 })
 
-export const describeBackend = (info: BackendInfo): string =>
-  `backend ${info.name}${info.name === "wasm" ? ` (${info.threads} thread${info.threads === 1 ? "" : "s"})` : ""}${info.notes.length > 0 ? `: ${info.notes.join("; ")}` : ""}`
+/** One line: the backend, its threads, and why better ones were passed over (without the stack of details). */
+export const describeBackend = (info: BackendInfo): string => {
+  const notes = info.notes.map((note) => note.replace(/\s*\(.*$/s, ""))
+  return `backend ${info.name}${info.name === "wasm" ? ` (${info.threads} thread${info.threads === 1 ? "" : "s"})` : ""}${notes.length > 0 ? `: ${notes.join("; ")}` : ""}`
+}
