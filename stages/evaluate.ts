@@ -49,6 +49,7 @@ const Params = Schema.Struct({
   template: optional(Template, "The prompt built from columns instead of `prompt`, as the tokenize stage's template (\"Question: {question}\\nAnswer:\"): prompt the model as it was trained"),
   reference: withDefault(Text, "answer", "The column with the reference answer, whose number after #### is expected (default answer)"),
   stop: optional(Schema.Array(Text), "Stop an answer once it contains one of these (default: at EOS only)"),
+  scoring: withDefault(Schema.Literal("number", "label"), "number", "How accuracy compares an answer with the reference: `number` (GSM8K: the final number) or `label` (classification: the first word)"),
   base_model: optional(Text, "A base model (hub id or folder) to evaluate the same way, for a before/after comparison"),
   compare_base: withDefault(Schema.Boolean, false, "Also evaluate the base model the upstream train stage started from (default false)")
 }).pipe(Schema.filter((p) => {
@@ -156,7 +157,7 @@ const evaluateModel = (
           { maxNewTokens: params.max_new_tokens, doSample: false, stop: params.stop, batchSize: params.eval_batch_size },
           (done) => progress(data.lossExamples.length + done)
         )
-        const scored = scoreExamples(data.questions, data.references, generated.completions.map((c) => c.text))
+        const scored = scoreExamples(data.questions, data.references, generated.completions.map((c) => c.text), params.scoring)
         const right = scored.filter((e) => e.correct).length
         yield* ctx.log(`${candidate.label}: accuracy ${right}/${scored.length} = ${(right / scored.length).toFixed(3)} (${generated.tokensPerSecond.toFixed(1)} tokens/s)`)
         for (const failure of scored.filter((e) => !e.correct).slice(0, 3)) {

@@ -4,11 +4,17 @@
  */
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { Either } from "effect"
+import { Effect, Either } from "effect"
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest"
 import { decodeIpc, rowAt } from "../src/arrow.ts"
 import { helpfulCount, parseAnswer, parseDuration, retryAfterMs, reviewDate, reviewTitle, stars } from "../stages/oxylabs-reviews.ts"
-import { cliInProcess, REPO, tempDir, writeFile } from "./helpers.ts"
+import { initBackend } from "../src/backend/select.ts"
+import { decodeConfig } from "../src/model/config.ts"
+import { saveHfFolder } from "../src/model/hf-folder.ts"
+import { disposeModel, initModel } from "../src/model/qwen2.ts"
+import { loadTokenizer } from "../src/tokenizer.ts"
+import { ASCII_ALPHABET, writeTinyTokenizer } from "../src/tokenizer/tiny.ts"
+import { cliInProcess, REPO, runNode, tempDir, writeFile } from "./helpers.ts"
 import { type MockOptions, type OxylabsMock, productFor, startOxylabsMock } from "./support/oxylabs-server.ts"
 
 const STAGE = join(REPO, "stages/oxylabs-reviews.ts")
@@ -302,10 +308,10 @@ describe("pipelines/reviews.yaml", () => {
     const server = await startMock()
     const cache = newCache()
     const file = join(REPO, "pipelines/reviews.yaml")
-    const result = await cli(["run", file, "--cache-dir", cache, "--json", "--set", `reviews.endpoint=${server.url}`, "--set", "reviews.backoff=10ms"])
+    const result = await cli(["run", file, "--until", "labeled", "--cache-dir", cache, "--json", "--set", `reviews.endpoint=${server.url}`, "--set", "reviews.backoff=10ms"])
     expect(result.code, result.stderr).toBe(0)
     const stages = (JSON.parse(result.stdout) as { stages: Array<StageJson & { id: string }> }).stages
-    expect(stages.map((s) => `${s.id}:${s.status}`)).toEqual(["reviews:ran", "rated:ran", "labeled:ran"])
+    expect(stages.slice(0, 3).map((s) => `${s.id}:${s.status}`)).toEqual(["reviews:ran", "rated:ran", "labeled:ran"])
     const rows = rowsOf(stages[2])
     expect(rows).toHaveLength(15)
     const labels = rows.map((r) => `${r.rating}:${r.label}`)
@@ -315,6 +321,29 @@ describe("pipelines/reviews.yaml", () => {
       "Classify the sentiment of this Amazon review as negative, neutral or positive.\n\nTitle: Love it\nReview: Exactly as described, would buy again.\nSentiment:"
     )
     expect(Object.keys(loved)).not.toContain("author")
+
+    // The rest of the pipeline, offline: a tiny local model stands in for the hub's.
+    const model = join(tempDir(), "tiny")
+    await runNode(Effect.gen(function* () {
+      yield* writeTinyTokenizer(model, { alphabet: ASCII_ALPHABET })
+      const tokenizer = yield* loadTokenizer(model)
+      const config = yield* decodeConfig({
+        architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", vocab_size: tokenizer.vocabSize, hidden_size: 16, intermediate_size: 32,
+        num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 512, eos_token_id: tokenizer.eosTokenId ?? null
+      }, "test")
+      yield* Effect.promise(() => initBackend({ backend: "wasm", threads: 1 }))
+      const tiny = initModel(config, 0)
+      yield* saveHfFolder(tiny, model, { copyFrom: model })
+      disposeModel(tiny)
+    }))
+    const rest = await cli(["run", file, "--cache-dir", cache, "--json", "--set", `reviews.endpoint=${server.url}`, "--set", "reviews.backoff=10ms",
+      "--set", `tokenized.tokenizer=${model}`, "--set", `train.model=${model}`, "--set", "train.epochs=1", "--set", "evaluate.limit=4"])
+    expect(rest.code, rest.stderr).toBe(0)
+    const all = (JSON.parse(rest.stdout) as { stages: Array<StageJson & { id: string; metrics: Record<string, number> }> }).stages
+    expect(all.map((s) => `${s.id}:${s.status}`)).toEqual(["reviews:cached", "rated:cached", "labeled:cached", "split:ran", "tokenized:ran", "train:ran", "evaluate:ran"])
+    const evaluate = all.find((s) => s.id === "evaluate")!
+    expect(evaluate.metrics.accuracy).toBeGreaterThanOrEqual(0)
+    expect(evaluate.metrics.base_accuracy).toBeGreaterThanOrEqual(0)
   })
 })
 

@@ -1,8 +1,18 @@
 /**
- * Golden-set accuracy, GSM8K style: a generated answer is right when its final number
- * (after `####`, see gsm8k.ts) equals the reference's.
+ * Golden-set accuracy. `number` (GSM8K): a generated answer is right when its final
+ * number (after `####`, see gsm8k.ts) equals the reference's. `label`
+ * (classification): right when the answer's first word is the reference label,
+ * ignoring case and punctuation.
  */
 import { extractAnswer, isCorrect } from "./gsm8k.ts"
+
+export type Scoring = "number" | "label"
+
+/** A classifier's answer: its first word, lower-cased, without punctuation. */
+export const extractLabel = (text: string): string | undefined => {
+  const word = text.trim().split(/\s+/)[0]?.toLowerCase().replace(/[^\p{L}\p{N}_-]/gu, "")
+  return word === undefined || word === "" ? undefined : word
+}
 
 export interface ScoredExample {
   readonly question: string
@@ -17,17 +27,20 @@ export interface ScoredExample {
 export const scoreExamples = (
   questions: ReadonlyArray<string>,
   references: ReadonlyArray<string>,
-  predictions: ReadonlyArray<string>
+  predictions: ReadonlyArray<string>,
+  scoring: Scoring = "number"
 ): ReadonlyArray<ScoredExample> =>
   predictions.map((prediction, i) => {
     const reference = references[i] ?? ""
+    const predicted = scoring === "label" ? extractLabel(prediction) : extractAnswer(prediction)
+    const expected = scoring === "label" ? extractLabel(reference) : extractAnswer(reference)
     return {
       question: questions[i] ?? "",
       reference,
       prediction,
-      predicted: extractAnswer(prediction),
-      expected: extractAnswer(reference),
-      correct: isCorrect(prediction, reference)
+      predicted,
+      expected,
+      correct: scoring === "label" ? predicted !== undefined && predicted === expected : isCorrect(prediction, reference)
     }
   })
 
