@@ -3,9 +3,10 @@
  * code; errors are values mapped to codes in `main.ts`.
  */
 import { Args, Command, Options } from "@effect/cli"
-import { Path } from "@effect/platform"
+import { FileSystem, Path } from "@effect/platform"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Config, Effect, Either, Layer, Option } from "effect"
+import { decodeIpc } from "./arrow.ts"
 import { readSplit } from "./dataset.ts"
 import { renderDot, renderMermaid, renderText } from "./dag.ts"
 import { UsageError } from "./errors.ts"
@@ -130,7 +131,15 @@ const show = Command.make(
       }
       const dataset = target.entry.outputs.dataset
       if (dataset === undefined) {
-        const other = target.entry.outputs.model?.dir ?? target.entry.outputs.files?.dir ?? target.entry.dir
+        // A training stage's table is its metrics log (files/metrics.arrow).
+        const files = target.entry.outputs.files
+        const table = files?.files.find((name) => name.endsWith(".arrow"))
+        if (files !== undefined && table !== undefined) {
+          const fs = yield* FileSystem.FileSystem
+          const rows = decodeIpc(yield* fs.readFile(`${files.dir}/${table}`).pipe(Effect.mapError((e) => new UsageError({ message: e.message }))))
+          return yield* stdout(args.format === "jsonl" ? renderJsonl(rows, args.limit) : renderTable(rows, args.limit))
+        }
+        const other = target.entry.outputs.model?.dir ?? files?.dir ?? target.entry.dir
         return yield* stdout(`stage "${args.stage}" produced no dataset; its outputs are in ${other}`)
       }
       const splits = Object.keys(dataset.splits)
