@@ -46,14 +46,14 @@ describe("pipelines/gsm8k.yaml against a loopback hub", () => {
     expect(first.code, first.stderr).toBe(0)
     const stages = JSON.parse(first.stdout).stages as Array<StageJson>
     const byId = new Map(stages.map((s) => [s.id, s]))
-    expect(stages.map((s) => `${s.id}:${s.status}`)).toEqual(["data:ran", "tokenized:ran", "filtered:ran", "shuffled:ran", "subset:skipped"])
+    expect(stages.map((s) => `${s.id}:${s.status}`)).toEqual(["data:ran", "tokenized:ran", "filtered:ran", "shuffled:ran", "subset:skipped", "train:skipped"])
     // The tutorial's counts before filtering, and ours after.
     expect([rows(byId.get("data"), "train"), rows(byId.get("data"), "test")]).toEqual([7473, 1319])
     expect([rows(byId.get("filtered"), "train"), rows(byId.get("filtered"), "test")]).toEqual([7471, 1318])
     expect([rows(byId.get("shuffled"), "train"), rows(byId.get("shuffled"), "test")]).toEqual([7471, 1318])
 
     const second = await cliInProcess(["run", file, "--until", "shuffled", "--cache-dir", cache, "--json"])
-    expect((JSON.parse(second.stdout).stages as Array<StageJson>).map((s) => s.status)).toEqual(["cached", "cached", "cached", "cached", "skipped"])
+    expect((JSON.parse(second.stdout).stages as Array<StageJson>).map((s) => s.status)).toEqual(["cached", "cached", "cached", "cached", "skipped", "skipped"])
 
     await server.close()
     const offline = spawnSync(process.execPath, [BIN, "run", file, "--until", "shuffled", "--cache-dir", cache, "--json"], {
@@ -62,6 +62,6 @@ describe("pipelines/gsm8k.yaml against a loopback hub", () => {
       encoding: "utf8"
     })
     expect(offline.status, offline.stderr).toBe(0)
-    expect((JSON.parse(offline.stdout).stages as Array<StageJson>).map((s) => s.status)).toEqual(["cached", "cached", "cached", "cached", "skipped"])
+    expect((JSON.parse(offline.stdout).stages as Array<StageJson>).map((s) => s.status)).toEqual(["cached", "cached", "cached", "cached", "skipped", "skipped"])
   }, 180_000)
 })
