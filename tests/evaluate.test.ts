@@ -12,13 +12,12 @@ import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { decodeIpc, rowAt } from "../src/arrow.ts"
 import { ensureBackend } from "../src/backend/runtime.ts"
-import { decodeConfig } from "../src/model/config.ts"
 import { generate } from "../src/model/generate.ts"
-import { loadHfFolder, saveHfFolder } from "../src/model/hf-folder.ts"
+import { loadHfFolder } from "../src/model/hf-folder.ts"
 import { causalLmLoss } from "../src/model/loss.ts"
-import { disposeModel, initModel, type Qwen2 } from "../src/model/qwen2.ts"
-import { loadTokenizer, type Tokenizer } from "../src/tokenizer.ts"
-import { ASCII_ALPHABET, writeTinyTokenizer } from "../src/tokenizer/tiny.ts"
+import { disposeModel, type Qwen2 } from "../src/model/qwen2.ts"
+import type { Tokenizer } from "../src/tokenizer.ts"
+import { writeTinyModel } from "./support/tiny-model.ts"
 import { cli, cliInProcess, runNode, tempDir, writeFile } from "./helpers.ts"
 
 // One wasm thread: test files run two at a time on two cores.
@@ -28,30 +27,6 @@ process.env.PIPELINE_THREADS = "1"
 
 const PLAIN = { addSpecialTokens: false } as const
 
-/** A random 2-layer Qwen2 (hidden 32) saved as a Hugging Face folder with its tokenizer files. */
-const tinyModel = (dir: string, seed: number) =>
-  runNode(Effect.gen(function* () {
-    yield* writeTinyTokenizer(dir, { alphabet: ASCII_ALPHABET })
-    const tokenizer = yield* loadTokenizer(dir)
-    const config = yield* decodeConfig({
-      architectures: ["Qwen2ForCausalLM"],
-      vocab_size: tokenizer.vocabSize,
-      hidden_size: 32,
-      intermediate_size: 64,
-      num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      max_position_embeddings: 512,
-      initializer_range: 0.2,
-      tie_word_embeddings: true,
-      eos_token_id: tokenizer.eosTokenId,
-      pad_token_id: tokenizer.padTokenId
-    }, "tiny")
-    const model = initModel(config, seed)
-    yield* saveHfFolder(model, dir)
-    disposeModel(model)
-    return tokenizer
-  }))
 
 /** GSM8K-style rows: a question, and a worked answer ending in `#### N`. */
 const problems = (count: number) =>
@@ -114,8 +89,8 @@ describe("evaluate stage", () => {
   let tokenizer: Tokenizer
   beforeAll(async () => {
     await Effect.runPromise(ensureBackend)
-    tokenizer = await tinyModel(join(dir, "tiny-model"), 1)
-    await tinyModel(join(dir, "other-model"), 2)
+    tokenizer = await writeTinyModel(join(dir, "tiny-model"), { seed: 1 })
+    await writeTinyModel(join(dir, "other-model"), { seed: 2 })
     writeFile(dir, "problems.jsonl", problems(10).map((row) => JSON.stringify(row)).join("\n") + "\n")
   })
   afterAll(() => {

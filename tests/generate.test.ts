@@ -14,12 +14,12 @@ import { ensureBackend } from "../src/backend/runtime.ts"
 import type { BackendInfo } from "../src/backend/select.ts"
 import { completePrompts } from "../src/eval/generation.ts"
 import { loadInferenceModel } from "../src/eval/inference.ts"
-import { decodeConfig } from "../src/model/config.ts"
 import { generate, type GenerateOptions } from "../src/model/generate.ts"
-import { loadHfFolder, saveHfFolder } from "../src/model/hf-folder.ts"
-import { disposeModel, initModel, type Qwen2 } from "../src/model/qwen2.ts"
-import { loadTokenizer, type Tokenizer } from "../src/tokenizer.ts"
-import { ASCII_ALPHABET, writeTinyTokenizer } from "../src/tokenizer/tiny.ts"
+import { loadHfFolder } from "../src/model/hf-folder.ts"
+import { disposeModel, type Qwen2 } from "../src/model/qwen2.ts"
+import type { Tokenizer } from "../src/tokenizer.ts"
+import { writeTinyTokenizer } from "../src/tokenizer/tiny.ts"
+import { writeTinyModel } from "./support/tiny-model.ts"
 import { cli, cliInProcess, runNode, SHARED, tempDir, writeFile } from "./helpers.ts"
 
 // One wasm thread: test files run two at a time on two cores.
@@ -31,30 +31,6 @@ const PLAIN = { addSpecialTokens: false } as const
 const JAMES = "James has 5 apples. He buys 3 times as many. Then gives half away. How many does he have?"
 const QUESTIONS = ["Tom has 3 apples and buys 4 more. How many apples does he have?", "A box holds 6 eggs. How many eggs are in 2 boxes?", "Sue reads 5 pages a day. How many pages in 3 days?", "Ann has 9 pens and loses 2. How many are left?"]
 
-/** A random 2-layer Qwen2 (hidden 32) saved as a Hugging Face folder with its tokenizer files. */
-const tinyModel = (dir: string) =>
-  runNode(Effect.gen(function* () {
-    yield* writeTinyTokenizer(dir, { alphabet: ASCII_ALPHABET })
-    const tokenizer = yield* loadTokenizer(dir)
-    const config = yield* decodeConfig({
-      architectures: ["Qwen2ForCausalLM"],
-      vocab_size: tokenizer.vocabSize,
-      hidden_size: 32,
-      intermediate_size: 64,
-      num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      max_position_embeddings: 512,
-      initializer_range: 0.2,
-      tie_word_embeddings: true,
-      eos_token_id: tokenizer.eosTokenId,
-      pad_token_id: tokenizer.padTokenId
-    }, "tiny")
-    const model = initModel(config, 3)
-    yield* saveHfFolder(model, dir)
-    disposeModel(model)
-    return tokenizer
-  }))
 
 interface StageJson {
   id: string
@@ -86,7 +62,7 @@ describe("generate stage and command", () => {
 
   beforeAll(async () => {
     await Effect.runPromise(ensureBackend)
-    tokenizer = await tinyModel(modelDir)
+    tokenizer = await writeTinyModel(modelDir, { seed: 3 })
     model = (await runNode(loadHfFolder(modelDir))).model
     direct = (prompts, options) => {
       const result = generate(model, prompts.map((p) => Array.from(tokenizer.encode(p, PLAIN))), {

@@ -4,17 +4,12 @@
  */
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { Effect, Either } from "effect"
+import { Either } from "effect"
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest"
 import { decodeIpc, rowAt } from "../src/arrow.ts"
 import { helpfulCount, parseAnswer, parseDuration, retryAfterMs, reviewDate, reviewTitle, stars } from "../stages/oxylabs-reviews.ts"
-import { initBackend } from "../src/backend/select.ts"
-import { decodeConfig } from "../src/model/config.ts"
-import { saveHfFolder } from "../src/model/hf-folder.ts"
-import { disposeModel, initModel } from "../src/model/qwen2.ts"
-import { loadTokenizer } from "../src/tokenizer.ts"
-import { ASCII_ALPHABET, writeTinyTokenizer } from "../src/tokenizer/tiny.ts"
-import { cliInProcess, REPO, runNode, tempDir, writeFile } from "./helpers.ts"
+import { cliInProcess, REPO, tempDir, writeFile } from "./helpers.ts"
+import { writeTinyModel } from "./support/tiny-model.ts"
 import { type MockOptions, type OxylabsMock, productFor, startOxylabsMock } from "./support/oxylabs-server.ts"
 
 const STAGE = join(REPO, "stages/oxylabs-reviews.ts")
@@ -324,18 +319,7 @@ describe("pipelines/reviews.yaml", () => {
 
     // The rest of the pipeline, offline: a tiny local model stands in for the hub's.
     const model = join(tempDir(), "tiny")
-    await runNode(Effect.gen(function* () {
-      yield* writeTinyTokenizer(model, { alphabet: ASCII_ALPHABET })
-      const tokenizer = yield* loadTokenizer(model)
-      const config = yield* decodeConfig({
-        architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", vocab_size: tokenizer.vocabSize, hidden_size: 16, intermediate_size: 32,
-        num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 512, eos_token_id: tokenizer.eosTokenId ?? null
-      }, "test")
-      yield* Effect.promise(() => initBackend({ backend: "wasm", threads: 1 }))
-      const tiny = initModel(config, 0)
-      yield* saveHfFolder(tiny, model, { copyFrom: model })
-      disposeModel(tiny)
-    }))
+    await writeTinyModel(model, { hiddenSize: 16, layers: 1 })
     const rest = await cli(["run", file, "--cache-dir", cache, "--json", "--set", `reviews.endpoint=${server.url}`, "--set", "reviews.backoff=10ms",
       "--set", `tokenized.tokenizer=${model}`, "--set", `train.model=${model}`, "--set", "train.epochs=1", "--set", "evaluate.limit=4"])
     expect(rest.code, rest.stderr).toBe(0)
