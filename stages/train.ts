@@ -203,6 +203,7 @@ export default defineStage({
       model = base.kind === "init" ? initModel(base.config, ctx.params.seed) : (yield* loadHfFolder(base.dir).pipe(Effect.mapError(modelError))).model
       yield* ctx.log(`training ${base.description} on ${trainExamples.length} examples${evalExamples ? `, evaluating on ${evalExamples.length}` : ""}: ${plan.total} steps (${plan.perEpoch} per epoch), warmup ${plan.warmup}`)
     }
+    let lastLoss: number | undefined
     const better = (value: number, best: number | null) => best === null || (ctx.params.greater_is_better ? value > best : value < best)
     const final = yield* train(model, optimizer, { train: trainExamples, eval: evalExamples, padId }, args, start, {
       save: (state) =>
@@ -215,8 +216,11 @@ export default defineStage({
           yield* rotateCheckpoints(ctx.workDir, ctx.params.save_total_limit, withBest.best_model_checkpoint === null ? null : path.join(ctx.workDir, withBest.best_model_checkpoint))
           start = withBest
         }).pipe(Effect.provideService(FileSystem.FileSystem, fs), Effect.provideService(Path.Path, path)),
-      log: (row) => ctx.log(formatRow(row)),
-      progress: (step, total) => ctx.progress(step, total, "steps")
+      log: (row) => {
+        if (row.loss !== undefined) lastLoss = row.loss
+        return ctx.log(formatRow(row))
+      },
+      progress: (step, total) => ctx.progress(step, total, lastLoss === undefined ? "steps" : `steps, loss ${lastLoss.toFixed(4)}`)
     })
     const state: TrainerState = { ...final, best_metric: start.best_metric, best_model_checkpoint: start.best_model_checkpoint }
     if (ctx.params.load_best_model_at_end && state.best_model_checkpoint !== null) {
@@ -240,7 +244,7 @@ export default defineStage({
     }
     const baseModelRecord = base.kind === "init" ? "initial_model" : ctx.params.model ?? base.dir
     yield* fs.writeFileString(path.join(filesDir, "trainer_state.json"), `${JSON.stringify({ ...state, base_model: baseModelRecord }, null, 2)}\n`)
-    const lastLoss = [...state.log_history].reverse().find((row) => row.loss !== undefined)?.loss
+    const finalLoss = [...state.log_history].reverse().find((row) => row.loss !== undefined)?.loss
     const lastEval = [...state.log_history].reverse().find((row) => row.eval_loss !== undefined)?.eval_loss
     return {
       outputs: {
@@ -249,7 +253,7 @@ export default defineStage({
       },
       metrics: {
         steps: state.global_step,
-        ...(lastLoss !== undefined && { loss: lastLoss }),
+        ...(finalLoss !== undefined && { loss: finalLoss }),
         ...(lastEval !== undefined && { eval_loss: lastEval }),
         ...(state.best_metric !== null && { best_metric: state.best_metric }),
         tokens_per_second: Math.round(state.tokens_seen / Math.max(state.train_seconds, 1e-9))
