@@ -76,15 +76,9 @@ export interface RunRecord {
   readonly stages: Readonly<Record<string, RunRecordStage>>
 }
 
-export interface CommitRequest {
+/** What a finished stage hands to `commit`: its outputs with absolute paths inside `stagingDir`. */
+export interface CommitRequest extends Pick<Manifest, "fingerprint" | "pipeline" | "stage" | "material" | "outputs" | "metrics" | "durationMs"> {
   readonly stagingDir: string
-  readonly fingerprint: string
-  readonly pipeline: string
-  readonly stage: string
-  readonly material: FingerprintMaterial
-  readonly outputs: Outputs
-  readonly metrics: Metrics
-  readonly durationMs: number
 }
 
 export interface GcReport {

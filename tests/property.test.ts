@@ -6,7 +6,7 @@
 import fc from "fast-check"
 import { readFileSync } from "node:fs"
 import { describe, expect, it } from "vitest"
-import { cliInProcess, GSM8K_TEST, tempDir, writeFile } from "./helpers.ts"
+import { cliInProcess, GSM8K_TEST, samplePipeline, tempDir, writeFile } from "./helpers.ts"
 
 const dir = tempDir()
 const cache = tempDir()
@@ -14,20 +14,7 @@ writeFile(dir, "data.jsonl", readFileSync(GSM8K_TEST, "utf8").split("\n").slice(
 writeFile(dir, "other.csv", "question,answer\nWhat is 2+2?,4\nWhat is 3+3?,6\n")
 
 const BASES = [
-  `name: sample
-stages:
-  data:
-    uses: fetch
-    with: { path: data.jsonl }
-  shuffled:
-    uses: shuffle
-    needs: [data]
-    with: { seed: 42 }
-  short:
-    uses: filter
-    needs: [shuffled]
-    with: { where: "question.length < 400" }
-`,
+  samplePipeline("data.jsonl"),
   `stages:
   a:
     uses: fetch
