@@ -24,7 +24,7 @@ import { localModelFiles, modelRevision, resolveModelDir } from "../src/model/so
 import { defineStage, type StageContext } from "../src/stage.ts"
 import type { Example } from "../src/train/collate.ts"
 import { loadExamples } from "../src/train/data.ts"
-import { parseTemplate } from "./tokenize.ts"
+import { parseTemplate } from "../src/template.ts"
 
 const METRICS = ["loss", "perplexity", "accuracy"] as const
 type Metric = (typeof METRICS)[number]

@@ -17,7 +17,7 @@ import { generationsTable } from "../src/eval/tables.ts"
 import { disposeModel } from "../src/model/qwen2.ts"
 import { localModelFiles, modelRevision } from "../src/model/source.ts"
 import { defineStage, type StageContext } from "../src/stage.ts"
-import { parseTemplate } from "./tokenize.ts"
+import { parseTemplate } from "../src/template.ts"
 
 const Template = Schema.String.pipe(
   Schema.filter((source) => Either.match(parseTemplate(source), { onLeft: (why) => `invalid template: ${why}`, onRight: () => true }))

@@ -16,43 +16,9 @@ import { defineStage } from "../src/stage.ts"
 import { fileList, loadTokenizer, resolveTokenizerDir, type Tokenizer, type TokenizerError, tokenizerFiles, tokenizerRevision, tokenizerSource } from "../src/tokenizer.ts"
 import { IGNORE_INDEX } from "../src/train/collate.ts"
 import { Splits } from "./common.ts"
+import { parseTemplate, type TemplatePart } from "../src/template.ts"
 
-type TemplatePart = { readonly literal: string } | { readonly column: string }
-
-/** Splits `Question: {question}\nAnswer:` into text and column names; `{{` and `}}` are literal braces. */
-export const parseTemplate = (source: string): Either.Either<ReadonlyArray<TemplatePart>, string> => {
-  const parts: Array<TemplatePart> = []
-  let literal = ""
-  for (let i = 0; i < source.length; i++) {
-    const char = source[i]!
-    if ((char === "{" || char === "}") && source[i + 1] === char) {
-      literal += char
-      i++
-    } else if (char === "}") {
-      return Either.left(`unmatched "}" at character ${i + 1} (write "}}" for a literal brace)`)
-    } else if (char === "{") {
-      const end = source.indexOf("}", i)
-      const column = end === -1 ? "" : source.slice(i + 1, end).trim()
-      if (end === -1 || column === "" || column.includes("{")) {
-        return Either.left(`"{" at character ${i + 1} does not open a placeholder such as {question} (write "{{" for a literal brace)`)
-      }
-      if (literal !== "") parts.push({ literal })
-      literal = ""
-      parts.push({ column })
-      i = end
-    } else {
-      literal += char
-    }
-  }
-  if (literal !== "") parts.push({ literal })
-  return parts.some((part) => "column" in part)
-    ? Either.right(parts)
-    : Either.left("the template names no column: write placeholders such as {question}")
-}
-
-// Descriptions sit on the encoded base types: `pipeline schema` shows the encoded side,
-// where refinements and defaults (and annotations made on them) are stripped.
-const column = (description: string) => Schema.String.annotations({ description }).pipe(Schema.minLength(1))
+const ColumnName = Schema.String.pipe(Schema.minLength(1))
 
 const flag = (description: string, byDefault: boolean) =>
   Schema.optionalWith(Schema.Boolean.annotations({ description }), { default: () => byDefault })
@@ -67,16 +33,16 @@ const Template = Schema.String.annotations({
 
 const Params = Schema.Struct({
   tokenizer: Schema.String.annotations({
-    description: "A folder holding tokenizer.json and tokenizer_config.json, relative to the pipeline file (a Hugging Face hub id once the hub client is wired in)"
+    description: "A hub model id (Qwen/Qwen2.5-0.5B: its tokenizer files, pinned by commit) or a folder holding tokenizer.json and tokenizer_config.json, relative to the pipeline file"
   }),
-  prompt: Schema.optional(column("The column with the prompt (the question); its tokens are masked from the loss")),
-  completion: Schema.optional(column("The column with what the model learns to write (the answer)")),
+  prompt: Schema.optional(ColumnName).annotations({ description: "The column with the prompt (the question); its tokens are masked from the loss" }),
+  completion: Schema.optional(ColumnName).annotations({ description: "The column with what the model learns to write (the answer)" }),
   template: Schema.optional(Template),
   chat_template: flag(
     "Render the prompt as a user message and the completion as the assistant's reply with the tokenizer's chat template; only the reply is learned (default false)",
     false
   ),
-  text: Schema.optional(column("Continued pre-training: the column of plain documents, learned whole (labels = input_ids)")),
+  text: Schema.optional(ColumnName).annotations({ description: "Continued pre-training: the column of plain documents, learned whole (labels = input_ids)" }),
   mask_prompt: flag("Set the prompt's labels to -100 so the loss counts the completion only (default true)", true),
   append_eos: Schema.optional(Schema.Boolean.annotations({
     description: "Append the EOS token after the completion or document (default true; false with chat_template, whose template ends the turn)"

@@ -1,13 +1,12 @@
 /**
  * Prompt and reference texts read from a dataset split: one column, or a template
- * filled from several (the tokenize stage's `{column}` syntax, parsed by its
- * `parseTemplate`), so that a model is prompted exactly as it was trained.
+ * filled from several (`src/template.ts`, the tokenize stage's `{column}` syntax),
+ * so that a model is prompted exactly as it was trained.
  */
 import { DataType, type Table } from "apache-arrow"
 import { Effect } from "effect"
 import { StageError } from "../errors.ts"
-
-export type TemplatePart = { readonly literal: string } | { readonly column: string }
+import type { TemplatePart } from "../template.ts"
 
 /** Where each row's prompt comes from. */
 export type PromptSource =
