@@ -2,7 +2,7 @@
  * `eval_loss` and perplexity as the tutorial reads them off `trainer.evaluate()`.
  * The arithmetic is the trainer's own (`evalLoss` in src/train/evaluation.ts: each
  * batch's loss is the mean over its label tokens, and the batches are averaged
- * weighted by their size); here it is driven one batch at a time, for progress.
+ * weighted by their size).
  */
 import { Effect } from "effect"
 import { StageError } from "../errors.ts"
@@ -33,23 +33,8 @@ export const evaluationLoss = Effect.fn("Evaluate.loss")(function* (
   model: Qwen2,
   examples: ReadonlyArray<Example>,
   options: { readonly batchSize: number; readonly padTokenId: number },
-  onBatch: (done: number, total: number) => Effect.Effect<void> = () => Effect.void
+  onBatch?: (done: number, total: number) => Effect.Effect<void>
 ) {
-  let weighted = 0
-  let counted = 0
-  for (let start = 0; start < examples.length; start += options.batchSize) {
-    const batch = examples.slice(start, start + options.batchSize)
-    // One batch's loss: NaN when it has no label tokens.
-    const loss = yield* Effect.try({
-      try: () => evalLoss(model, batch, options.batchSize, options.padTokenId),
-      catch: (cause) => new StageError({ message: `the loss failed: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
-    })
-    if (!Number.isNaN(loss)) {
-      weighted += loss * batch.length
-      counted += batch.length
-    }
-    yield* onBatch(Math.min(examples.length, start + options.batchSize), examples.length)
-  }
-  const mean = counted === 0 ? Number.NaN : weighted / counted
-  return { evalLoss: mean, perplexity: Math.exp(mean), examples: counted } satisfies LossResult
+  const { loss, examples: counted } = yield* evalLoss(model, examples, options, onBatch)
+  return { evalLoss: loss, perplexity: Math.exp(loss), examples: counted } satisfies LossResult
 })

@@ -1,25 +1,55 @@
 /**
  * `eval_loss` exactly as `Trainer.evaluate()` computes it: each eval batch's loss
  * is the mean over that batch's label tokens, and the reported loss is the mean of
- * those per-example (the batch loss counted once per example in the batch).
+ * those per-example (the batch loss counted once per example in the batch). A batch
+ * with no label tokens has no loss and is skipped. Used by the trainer's eval steps
+ * and by the evaluate stage.
  */
 import * as tf from "@tensorflow/tfjs-core"
+import { Effect } from "effect"
+import { StageError } from "../errors.ts"
 import { causalLmLoss } from "../model/loss.ts"
 import type { Qwen2 } from "../model/qwen2.ts"
 import { collate, type Example } from "./collate.ts"
 
-export const evalLoss = (model: Qwen2, examples: ReadonlyArray<Example>, batchSize: number, padId: number): number => {
-  let weighted = 0
-  let counted = 0
-  for (let start = 0; start < examples.length; start += batchSize) {
-    const batch = collate(examples.slice(start, start + batchSize), padId)
-    if (batch.labelTokens === 0) continue
-    const loss = tf.tidy(() =>
-      causalLmLoss(model, { batchSize: batch.size, seqLen: batch.length, inputIds: batch.inputIds, attentionMask: batch.attentionMask }, batch.labels)
-    )
-    weighted += (loss.dataSync()[0] ?? Number.NaN) * batch.size
-    counted += batch.size
-    loss.dispose()
-  }
-  return counted === 0 ? Number.NaN : weighted / counted
+/** One batch's mean loss over its label tokens; NaN when it has none. */
+const batchLoss = (model: Qwen2, examples: ReadonlyArray<Example>, padId: number): number => {
+  const batch = collate(examples, padId)
+  if (batch.labelTokens === 0) return Number.NaN
+  const loss = tf.tidy(() =>
+    causalLmLoss(model, { batchSize: batch.size, seqLen: batch.length, inputIds: batch.inputIds, attentionMask: batch.attentionMask }, batch.labels)
+  )
+  const value = loss.dataSync()[0] ?? Number.NaN
+  loss.dispose()
+  return value
 }
+
+export interface EvalLoss {
+  readonly loss: number
+  /** Examples in batches that had label tokens. */
+  readonly examples: number
+}
+
+export const evalLoss = (
+  model: Qwen2,
+  examples: ReadonlyArray<Example>,
+  options: { readonly batchSize: number; readonly padTokenId: number },
+  onBatch: (done: number, total: number) => Effect.Effect<void> = () => Effect.void
+): Effect.Effect<EvalLoss, StageError> =>
+  Effect.gen(function* () {
+    let weighted = 0
+    let counted = 0
+    for (let start = 0; start < examples.length; start += options.batchSize) {
+      const batch = examples.slice(start, start + options.batchSize)
+      const loss = yield* Effect.try({
+        try: () => batchLoss(model, batch, options.padTokenId),
+        catch: (cause) => new StageError({ message: `the loss failed: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
+      })
+      if (!Number.isNaN(loss)) {
+        weighted += loss * batch.length
+        counted += batch.length
+      }
+      yield* onBatch(Math.min(examples.length, start + options.batchSize), examples.length)
+    }
+    return { loss: counted === 0 ? Number.NaN : weighted / counted, examples: counted }
+  })

@@ -132,11 +132,10 @@ export const train = (
         lossSinceLog = stepsSinceLog = tokensSinceLog = secondsSinceLog = 0
       }
       if (data.eval !== undefined && args.evalSteps !== undefined && (done % args.evalSteps === 0 || done === plan.total)) {
-        const evaluated = yield* Effect.try({
-          try: () => evalLoss(model, data.eval!, args.evalBatchSize, data.padId),
-          catch: (error) => new StageError({ message: `evaluation at step ${done} failed: ${(error as Error).message}` })
-        })
-        const row: LogRow = { step: done, epoch: epochFloat, eval_loss: round(evaluated) }
+        const evaluated = yield* evalLoss(model, data.eval, { batchSize: args.evalBatchSize, padTokenId: data.padId }).pipe(
+          Effect.mapError((error) => new StageError({ message: `evaluation at step ${done} failed: ${error.message}` }))
+        )
+        const row: LogRow = { step: done, epoch: epochFloat, eval_loss: round(evaluated.loss) }
         history.push(row)
         yield* hooks.log(row)
       }
