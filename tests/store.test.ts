@@ -34,14 +34,19 @@ const exitOf = (child: ReturnType<typeof cliSpawn>) =>
     child.on("exit", (code, signal) => resolve({ code, signal, stderr }))
   })
 
+/** A run of the slow pipeline, started and waiting inside its fourth stage. */
+const startSlowRun = async () => {
+  const cache = tempDir()
+  const file = slowPipeline(projectTempDir())
+  const child = cliSpawn(["run", file, "--cache-dir", cache], { SLOW_STAGE: "1" })
+  const exited = exitOf(child)
+  await waitFor(child, "SLOW_STAGE_WAITING")
+  return { cache, file, child, exited }
+}
+
 describe("artifact store", () => {
   it("a run killed mid-stage leaves no entry that looks complete, and the next run redoes only that stage", async () => {
-    const dir = projectTempDir()
-    const cache = tempDir()
-    const file = slowPipeline(dir)
-    const child = cliSpawn(["run", file, "--cache-dir", cache], { SLOW_STAGE: "1" })
-    const exited = exitOf(child)
-    await waitFor(child, "SLOW_STAGE_WAITING")
+    const { cache, file, child, exited } = await startSlowRun()
     child.kill("SIGKILL")
     await exited
     // Three finished stages are committed; the killed one left only a staging folder.
@@ -85,12 +90,7 @@ describe("artifact store", () => {
   })
 
   it("a second run against a locked cache fails with a clear message; Ctrl-C releases it and keeps finished stages", async () => {
-    const dir = projectTempDir()
-    const cache = tempDir()
-    const file = slowPipeline(dir)
-    const child = cliSpawn(["run", file, "--cache-dir", cache], { SLOW_STAGE: "1" })
-    const exited = exitOf(child)
-    await waitFor(child, "SLOW_STAGE_WAITING")
+    const { cache, file, child, exited } = await startSlowRun()
     const blocked = cli(["run", file, "--cache-dir", cache])
     expect(blocked.code).toBe(1)
     expect(blocked.stderr).toMatch(new RegExp(`error: the cache .* is in use by pid ${child.pid} on .* \\(pipeline run sample, started \\d+s ago\\)\\. Wait for it to finish, or give this run another --cache-dir\\.`))
