@@ -13,7 +13,7 @@ import { updateWeightInPlace } from "../src/backend/in-place.ts"
 import { initBackend } from "../src/backend/select.ts"
 import { decodeConfig } from "../src/model/config.ts"
 import { loadHfFolder } from "../src/model/hf-folder.ts"
-import { causalLmLoss, lossAndGrads, scoredPositions } from "../src/model/loss.ts"
+import { causalLmLoss, expNonPositive, lossAndGrads, scoredPositions } from "../src/model/loss.ts"
 import { disposeModel, initModel, type Qwen2, type TokenBatch } from "../src/model/qwen2.ts"
 
 // One wasm thread: test files run two at a time on two cores, where a thread pool is
@@ -205,5 +205,26 @@ describe("an untied Llama model", () => {
       expect(norm, name).toBeGreaterThan(0)
       expect(Math.abs((wasm.norms.get(name) ?? NaN) - norm) / norm, name).toBeLessThan(1e-4)
     }
+  })
+})
+
+describe("expNonPositive (the softmax's exp)", () => {
+  it("is within 1.2e-7 of Math.exp on [−708, 0], 0 below −745, and keeps NaN", () => {
+    let worst = 0
+    for (let i = 0; i <= 200_000; i++) {
+      const x = -708 * (i / 200_000) ** 3 // dense near 0, where softmax's mass is
+      const want = Math.exp(x)
+      if (want > 0) worst = Math.max(worst, Math.abs(expNonPositive(x) - want) / want)
+    }
+    for (const x of [0, -1e-30, -0.5 * Math.LN2, 0.5 * -Math.LN2 - 1e-12, -Math.LN2, -1, -20.5, -87.3, -103.9]) {
+      worst = Math.max(worst, Math.abs(expNonPositive(x) - Math.exp(x)) / Math.exp(x))
+    }
+    expect(worst).toBeLessThan(1.2e-7)
+    expect(worst).toBeGreaterThan(0) // a polynomial, not Math.exp in disguise
+    expect(expNonPositive(0)).toBe(1)
+    expect(expNonPositive(-746)).toBe(0)
+    for (let x = -745; x < -700; x += 0.01) expect(expNonPositive(x)).toBeGreaterThanOrEqual(0) // no hole in the table
+    expect(expNonPositive(Number.NEGATIVE_INFINITY)).toBe(0)
+    expect(expNonPositive(Number.NaN)).toBeNaN()
   })
 })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { AdamW, clipByGlobalNorm, decays } from "../src/train/adamw.ts"
+import { AdamW, clipCoefficient, decays, globalNorm } from "../src/train/adamw.ts"
 import { collate } from "../src/train/collate.ts"
 import { lrMultiplier, totalSteps, updatesPerEpoch, warmupStepsFor } from "../src/train/schedule.ts"
 
@@ -60,12 +60,30 @@ describe("AdamW (torch.optim.AdamW)", () => {
     expect(decays("model.layers.0.input_layernorm.weight")).toBe(false)
     expect(decays("model.norm.weight")).toBe(false)
     const grads = [new Float32Array([3, 0]), new Float32Array([4])]
-    expect(clipByGlobalNorm(grads, 1)).toBeCloseTo(5, 6)
-    expect(grads[0]![0]).toBeCloseTo(0.6, 5)
-    expect(grads[1]![0]).toBeCloseTo(0.8, 5)
-    const small = [new Float32Array([0.3])]
-    clipByGlobalNorm(small, 1)
-    expect(small[0]![0]).toBeCloseTo(0.3, 7)
+    const norm = globalNorm(grads)
+    expect(norm).toBeCloseTo(5, 6)
+    expect(clipCoefficient(norm, 1)).toBeCloseTo(0.2, 6)
+    expect(clipCoefficient(0.3, 1)).toBe(1)
+    expect(clipCoefficient(0.3, undefined)).toBe(1)
+  })
+
+  it("applies the clipping coefficient inside the update exactly as pre-scaled float32 gradients", () => {
+    const grad = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i * 1.7) * 3)
+    const coefficient = clipCoefficient(globalNorm([grad]), 1)
+    expect(coefficient).toBeLessThan(1)
+    const prescaled = grad.map((g) => g * coefficient) // rounded to float32, as torch's grad.mul_
+    const a = Float32Array.from({ length: 64 }, (_, i) => Math.cos(i))
+    const b = a.slice()
+    const first = new AdamW({ beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 })
+    const second = new AdamW({ beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 })
+    for (let step = 0; step < 3; step++) {
+      first.beginStep()
+      second.beginStep()
+      first.update("w", a, grad, 1e-3, true, coefficient)
+      second.update("w", b, prescaled, 1e-3, true)
+    }
+    expect(Array.from(a)).toEqual(Array.from(b))
+    expect(grad[1]).toBe(Math.fround(Math.sin(1.7) * 3)) // the gradient itself is left alone
   })
 })
 

@@ -62,3 +62,16 @@ export const rewriteTensor = <T extends tf.Tensor>(tensor: T, write: (values: Fl
   rekey(backend, tensor)
   return tensor
 }
+
+/**
+ * A float32 tensor's values without a copy where the backend allows it: on wasm a view
+ * of the heap, valid only until the next tensor is allocated (the heap may grow and
+ * detach it), so take it right before use and never keep it. Do not write to it.
+ * Elsewhere `dataSync()`. At 0.5B parameters, copying every gradient out costs seconds
+ * a step, most of it the page faults of fresh memory.
+ */
+export const readView = (tensor: tf.Tensor): Float32Array => {
+  if (tensor.dtype !== "float32") throw new Error(`readView: expected float32, got ${tensor.dtype}`)
+  if (tf.getBackend() !== "wasm") return tensor.dataSync() as Float32Array
+  return heapFloat32(wasmInternals(tf.backend()), tensor)
+}

@@ -47,12 +47,34 @@ export const scoredPositions = (labels: Int32Array, batchSize: number, seqLen: n
   return { rows: Int32Array.from(rows), targets: Int32Array.from(targets) }
 }
 
+/** 2^-k for k = 0..1075, the exponent part of `expNonPositive`. */
+const NEGATIVE_POWERS_OF_TWO = Float64Array.from({ length: 1076 }, (_, k) => 2 ** -k)
+// ln 2 split so that k·LN2_HIGH is exact for the k that occur (Cody and Waite's reduction).
+const LN2_HIGH = 0.6931471803691238
+const LN2_LOW = 1.9082149292705877e-10
+
+/**
+ * e^x for x ≤ 0, to within 1.1e-7 relative down to −708 (below float32's rounding, which
+ * is where the result goes; float32 itself is 0 below −104), about twice as fast as
+ * `Math.exp` in these loops. x = k·ln2 + r with |r| ≤ ln2/2; e^r by its Taylor series
+ * to r⁷ (error under 5e-9); 2^k from a table. Below −745 the result is 0, as in
+ * float64; NaN stays NaN.
+ */
+export const expNonPositive = (x: number): number => {
+  if (x < -745) return 0
+  const k = (x * Math.LOG2E - 0.5) | 0 // rounds toward zero, so ⌈x·log2e − ½⌉ ≈ round(x·log2e)
+  const r = x - k * LN2_HIGH - k * LN2_LOW
+  const poly = 1 + r * (1 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (1 / 5040)))))))
+  return poly * NEGATIVE_POWERS_OF_TWO[-k]!
+}
+
 /**
  * In place: logits → softmax − onehot(target), along rows ([N, V]) or along columns
  * ([V, N], one token per column). Returns −log softmax at each target.
  *
  * Why JS: on wasm each elementwise op over [N × V] costs 25–40 ns an element (exp,
- * broadcast sub and div, cast); these three passes cost a few. Sums are in float64.
+ * broadcast sub and div, cast); these three passes cost about 13 together. Sums are in
+ * float64; exp is `expNonPositive` (every argument is a logit minus its column's max).
  */
 const softmaxMinusOneHot = (values: Float32Array, targets: Int32Array, vocab: number, layout: "rows" | "columns"): Float64Array => {
   const n = targets.length
@@ -61,38 +83,41 @@ const softmaxMinusOneHot = (values: Float32Array, targets: Int32Array, vocab: nu
   const sum = new Float64Array(n)
   const picked = Float64Array.from(targets, (target, i) => {
     if (target < 0 || target >= vocab) throw new RangeError(`label ${target} is outside the vocabulary of ${vocab}`)
-    return values[at(target, i)] ?? 0
+    return values[at(target, i)]!
   })
   if (layout === "rows") {
     for (let i = 0; i < n; i++) {
       const row = values.subarray(i * vocab, (i + 1) * vocab)
       let m = -Infinity
-      for (let v = 0; v < vocab; v++) m = Math.max(m, row[v] ?? -Infinity)
+      for (let v = 0; v < vocab; v++) if (row[v]! > m) m = row[v]!
       let total = 0
-      for (let v = 0; v < vocab; v++) total += row[v] = Math.exp((row[v] ?? 0) - m)
+      for (let v = 0; v < vocab; v++) total += row[v] = expNonPositive(row[v]! - m)
       const scale = 1 / total
-      for (let v = 0; v < vocab; v++) row[v] = (row[v] ?? 0) * scale
+      for (let v = 0; v < vocab; v++) row[v] = row[v]! * scale
       max[i] = m
       sum[i] = total
     }
   } else {
     for (let v = 0; v < vocab; v++) {
-      for (let i = 0; i < n; i++) max[i] = Math.max(max[i] ?? -Infinity, values[v * n + i] ?? -Infinity)
+      const offset = v * n
+      for (let i = 0; i < n; i++) if (values[offset + i]! > max[i]!) max[i] = values[offset + i]!
     }
     for (let v = 0; v < vocab; v++) {
+      const offset = v * n
       for (let i = 0; i < n; i++) {
-        const e = Math.exp((values[v * n + i] ?? 0) - (max[i] ?? 0))
-        values[v * n + i] = e
-        sum[i] = (sum[i] ?? 0) + e
+        const e = expNonPositive(values[offset + i]! - max[i]!)
+        values[offset + i] = e
+        sum[i] = sum[i]! + e
       }
     }
     const scale = sum.map((total) => 1 / total)
     for (let v = 0; v < vocab; v++) {
-      for (let i = 0; i < n; i++) values[v * n + i] = (values[v * n + i] ?? 0) * (scale[i] ?? 0)
+      const offset = v * n
+      for (let i = 0; i < n; i++) values[offset + i] = values[offset + i]! * scale[i]!
     }
   }
-  targets.forEach((target, i) => (values[at(target, i)] = (values[at(target, i)] ?? 0) - 1))
-  return picked.map((logit, i) => Math.log(sum[i] ?? 0) + (max[i] ?? 0) - logit)
+  targets.forEach((target, i) => (values[at(target, i)] = values[at(target, i)]! - 1))
+  return picked.map((logit, i) => Math.log(sum[i]!) + max[i]! - logit)
 }
 
 /**

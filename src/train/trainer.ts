@@ -15,11 +15,11 @@
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { Effect } from "effect"
-import { updateWeightInPlace } from "../backend/in-place.ts"
+import { readView, updateWeightInPlace } from "../backend/in-place.ts"
 import { StageError } from "../errors.ts"
 import { lossAndGrads } from "../model/loss.ts"
 import type { Qwen2 } from "../model/qwen2.ts"
-import { AdamW, clipByGlobalNorm, decays, globalNorm } from "./adamw.ts"
+import { AdamW, clipCoefficient, decays, squaredNorm } from "./adamw.ts"
 import { type Batch, collate, type Example } from "./collate.ts"
 import { microBatch, microBatchesPerEpoch } from "./data.ts"
 import { evalLoss } from "./evaluation.ts"
@@ -156,12 +156,22 @@ export interface UpdateOptions {
   readonly decay?: (name: string) => boolean
 }
 
+export interface UpdateResult {
+  readonly loss: number
+  /** The global gradient norm before clipping. */
+  readonly norm: number
+  /** Seconds in forward + backward (all micro-batches), and in reading out, clipping and AdamW. */
+  readonly gradSeconds: number
+  readonly optimizerSeconds: number
+}
+
 /** One optimizer update: forward/backward over the micro-batches, clip, AdamW. Returns the update's loss and pre-clip norm. */
-export const updateStep = (model: Qwen2, optimizer: AdamW, batches: ReadonlyArray<Batch>, options: UpdateOptions) => {
+export const updateStep = (model: Qwen2, optimizer: AdamW, batches: ReadonlyArray<Batch>, options: UpdateOptions): UpdateResult => {
   const { normalizer, lr } = options
   const decay = options.decay ?? decays
   const sums = new Map<string, tf.Tensor>()
   let loss = 0
+  const started = performance.now()
   try {
     for (const batch of batches) {
       const { tokens, labels } = toBatch(batch)
@@ -177,16 +187,23 @@ export const updateStep = (model: Qwen2, optimizer: AdamW, batches: ReadonlyArra
         }
       }
     }
-    const grads = new Map([...sums].map(([name, grad]) => [name, (grad.dataSync() as Float32Array).slice()]))
-    const norm = options.maxGradNorm === undefined ? globalNorm(grads.values()) : clipByGlobalNorm([...grads.values()], options.maxGradNorm)
-    if (!Number.isFinite(loss) || !Number.isFinite(norm)) return { loss, norm }
+    const gradDone = performance.now()
+    const gradSeconds = (gradDone - started) / 1000
+    // The gradients are read where they lie (no copies), and clipping is a coefficient
+    // AdamW applies as it reads them.
+    let squares = 0
+    for (const grad of sums.values()) squares += squaredNorm(readView(grad))
+    const norm = Math.sqrt(squares)
+    if (!Number.isFinite(loss) || !Number.isFinite(norm)) return { loss, norm, gradSeconds, optimizerSeconds: 0 }
+    const scale = clipCoefficient(norm, options.maxGradNorm)
     optimizer.beginStep()
     for (const [name, variable] of model.params) {
-      const grad = grads.get(name)
+      const grad = sums.get(name)
       if (grad === undefined) continue
-      updateWeightInPlace(variable, (values) => optimizer.update(name, values, grad, lr, decay(name)))
+      // The view is taken inside: making the weight writable may allocate.
+      updateWeightInPlace(variable, (values) => optimizer.update(name, values, readView(grad), lr, decay(name), scale))
     }
-    return { loss, norm }
+    return { loss, norm, gradSeconds, optimizerSeconds: (performance.now() - gradDone) / 1000 }
   } finally {
     sums.forEach((grad) => grad.dispose())
   }
