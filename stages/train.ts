@@ -30,6 +30,9 @@ const withDefault = <A, I>(schema: Schema.Schema<A, I>, value: A, description: s
   Schema.optionalWith(schema, { default: () => value }).annotations({ description })
 
 const Init = Schema.Struct({
+  vocab_size: Schema.optional(Count).annotations({
+    description: "Rows of the embedding; defaults to the tokenizer's vocabulary. Qwen2 checkpoints pad it (151936 for 151665 tokens) to a multiple of 128"
+  }),
   hidden_size: Count,
   intermediate_size: Count,
   num_hidden_layers: Count,
@@ -119,17 +122,22 @@ const baseModel = (ctx: StageContext<Params>) =>
     if (params.init !== undefined) {
       const tokenizerDir = yield* resolveTokenizerDir(params.tokenizer!, ctx.baseDir).pipe(Effect.mapError(modelError))
       const tokenizer = yield* loadTokenizer(tokenizerDir).pipe(Effect.mapError(modelError))
+      if (params.init.vocab_size !== undefined && params.init.vocab_size < tokenizer.vocabSize) {
+        return yield* new StageError({
+          message: `${ctx.id}.init.vocab_size is ${params.init.vocab_size}, but the tokenizer has ${tokenizer.vocabSize} tokens: give at least ${tokenizer.vocabSize}, or leave it out`
+        })
+      }
       const config = yield* decodeConfig({
         architectures: ["Qwen2ForCausalLM"],
         model_type: "qwen2",
-        vocab_size: tokenizer.vocabSize,
         hidden_act: "silu",
         bos_token_id: tokenizer.bosTokenId ?? null,
         eos_token_id: tokenizer.eosTokenId ?? null,
         pad_token_id: tokenizer.padTokenId ?? null,
-        ...params.init
+        ...params.init,
+        vocab_size: params.init.vocab_size ?? tokenizer.vocabSize
       }, `${ctx.id}.init`).pipe(Effect.mapError(modelError))
-      return { kind: "init" as const, config, copyFrom: tokenizerDir, description: `a new model (${params.init.num_hidden_layers} layers, hidden ${params.init.hidden_size}, vocab ${tokenizer.vocabSize})` }
+      return { kind: "init" as const, config, copyFrom: tokenizerDir, description: `a new model (${params.init.num_hidden_layers} layers, hidden ${params.init.hidden_size}, vocab ${config.vocab_size})` }
     }
     const dir = upstream ?? (params.model === undefined ? undefined : yield* resolveModelDir(params.model, ctx.baseDir))
     if (dir === undefined) {

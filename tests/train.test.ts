@@ -161,6 +161,23 @@ describe("train stage", () => {
   }, 120_000)
 })
 
+describe("train from scratch (init)", () => {
+  it("pads the vocabulary to init.vocab_size, and refuses one smaller than the tokenizer's", () => {
+    const dir = tempDir()
+    const base = readFileSync(trainPipeline(dir), "utf8").replace("max_steps: 40", "max_steps: 1").replace(/ {6}eval_steps: 10\n {6}save_steps: 10\n/, "")
+    writeFile(dir, "p.yaml", base.replace("init: { hidden_size: 32,", "init: { vocab_size: 128, hidden_size: 32,"))
+    const padded = cli(["run", join(dir, "p.yaml"), "--cache-dir", tempDir(), "--json"], { env: { PIPELINE_THREADS: "1" } })
+    expect(padded.code, padded.stderr).toBe(0)
+    const model = (JSON.parse(padded.stdout) as RunJson).stages.find((s) => s.id === "train")!.outputs!.model!.dir
+    expect(JSON.parse(readFileSync(join(model, "config.json"), "utf8")).vocab_size).toBe(128)
+
+    writeFile(dir, "p.yaml", base.replace("init: { hidden_size: 32,", "init: { vocab_size: 8, hidden_size: 32,"))
+    const small = cli(["run", join(dir, "p.yaml"), "--cache-dir", tempDir()], { env: { PIPELINE_THREADS: "1" } })
+    expect(small.code).toBe(1)
+    expect(small.stderr).toMatch(/train\.init\.vocab_size is 8, but the tokenizer has \d+ tokens: give at least \d+, or leave it out/)
+  }, 120_000)
+})
+
 describe("train, evaluate and generate in one pipeline", () => {
   it("--set evaluate.limit re-runs only evaluate; a new learning rate re-runs train, evaluate and generate but no data stage", () => {
     const dir = tempDir()
