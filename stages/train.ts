@@ -264,7 +264,9 @@ export default defineStage({
         ...(finalLoss !== undefined && { loss: finalLoss }),
         ...(lastEval !== undefined && { eval_loss: lastEval }),
         ...(state.best_metric !== null && { best_metric: state.best_metric }),
-        tokens_per_second: Math.round(state.tokens_seen / Math.max(state.train_seconds, 1e-9))
+        tokens_per_second: Math.round(state.tokens_seen / Math.max(state.train_seconds, 1e-9)),
+        tokens: state.tokens_seen,
+        train_seconds: Math.round(state.train_seconds * 1000) / 1000
       }
     }
   }, (effect) => Effect.catchTag(effect, "SystemError", "BadArgument", (e) => Effect.fail(new StageError({ message: e.message }))))

@@ -1,0 +1,402 @@
+/**
+ * `npm run bench`: the benchmark suite, side by side with PyTorch.
+ *
+ * Every case runs in a fresh child process (its own peak RSS), one at a time. Training
+ * alternates ours and ../shared/anchor/bench_torch.py (Debian's python3-torch) repeat by
+ * repeat, and quotes medians and the ratio ours/PyTorch: these machines are noisy, so
+ * ratios taken in one run are what to compare. Writes bench/results/latest.json and
+ * latest.md; `--readme` also puts the tables into README.md's Performance section.
+ */
+import { spawn, spawnSync } from "node:child_process"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs"
+import { cpus, totalmem, tmpdir } from "node:os"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import { parseArgs } from "node:util"
+import { formatTables, median, type Results, type TrainPair } from "./report.ts"
+import { PRESET_NAMES, type PresetName } from "./presets.ts"
+
+const HERE = dirname(fileURLToPath(import.meta.url))
+const REPO = resolve(HERE, "..")
+const ANCHOR = resolve(REPO, "../shared/anchor/bench_torch.py")
+const ALL_CASES = ["train", "tokenize", "cached", "generate", "e2e"] as const
+
+const HELP = `npm run bench [-- OPTIONS]
+
+Measures training, tokenizing, cached runs and generation, and trains the same presets
+in PyTorch (../shared/anchor/bench_torch.py) in the same run when python3 has torch.
+
+Options:
+  --cases LIST        ${ALL_CASES.join(",")} (default: all but e2e, which takes most of an hour)
+  --presets LIST      ${PRESET_NAMES.join(",")} (default: all)
+  --backends LIST     tensorflow,wasm,cpu (default: every one present; cpu trains only tiny)
+  --repeats N         alternating repeats per training case (default 3)
+  --quick             1 repeat, tiny and small only
+  --e2e-examples N    GSM8K training examples for the end-to-end case (default 2000)
+  --python PATH       the Python with torch (default: $BENCH_PYTHON or /usr/bin/python3)
+  --no-torch          skip PyTorch
+  --out DIR           where latest.json and latest.md go (default bench/results)
+  --readme            also write the tables into README.md (## Performance)
+  --help              this text
+
+Example: npm run bench -- --cases train --presets small --repeats 5`
+
+const { values: flags } = parseArgs({
+  options: {
+    cases: { type: "string" },
+    presets: { type: "string" },
+    backends: { type: "string" },
+    repeats: { type: "string" },
+    quick: { type: "boolean", default: false },
+    "e2e-examples": { type: "string", default: "2000" },
+    python: { type: "string" },
+    "no-torch": { type: "boolean", default: false },
+    out: { type: "string", default: join(REPO, "bench/results") },
+    readme: { type: "boolean", default: false },
+    help: { type: "boolean", default: false }
+  }
+})
+
+if (flags.help) {
+  console.log(HELP)
+  process.exit(0)
+}
+
+const fail = (message: string): never => {
+  console.error(`bench: ${message}\n\n${HELP}`)
+  process.exit(2)
+}
+
+const list = <T extends string>(value: string | undefined, allowed: ReadonlyArray<T>, fallback: ReadonlyArray<T>, flag: string): ReadonlyArray<T> => {
+  if (value === undefined) return fallback
+  const items = value.split(",").map((s) => s.trim()).filter(Boolean)
+  for (const item of items) if (!allowed.includes(item as T)) fail(`${flag} ${item}: expected one of ${allowed.join(", ")}`)
+  return items as Array<T>
+}
+
+const cases = list(flags.cases, ALL_CASES, ALL_CASES.filter((c) => c !== "e2e"), "--cases")
+const presets = list(flags.presets, PRESET_NAMES, flags.quick ? ["tiny", "small"] : PRESET_NAMES, "--presets")
+const repeats = flags.repeats === undefined ? (flags.quick ? 1 : 3) : Number(flags.repeats)
+if (!(Number.isInteger(repeats) && repeats >= 1)) fail(`--repeats ${flags.repeats}: expected a whole number, 1 or more`)
+const e2eExamples = Number(flags["e2e-examples"])
+if (!(Number.isInteger(e2eExamples) && e2eExamples >= 20)) fail(`--e2e-examples ${flags["e2e-examples"]}: expected a whole number, 20 or more`)
+
+// ---------------------------------------------------------------------------------------
+// Child processes: one JSON line out, wall time and peak RSS measured from outside.
+
+const TIME = existsSync("/usr/bin/time") ? "/usr/bin/time" : undefined
+
+interface ChildResult {
+  readonly json: Record<string, unknown>
+  readonly wallS: number
+  /** Peak RSS of the child, from /usr/bin/time (undefined without it). */
+  readonly peakRssMb: number | undefined
+}
+
+const runChild = (command: string, args: ReadonlyArray<string>, env: Record<string, string> = {}): Promise<ChildResult> =>
+  new Promise((done, failed) => {
+    const argv = TIME === undefined ? [command, ...args] : [TIME, "-f", "BENCH_PEAK_RSS_KB=%M", command, ...args]
+    const started = performance.now()
+    const child = spawn(argv[0]!, argv.slice(1), { cwd: REPO, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    child.on("error", failed)
+    child.on("close", (code) => {
+      const wallS = (performance.now() - started) / 1000
+      const rss = /BENCH_PEAK_RSS_KB=(\d+)/.exec(stderr)
+      const json = parseJson(stdout)
+      if (code !== 0 || json === undefined) {
+        failed(new Error(`${[command, ...args].join(" ")} exited ${code}:\n${stderr.replace(/BENCH_PEAK_RSS_KB=\d+\n?/, "").trim().slice(-2000)}`))
+        return
+      }
+      done({ json, wallS, peakRssMb: rss === null ? undefined : Math.round(Number(rss[1]) / 102.4) / 10 })
+    })
+  })
+
+/** The whole output as JSON (`pipeline run --json`), else its last line that is (the cases). */
+const parseJson = (stdout: string): Record<string, unknown> | undefined => {
+  const candidates = [stdout.trim(), ...stdout.trim().split("\n").filter((line) => line.startsWith("{")).reverse()]
+  for (const text of candidates) {
+    try {
+      return JSON.parse(text) as Record<string, unknown>
+    } catch {
+      // not this one
+    }
+  }
+  return undefined
+}
+
+const NODE_TS = [process.execPath, "--import", "tsx"] as const
+const node = (script: string, args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  runChild(NODE_TS[0], [...NODE_TS.slice(1), join(HERE, script), ...args], env)
+
+const note = (line: string) => process.stderr.write(`${line}\n`)
+const num = (value: unknown): number => (typeof value === "number" ? value : Number.NaN)
+
+// ---------------------------------------------------------------------------------------
+// What this machine has.
+
+const tensorflowPresent = (): boolean =>
+  spawnSync(process.execPath, ["-e", "require('@tensorflow/tfjs-node')"], { cwd: REPO, stdio: "ignore" }).status === 0
+
+const python = flags.python ?? process.env.BENCH_PYTHON ?? "/usr/bin/python3"
+const torchVersion = (): string | undefined => {
+  if (flags["no-torch"]) return undefined
+  if (!existsSync(ANCHOR)) {
+    note(`bench: ${ANCHOR} is missing: PyTorch is skipped`)
+    return undefined
+  }
+  const probe = spawnSync(python, ["-c", "import torch; print(torch.__version__)"], { encoding: "utf8" })
+  if (probe.status !== 0) {
+    note(`bench: ${python} has no torch (apt-get install python3-torch): PyTorch is skipped`)
+    return undefined
+  }
+  return probe.stdout.trim()
+}
+
+/**
+ * Which BLAS Debian's torch calls (the libblas.so.3 alternative). Netlib's reference BLAS,
+ * what apt picks when nothing better is installed, is 5-20× slower than OpenBLAS: a
+ * PyTorch figure measured on it says nothing. `apt-get install libopenblas0-pthread`.
+ */
+const blasLibrary = (): string => {
+  const link = "/etc/alternatives/libblas.so.3-x86_64-linux-gnu"
+  try {
+    return realpathSync(link)
+  } catch {
+    return "unknown"
+  }
+}
+
+const present = ["tensorflow", "wasm", "cpu"].filter((b) => b !== "tensorflow" || tensorflowPresent())
+const backends = list(flags.backends, ["tensorflow", "wasm", "cpu"] as const, present as Array<"tensorflow" | "wasm" | "cpu">, "--backends")
+for (const backend of backends) if (!present.includes(backend)) fail(`--backends ${backend}: not present here (@tensorflow/tfjs-node does not load)`)
+let torch = torchVersion()
+const blas = torch === undefined ? undefined : blasLibrary()
+if (blas !== undefined && /\/blas\/libblas\.so/.test(blas)) {
+  note(`bench: PyTorch would use netlib's reference BLAS (${blas}), 5-20x slower than OpenBLAS: apt-get install libopenblas0-pthread. PyTorch is skipped.`)
+  torch = undefined
+}
+const cpuModel = (/model name\s*:\s*(.+)/.exec(existsSync("/proc/cpuinfo") ? readFileSync("/proc/cpuinfo", "utf8") : "")?.[1] ?? cpus()[0]?.model ?? "unknown").trim()
+const threads = cpus().length
+
+const results: Results = {
+  date: new Date().toISOString(),
+  machine: { cpu: cpuModel, cores: threads, memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version, torch: torch ?? null, blas: blas ?? null },
+  command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
+  train: [],
+  tokenize: undefined,
+  cached: undefined,
+  generate: [],
+  e2e: undefined,
+  skipped: []
+}
+
+const backendEnv = (backend: string): Record<string, string> => ({ PIPELINE_BACKEND: backend, PIPELINE_THREADS: String(threads) })
+
+// ---------------------------------------------------------------------------------------
+// Training: ours and PyTorch, alternating.
+
+const STEPS: Record<PresetName, number> = { tiny: 20, small: 3, "qwen2.5-0.5b-slice": 2 }
+
+const trainCase = async () => {
+  for (const preset of presets) {
+    for (const backend of backends) {
+      if (backend === "cpu" && preset !== "tiny") {
+        results.skipped.push(`train ${preset} on cpu: about 2.5 tokens/s on small (a step of minutes); cpu is the correctness reference`)
+        continue
+      }
+      // cpu (plain JS) takes about 25 s a tiny step: two steps, once, are enough to place it.
+      const steps = backend === "cpu" ? 2 : STEPS[preset]
+      const pair: TrainPair = { preset, backend, steps, ours: [], torch: [] }
+      for (let r = 0; r < (backend === "cpu" ? 1 : repeats); r++) {
+        // Alternate who goes first, so that neither always runs on a warmer machine.
+        const order = r % 2 === 0 ? ["ours", "torch"] : ["torch", "ours"]
+        for (const who of order) {
+          if (who === "ours") {
+            const run = await node("cases/train-step.ts", ["--preset", preset, "--steps", String(steps)], backendEnv(backend))
+            pair.ours.push({ ...run.json, peak_rss_mb: run.peakRssMb ?? num(run.json.peak_rss_mb) })
+            note(`train ${preset} ${backend} #${r + 1}: ${num(run.json.tokens_per_s)} tokens/s (fwd+bwd ${num(run.json.median_fwd_bwd_s)} s, optimizer ${num(run.json.median_opt_s)} s)`)
+          } else if (torch !== undefined && backend === backends[0]) {
+            const run = await runChild(python, [ANCHOR, "--preset", preset, "--steps", String(STEPS[preset]), "--threads", String(threads)])
+            pair.torch.push({ ...run.json, peak_rss_mb: run.peakRssMb ?? num(run.json.peak_rss_mb) })
+            note(`train ${preset} torch #${r + 1}: ${num(run.json.tokens_per_s)} tokens/s`)
+          }
+        }
+      }
+      results.train.push(pair)
+    }
+  }
+  // PyTorch ran beside the first backend; every backend of a preset compares with those runs.
+  for (const pair of results.train) {
+    if (pair.torch.length === 0) pair.torch = results.train.find((p) => p.preset === pair.preset && p.torch.length > 0)?.torch ?? []
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The data half of gsm8k.yaml against the loopback hub: tokenize, then fully cached runs.
+
+const withHub = async <A>(body: (env: Record<string, string>, cacheDir: string) => Promise<A>): Promise<A> => {
+  const { startHubServer } = await import("../tests/support/hub-server.ts")
+  const server = await startHubServer()
+  const work = mkdtempSync(join(tmpdir(), "pipeline-bench-"))
+  try {
+    return await body({ HF_ENDPOINT: server.url, HF_HUB_CACHE: join(work, "hf"), HF_HUB_OFFLINE: "" }, join(work, "cache"))
+  } finally {
+    await server.close().catch(() => undefined)
+    rmSync(work, { recursive: true, force: true })
+  }
+}
+
+interface StageJson {
+  readonly id: string
+  readonly status: string
+  readonly durationMs: number
+  readonly metrics: Record<string, number>
+  readonly outputs: { readonly dataset?: { readonly splits: Record<string, ReadonlyArray<{ readonly path: string; readonly rows: number }>> } } | null
+}
+
+const pipelineRun = (file: string, cacheDir: string, env: Record<string, string>, extra: ReadonlyArray<string> = []) =>
+  runChild(process.execPath, [join(REPO, "bin/pipeline.js"), "run", file, "--cache-dir", cacheDir, "--json", ...extra], env)
+
+const stagesOf = (run: ChildResult) => (run.json.stages as ReadonlyArray<StageJson>)
+
+const dataHalfCases = () =>
+  withHub(async (env, cacheDir) => {
+    const file = join(REPO, "pipelines/gsm8k.yaml")
+    const first = await pipelineRun(file, cacheDir, env, ["--until", "shuffled"])
+    const tokenized = stagesOf(first).find((s) => s.id === "tokenized")
+    if (tokenized?.status !== "ran") throw new Error("the tokenize stage did not run")
+    const tokens = Object.entries(tokenized.metrics).filter(([k]) => k.endsWith(".tokens")).reduce((sum, [, v]) => sum + v, 0)
+    results.tokenize = {
+      tokens,
+      train_tokens: tokenized.metrics["train.tokens"] ?? Number.NaN,
+      seconds: tokenized.durationMs / 1000,
+      tokens_per_s: Math.round(tokens / (tokenized.durationMs / 1000)),
+      pipeline_peak_rss_mb: first.peakRssMb ?? null
+    }
+    note(`tokenize: ${tokens} tokens in ${(tokenized.durationMs / 1000).toFixed(2)} s (${results.tokenize.tokens_per_s} tokens/s)`)
+    if (!cases.includes("cached")) return
+    const walls: Array<number> = []
+    const rss: Array<number> = []
+    for (let r = 0; r < Math.max(5, repeats); r++) {
+      const run = await pipelineRun(file, cacheDir, env, ["--until", "shuffled"])
+      const statuses = stagesOf(run).filter((s) => s.status !== "skipped").map((s) => s.status)
+      if (statuses.some((s) => s !== "cached")) throw new Error(`a cached run re-ran something: ${statuses.join(", ")}`)
+      walls.push(run.wallS)
+      if (run.peakRssMb !== undefined) rss.push(run.peakRssMb)
+    }
+    results.cached = {
+      pipeline: "pipelines/gsm8k.yaml --until shuffled (4 stages, all cached, hub on loopback)",
+      runs: walls.length,
+      median_s: Math.round(median(walls) * 1000) / 1000,
+      min_s: Math.round(Math.min(...walls) * 1000) / 1000,
+      peak_rss_mb: rss.length > 0 ? median(rss) : null
+    }
+    note(`cached run: median ${results.cached.median_s} s over ${walls.length} runs`)
+  })
+
+// ---------------------------------------------------------------------------------------
+// Generation, with and without the KV cache.
+
+const generateCase = async () => {
+  for (const preset of presets.filter((p) => p !== "qwen2.5-0.5b-slice")) {
+    for (const backend of backends) {
+      if (backend === "cpu" && preset !== "tiny") continue
+      for (const cache of ["on", "off"]) {
+        const run = await node("cases/generate.ts", ["--preset", preset, "--cache", cache], backendEnv(backend))
+        results.generate.push({ ...run.json, peak_rss_mb: run.peakRssMb ?? num(run.json.peak_rss_mb) })
+        note(`generate ${preset} ${backend} cache ${cache}: ${num(run.json.tokens_per_s)} tokens/s`)
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// End to end: one epoch of the tutorial's settings, 2,000 GSM8K examples, small preset.
+
+const e2eCase = () =>
+  withHub(async (env, cacheDir) => {
+    const file = join(REPO, "bench/pipelines/gsm8k-small.yaml")
+    const set = ["--set", `subset.rows.train=${e2eExamples}`]
+    // The data half first, so that the train stage's time is its own.
+    await pipelineRun(file, cacheDir, env, [...set, "--until", "subset"])
+    const ours = await pipelineRun(file, cacheDir, { ...env, ...backendEnv(backends[0] ?? "wasm") }, set)
+    const train = stagesOf(ours).find((s) => s.id === "train")
+    const subset = stagesOf(ours).find((s) => s.id === "subset")
+    if (train?.status !== "ran" || subset?.outputs?.dataset === undefined) throw new Error("the e2e train stage did not run")
+    results.e2e = {
+      examples: e2eExamples,
+      ours: {
+        backend: backends[0] ?? "wasm",
+        stage_seconds: train.durationMs / 1000,
+        train_seconds: train.metrics.train_seconds ?? Number.NaN,
+        tokens: train.metrics.tokens ?? Number.NaN,
+        tokens_per_s: train.metrics.tokens_per_second ?? Number.NaN,
+        loss: train.metrics.loss ?? Number.NaN,
+        peak_rss_mb: ours.peakRssMb ?? null
+      },
+      torch: undefined
+    }
+    note(`e2e ours: ${train.metrics.train_seconds} s training (${train.durationMs / 1000} s stage), ${train.metrics.tokens_per_second} tokens/s`)
+    if (torch === undefined) return
+    const dataFile = join(dirname(cacheDir), "e2e-examples.json")
+    await exportExamples(subset.outputs.dataset.splits.train ?? [], dataFile)
+    const run = await runChild(python, [join(HERE, "e2e_torch.py"), "--data", dataFile, "--preset", "small", "--threads", String(threads)])
+    results.e2e.torch = { ...run.json, peak_rss_mb: run.peakRssMb ?? num(run.json.peak_rss_mb) }
+    note(`e2e torch: ${num(run.json.seconds)} s, ${num(run.json.tokens_per_s)} tokens/s`)
+  })
+
+/** The subset's examples in the order our trainer visits them in epoch 0 (seed 42), for PyTorch. */
+const exportExamples = async (files: ReadonlyArray<{ readonly path: string }>, out: string) => {
+  const { tableFromIPC } = await import("apache-arrow")
+  const { permutation } = await import("../src/random.ts")
+  const examples: Array<{ input_ids: Array<number>; labels: Array<number> }> = []
+  for (const { path } of files) {
+    const table = tableFromIPC(readFileSync(path))
+    const ids = table.getChild("input_ids")!
+    const labels = table.getChild("labels")!
+    for (let i = 0; i < table.numRows; i++) {
+      examples.push({ input_ids: Array.from(ids.get(i)!.toArray() as Int32Array), labels: Array.from(labels.get(i)!.toArray() as Int32Array) })
+    }
+  }
+  const order = permutation(examples.length, 42)
+  // Qwen2.5's pad (<|endoftext|>); padding only has to be masked, its id changes nothing.
+  writeFileSync(out, JSON.stringify({ examples: Array.from(order, (i) => examples[i]), pad_token_id: 151643 }))
+}
+
+// ---------------------------------------------------------------------------------------
+
+const main = async () => {
+  note(`bench: ${cpuModel}, ${threads} cores; backends ${backends.join(", ")}; PyTorch ${torch ?? "absent"}; ${repeats} repeat(s)`)
+  const started = performance.now()
+  if (cases.includes("train")) await trainCase()
+  if (cases.includes("tokenize") || cases.includes("cached")) await dataHalfCases()
+  if (cases.includes("generate")) await generateCase()
+  if (cases.includes("e2e")) await e2eCase()
+  const markdown = formatTables(results)
+  mkdirSync(flags.out!, { recursive: true })
+  writeFileSync(join(flags.out!, "latest.json"), `${JSON.stringify(results, null, 2)}\n`)
+  writeFileSync(join(flags.out!, "latest.md"), markdown)
+  if (flags.readme) updateReadme(markdown)
+  console.log(markdown)
+  note(`bench: done in ${Math.round((performance.now() - started) / 1000)} s; wrote ${join(flags.out!, "latest.json")} and latest.md`)
+}
+
+const START = "<!-- bench:start -->"
+const END = "<!-- bench:end -->"
+const updateReadme = (markdown: string) => {
+  const file = join(REPO, "README.md")
+  const text = readFileSync(file, "utf8")
+  const from = text.indexOf(START)
+  const to = text.indexOf(END)
+  if (from < 0 || to < from) fail(`README.md has no ${START} … ${END} block to fill`)
+  writeFileSync(file, `${text.slice(0, from + START.length)}\n${markdown}\n${text.slice(to)}`)
+}
+
+main().catch((error: unknown) => {
+  console.error(`bench: ${error instanceof Error ? error.message : String(error)}`)
+  process.exit(1)
+})
