@@ -1,7 +1,13 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly through tsx: no build step after `npm install`,
-// and plug-in stages written in TypeScript load the same way.
-import { register } from "tsx/esm/api"
+// Starts from the start-up bundle (bin/bundle.js: src/ compiled by esbuild, rebuilt
+// whenever a source file changes). Without it, runs the TypeScript sources through tsx.
+import { bundleEntry } from "./bundle.js"
 
-register()
-await import("../src/main.ts")
+const entry = await bundleEntry()
+if (entry !== undefined) {
+  await import(entry)
+} else {
+  const { register } = await import("tsx/esm/api")
+  register()
+  await import("../src/main.ts")
+}

@@ -3,8 +3,7 @@
  * code; errors are values mapped to codes in `main.ts`.
  */
 import { Args, Command, Options } from "@effect/cli"
-import { FileSystem, Path } from "@effect/platform"
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import { FetchHttpClient, FileSystem, Path } from "@effect/platform"
 import { Config, Effect, Either, Layer, Option } from "effect"
 import { decodeIpc } from "./arrow.ts"
 import { readSplit } from "./dataset.ts"
@@ -51,7 +50,7 @@ const storeLayer = (dir: string) =>
 
 /** What stages need besides files: the store and the hub client (settings from HF_* variables). */
 const stageLayer = (dir: string) =>
-  Layer.merge(storeLayer(dir), Hub.layer.pipe(Layer.provide(NodeHttpClient.layerUndici)))
+  Layer.merge(storeLayer(dir), Hub.layer.pipe(Layer.provide(FetchHttpClient.layer)))
 
 const stdout = (text: string) => Effect.sync(() => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`))
 const stderr = (text: string) => Effect.sync(() => process.stderr.write(text.endsWith("\n") ? text : `${text}\n`))
@@ -227,7 +226,7 @@ const generate = Command.make(
           batchSize: 1,
           useCache: !args.noCache
         }
-      }).pipe(Effect.provide(Hub.layer.pipe(Layer.provide(NodeHttpClient.layerUndici))))
+      }).pipe(Effect.provide(Hub.layer.pipe(Layer.provide(FetchHttpClient.layer))))
     })
 ).pipe(Command.withDescription("Continue a prompt with a model, as the generate stage does (the continuation on stdout)"))
 

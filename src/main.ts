@@ -11,9 +11,12 @@ NodeRuntime.runMain(runCommand(process.argv).pipe(Effect.provide(NodeContext.lay
   disableErrorReporting: true,
   teardown: (exit, onExit) => {
     if (Exit.isSuccess(exit)) {
-      // Not process.exit(): that could cut off --json output still flushing to a pipe.
-      process.exitCode = Number(exit.value)
-      onExit(0)
+      // Exit once stdout and stderr have flushed (a bare process.exit() could cut off
+      // --json output still going into a pipe), without waiting for idle keep-alive
+      // sockets or anything else to let go of the event loop.
+      const code = Number(exit.value)
+      process.exitCode = code
+      process.stdout.write("", () => process.stderr.write("", () => process.exit(code)))
     } else if (Cause.isInterruptedOnly(exit.cause)) {
       process.stderr.write("interrupted: finished stages are cached; run again to go on\n")
       onExit(130)

@@ -10,18 +10,22 @@ import { createHash } from "node:crypto"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import type { StageDefinition } from "./stage.ts"
 
-/** Built-in stages, by the name used in `uses:`. Loaded lazily: `pipeline dag` never imports a model. */
-export const BUILTIN_STAGES: Readonly<Record<string, string>> = {
-  evaluate: "../stages/evaluate.ts",
-  fetch: "../stages/fetch.ts",
-  filter: "../stages/filter.ts",
-  generate: "../stages/generate.ts",
-  map: "../stages/map.ts",
-  select: "../stages/select.ts",
-  shuffle: "../stages/shuffle.ts",
-  tokenize: "../stages/tokenize.ts",
-  train: "../stages/train.ts",
-  "word-problems": "../stages/word-problems.ts"
+/**
+ * Built-in stages, by the name used in `uses:`: where the source is (hashed into the code
+ * version) and how to load it. Loaded lazily: `pipeline dag` never imports a model. The
+ * `import()`s are spelled out so that the start-up bundle (bin/pipeline.js) holds them.
+ */
+export const BUILTIN_STAGES: Readonly<Record<string, { readonly source: string; readonly load: () => Promise<{ default?: unknown }> }>> = {
+  evaluate: { source: "../stages/evaluate.ts", load: () => import("../stages/evaluate.ts") },
+  fetch: { source: "../stages/fetch.ts", load: () => import("../stages/fetch.ts") },
+  filter: { source: "../stages/filter.ts", load: () => import("../stages/filter.ts") },
+  generate: { source: "../stages/generate.ts", load: () => import("../stages/generate.ts") },
+  map: { source: "../stages/map.ts", load: () => import("../stages/map.ts") },
+  select: { source: "../stages/select.ts", load: () => import("../stages/select.ts") },
+  shuffle: { source: "../stages/shuffle.ts", load: () => import("../stages/shuffle.ts") },
+  tokenize: { source: "../stages/tokenize.ts", load: () => import("../stages/tokenize.ts") },
+  train: { source: "../stages/train.ts", load: () => import("../stages/train.ts") },
+  "word-problems": { source: "../stages/word-problems.ts", load: () => import("../stages/word-problems.ts") }
 }
 
 // Params and results differ per stage; the registry holds them all behind one type.
@@ -36,6 +40,13 @@ export interface ResolvedImpl {
   /** `<version>+<sha256 of the module source, 16 hex>`. */
   readonly codeVersion: string
 }
+
+/**
+ * What the built-in stages' source paths are relative to: this file's folder, or, in the
+ * start-up bundle (bin/bundle.js), where this file was before bundling.
+ */
+declare const __PIPELINE_ROOT__: string | undefined
+const sourceBase = typeof __PIPELINE_ROOT__ === "string" ? new URL("src/", __PIPELINE_ROOT__) : new URL(".", import.meta.url)
 
 export const isModulePath = (uses: string): boolean =>
   uses.startsWith("./") || uses.startsWith("../") || uses.startsWith("/") || /\.(m?[jt]s)$/.test(uses)
@@ -53,7 +64,7 @@ export const resolveStage = (uses: string, baseDir: string) =>
     const path = yield* Path.Path
     const builtin = BUILTIN_STAGES[uses]
     const modulePath = builtin !== undefined
-      ? fileURLToPath(new URL(builtin, import.meta.url))
+      ? fileURLToPath(new URL(builtin.source, sourceBase))
       : isModulePath(uses)
       ? path.resolve(baseDir, uses)
       : undefined
@@ -66,7 +77,7 @@ export const resolveStage = (uses: string, baseDir: string) =>
       Effect.mapError(() => new ResolveFailure(`cannot read the stage module ${uses} (resolved to ${modulePath})`))
     )
     const imported = yield* Effect.tryPromise({
-      try: () => import(pathToFileURL(modulePath).href) as Promise<{ default?: unknown }>,
+      try: () => (builtin !== undefined ? builtin.load() : importPlugin(modulePath)),
       catch: (cause) => new ResolveFailure(`the stage module ${uses} failed to load: ${firstLine(cause)}`)
     })
     const definition = imported.default
@@ -85,6 +96,26 @@ export const resolveStage = (uses: string, baseDir: string) =>
     loaded.set(modulePath, impl)
     return impl
   })
+
+/**
+ * A plug-in module, by path. TypeScript needs a loader: from source (bin/pipeline.js
+ * without its bundle, the tests) one is already there; the start-up bundle registers
+ * tsx's on the first TypeScript plug-in, so that runs without one never pay for it.
+ */
+const importPlugin = async (modulePath: string): Promise<{ default?: unknown }> => {
+  const url = pathToFileURL(modulePath).href
+  try {
+    return (await import(url)) as { default?: unknown }
+  } catch (error) {
+    if ((error as { code?: string }).code !== "ERR_UNKNOWN_FILE_EXTENSION") throw error
+    typeScriptLoader ??= import("tsx/esm/api").then(({ register }) => void register())
+    await typeScriptLoader
+    // Node remembers the failed load under the plain URL: ask again under another.
+    return (await import(`${url}?typescript`)) as { default?: unknown }
+  }
+}
+
+let typeScriptLoader: Promise<void> | undefined
 
 /** Enough of a load error to act on: a transform error's location sits on its second line. */
 const firstLine = (cause: unknown): string =>

@@ -4,7 +4,7 @@
  * offline mode, each failure's message, retries, and interrupted downloads.
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import { FetchHttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, ConfigProvider, Duration, Effect, Fiber, Layer, Option, Redacted, TestClock } from "effect"
 import { createHash } from "node:crypto"
@@ -39,7 +39,7 @@ const settings = (overrides: Partial<HubConfig> = {}): HubConfig => ({
 
 const withHub = <A>(config: HubConfig, use: (hub: HubService) => Effect.Effect<A, HubError>) =>
   Effect.flatMap(Hub, use).pipe(
-    Effect.provide(layerConfig(config).pipe(Layer.provide(NodeHttpClient.layerUndici), Layer.provide(NodeContext.layer)))
+    Effect.provide(layerConfig(config).pipe(Layer.provide(FetchHttpClient.layer), Layer.provide(NodeContext.layer)))
   )
 
 const failureOf = <A>(config: HubConfig, use: (hub: HubService) => Effect.Effect<A, HubError>) =>

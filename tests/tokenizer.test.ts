@@ -6,7 +6,7 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { expect, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import { FetchHttpClient } from "@effect/platform"
 import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 
@@ -227,7 +227,7 @@ layer(NodeContext.layer)("tokenizer", (it) => {
       expect(yield* resolveTokenizerDir("tok", base)).toBe(dir)
       expect(yield* resolveTokenizerDir("./missing", base)).toBe(join(base, "missing"))
       expect(yield* tokenizerSource("Qwen/Qwen2.5-0.5B", base)).toEqual({ _tag: "Hub", repo: "Qwen/Qwen2.5-0.5B" })
-    }).pipe(Effect.provide(Hub.layer.pipe(Layer.provide(NodeHttpClient.layerUndici)))))
+    }).pipe(Effect.provide(Hub.layer.pipe(Layer.provide(FetchHttpClient.layer)))))
 
   it.effect("keeps one tokenizer per folder, and reloads it when a file changes", () =>
     Effect.gen(function* () {

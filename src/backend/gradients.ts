@@ -46,7 +46,8 @@ const spread = (dy: Tensor, axes: ReadonlyArray<number>, shape: ReadonlyArray<nu
   return tf.add(tf.reshape(dy, kept), tf.zeros([...shape]))
 }
 
-const configs: ReadonlyArray<GradConfig> = [
+// A function, not a constant: naming the kernels touches tfjs, which loads only when used.
+const configs = (): ReadonlyArray<GradConfig> => [
   {
     kernelName: tf.Add,
     inputsToSave: ["a", "b"],
@@ -206,7 +207,7 @@ const configs: ReadonlyArray<GradConfig> = [
 
 /** Registers the gradients above that nothing registered yet. Idempotent. */
 export const registerGradients = (): void => {
-  for (const config of configs) {
+  for (const config of configs()) {
     if (tf.getGradient(config.kernelName) === undefined) tf.registerGradient(config)
   }
 }

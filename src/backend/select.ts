@@ -5,7 +5,6 @@
  * 25–50× slower than wasm). An explicit choice is honoured or fails loudly.
  */
 import * as tf from "@tensorflow/tfjs-core"
-import "@tensorflow/tfjs-backend-cpu"
 import { BackendWasm, setThreadsCount, version_wasm } from "@tensorflow/tfjs-backend-wasm"
 import { Data } from "effect"
 import { availableParallelism } from "node:os"
@@ -142,6 +141,9 @@ const loadCpu = async (): Promise<void> => {
 
 /** Makes a backend current and says which. Safe to call again to switch. */
 export const initBackend = async (options: BackendOptions = {}): Promise<BackendInfo> => {
+  // Registers the cpu backend (a side effect of loading it), here rather than at import:
+  // commands that never compute should not pay for TensorFlow.js.
+  await import("@tensorflow/tfjs-backend-cpu")
   const choice = options.backend ?? "auto"
   const threads = Math.max(1, Math.floor(options.threads ?? availableParallelism()))
   const candidates: ReadonlyArray<BackendName> = choice === "auto" ? BACKEND_NAMES : [choice]

@@ -12,7 +12,7 @@
  * EntryNotFound). 429s, 5xx, timeouts and dropped connections are retried with
  * jittered exponential backoff, honouring `Retry-After`.
  */
-import { HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
+import { FetchHttpClient, HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { Data, Duration, Effect, Option, Schedule, Schema } from "effect"
 import type { RepoFile } from "./cache.ts"
 import type { HubConfig } from "./config.ts"
@@ -116,6 +116,8 @@ export const makeHttp = (config: HubConfig, httpClient: HttpClient.HttpClient) =
   ): Effect.Effect<HttpClientResponse.HttpClientResponse, Transient> => {
     const send = (at: string, withToken: boolean, hops: number): Effect.Effect<HttpClientResponse.HttpClientResponse, Transient> =>
       client.execute(request(method, at, withToken, options.headers ?? {})).pipe(
+        // Redirects are ours to follow (above); fetch would follow them all, token and all.
+        Effect.provideService(FetchHttpClient.RequestInit, { redirect: "manual" }),
         Effect.mapError((e) => new Transient({ kind: UNREACHABLE.test(`${e.message} ${causeCode(e)}`) ? "refused" : "network", detail: e.message })),
         Effect.flatMap((response) => {
           const location = response.headers["location"]
