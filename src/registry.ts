@@ -8,6 +8,7 @@ import { FileSystem, Path } from "@effect/platform"
 import { Effect, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { fileURLToPath, pathToFileURL } from "node:url"
+import { sourceUrl } from "./paths.ts"
 import type { StageDefinition } from "./stage.ts"
 
 /**
@@ -41,13 +42,6 @@ export interface ResolvedImpl {
   readonly codeVersion: string
 }
 
-/**
- * What the built-in stages' source paths are relative to: this file's folder, or, in the
- * start-up bundle (bin/bundle.js), where this file was before bundling.
- */
-declare const __PIPELINE_ROOT__: string | undefined
-const sourceBase = typeof __PIPELINE_ROOT__ === "string" ? new URL("src/", __PIPELINE_ROOT__) : new URL(".", import.meta.url)
-
 export const isModulePath = (uses: string): boolean =>
   uses.startsWith("./") || uses.startsWith("../") || uses.startsWith("/") || /\.(m?[jt]s)$/.test(uses)
 
@@ -64,7 +58,7 @@ export const resolveStage = (uses: string, baseDir: string) =>
     const path = yield* Path.Path
     const builtin = BUILTIN_STAGES[uses]
     const modulePath = builtin !== undefined
-      ? fileURLToPath(new URL(builtin.source, sourceBase))
+      ? fileURLToPath(sourceUrl(builtin.source))
       : isModulePath(uses)
       ? path.resolve(baseDir, uses)
       : undefined

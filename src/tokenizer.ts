@@ -10,6 +10,7 @@ import { Hub, model } from "./hub/index.ts"
 import { Template } from "@huggingface/jinja"
 import { Tokenizer as UntypedHfTokenizer } from "@huggingface/tokenizers"
 import { Data, Effect } from "effect"
+import { installWordMemo } from "./tokenizer/word-memo.mjs"
 
 export type TokenizerErrorReason = "NotFound" | "Invalid" | "NoChatTemplate" | "ChatTemplate" | "HubUnavailable"
 
@@ -158,39 +159,12 @@ interface HfTokenizer {
     /** Token by id, added tokens included. */
     readonly vocab: ReadonlyArray<string | undefined>
     /** BPE's per-word memo (other models have none). */
-    cache?: WordMemo
+    cache?: unknown
   } | null
 }
 
 const HfTokenizer: new (json: object, config: object) => HfTokenizer = UntypedHfTokenizer
 
-interface WordMemo {
-  get(word: string): Array<string> | undefined
-  put(word: string, pieces: Array<string>): void
-  clear(): void
-}
-
-/**
- * tokenizers.js 0.2 memoises BPE per word in an LRU that deletes and re-inserts a Map
- * entry on every hit; on GSM8K that bookkeeping is half of encode's time. A Map that
- * is emptied when full holds the same pieces, and encoding runs about twice as fast.
- */
-class BoundedWordMemo implements WordMemo {
-  private readonly words = new Map<string, Array<string>>()
-  constructor(private readonly capacity: number) {}
-  get(word: string): Array<string> | undefined {
-    return this.words.get(word)
-  }
-  put(word: string, pieces: Array<string>): void {
-    if (this.words.size >= this.capacity) this.words.clear()
-    this.words.set(word, pieces)
-  }
-  clear(): void {
-    this.words.clear()
-  }
-}
-
-const WORD_MEMO_CAPACITY = 100_000
 
 /** The chat template's text and the file it came from, for messages. */
 interface ChatTemplateText {
@@ -201,7 +175,7 @@ interface ChatTemplateText {
 /** Builds a tokenizer from the parsed files; throws what tokenizers.js throws on a file it cannot use. */
 const makeTokenizer = (dir: string, json: object, config: Config, chatTemplate: ChatTemplateText | undefined): Tokenizer => {
   const hf = new HfTokenizer(json, config)
-  if (hf.model?.cache !== undefined) hf.model.cache = new BoundedWordMemo(WORD_MEMO_CAPACITY)
+  installWordMemo(hf)
   const idOf = (key: string): number | undefined => {
     const content = tokenContent(config[key])
     return content === undefined ? undefined : hf.token_to_id(content)

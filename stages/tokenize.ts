@@ -13,7 +13,9 @@ import { int32ListVector, toPlain } from "../src/arrow.ts"
 import { inputDataset, transformSplits } from "../src/dataset.ts"
 import { StageError } from "../src/errors.ts"
 import { defineStage } from "../src/stage.ts"
+import { availableParallelism } from "node:os"
 import { fileList, loadTokenizer, resolveTokenizerDir, type Tokenizer, type TokenizerError, tokenizerFiles, tokenizerRevision, tokenizerSource } from "../src/tokenizer.ts"
+import { encodePool } from "../src/tokenizer/pool.ts"
 import { IGNORE_INDEX } from "../src/train/collate.ts"
 import { Splits } from "./common.ts"
 import { parseTemplate, type TemplatePart } from "../src/template.ts"
@@ -61,7 +63,10 @@ const Params = Schema.Struct({
   splits: Splits,
   batch_size: Schema.optionalWith(positiveInt("Rows tokenized between progress reports, and per output record batch (default 1000)"), {
     default: () => 1000
-  })
+  }),
+  workers: Schema.optional(positiveInt(
+    "Worker threads that tokenize (default: one per core; 1 tokenizes in the main thread). Used from 2 batches of input on; the ids do not depend on it"
+  ))
 }).pipe(Schema.filter((p) => {
   if ([p.prompt, p.template, p.text].filter((x) => x !== undefined).length !== 1) {
     return "give exactly one of prompt (a column), template (columns in a pattern) or text (plain documents)"
@@ -179,15 +184,20 @@ const chatParts = (tokenizer: Tokenizer, prompt: string, completion: string) =>
 /** How each row of a batch becomes an example, decided once from the params. */
 type Encoder = (batch: RecordBatch, place: Place) => Effect.Effect<ReadonlyArray<Example>, StageError>
 
-const makeEncoder = (params: Params, tokenizer: Tokenizer, eos: number | undefined): Encoder => {
+/** Token ids of each text, without special tokens: in this thread, or on the worker pool. */
+type EncodeTexts = (texts: ReadonlyArray<string>, place: Place) => Effect.Effect<ReadonlyArray<Int32Array>, StageError>
+
+const makeEncoder = (params: Params, tokenizer: Tokenizer, eos: number | undefined, encodeTexts: EncodeTexts): Encoder => {
   const read = (reader: TextReader, batch: RecordBatch, place: Place) =>
     Either.mapLeft(reader(batch, place), (message) => new StageError({ message }))
   if (params.text !== undefined) {
     const texts = columnReader(params.text)
     const nothing = new Int32Array(0)
     return (batch, place) =>
-      Effect.map(read(texts, batch, place), (documents) =>
-        documents.map((document) => joinExample(nothing, tokenizer.encode(document, PLAIN), eos, false)))
+      read(texts, batch, place).pipe(
+        Effect.flatMap((documents) => encodeTexts(documents, place)),
+        Effect.map((documents) => documents.map((ids) => joinExample(nothing, ids, eos, false)))
+      )
   }
   const prompts = params.template !== undefined ? templateReader(Either.getOrThrow(parseTemplate(params.template))) : columnReader(params.prompt!)
   const completions = columnReader(params.completion!)
@@ -195,12 +205,15 @@ const makeEncoder = (params: Params, tokenizer: Tokenizer, eos: number | undefin
     Effect.gen(function* () {
       const prompt = yield* read(prompts, batch, place)
       const completion = yield* read(completions, batch, place)
-      const examples: Array<Example> = new Array(prompt.length)
+      // Prompt and completion of each row, side by side: [p0, c0, p1, c1, …].
+      const texts: Array<string> = new Array(2 * prompt.length)
       for (let i = 0; i < prompt.length; i++) {
         const [head, tail] = params.chat_template ? yield* chatParts(tokenizer, prompt[i]!, completion[i]!) : [prompt[i]!, completion[i]!]
-        examples[i] = joinExample(tokenizer.encode(head, PLAIN), tokenizer.encode(tail, PLAIN), eos, params.mask_prompt)
+        texts[2 * i] = head
+        texts[2 * i + 1] = tail
       }
-      return examples
+      const ids = yield* encodeTexts(texts, place)
+      return Array.from({ length: prompt.length }, (_, i) => joinExample(ids[2 * i]!, ids[2 * i + 1]!, eos, params.mask_prompt))
     })
 }
 
@@ -270,14 +283,23 @@ export default defineStage({
   params: Params,
   accepts: { kinds: ["dataset"], min: 1, max: 1 },
   produces: ["dataset"],
+  executionParams: ["workers"],
   inputFiles,
   externalInputs,
   run: Effect.fn("Tokenize.run")(function* (ctx) {
     const params = ctx.params
-    const tokenizer = yield* resolveTokenizerDir(params.tokenizer, ctx.baseDir).pipe(
-      Effect.flatMap(loadTokenizer),
-      Effect.mapError(stageError)
-    )
+    const dir = yield* resolveTokenizerDir(params.tokenizer, ctx.baseDir).pipe(Effect.mapError(stageError))
+    const input = yield* inputDataset(ctx)
+    const total = Object.entries(input.splits)
+      .filter(([split]) => params.splits === undefined || params.splits.includes(split))
+      .reduce((sum, [, files]) => sum + files.reduce((n, f) => n + f.rows, 0), 0)
+    // This thread tokenizes too, beside (cores − 1) workers. They start first, to load
+    // their tokenizers while this thread loads its own; from a few batches on they pay.
+    const workers = Math.min((params.workers ?? availableParallelism()) - 1, Math.floor(total / params.batch_size) - 1)
+    const pool = workers >= 1
+      ? yield* tokenizerFiles(dir).pipe(Effect.mapError(stageError), Effect.flatMap((files) => encodePool(files, workers)))
+      : undefined
+    const tokenizer = yield* loadTokenizer(dir).pipe(Effect.mapError(stageError))
     if (params.chat_template && !tokenizer.hasChatTemplate) {
       return yield* new StageError({ message: `chat_template: ${tokenizer.dir}/tokenizer_config.json has no chat_template` })
     }
@@ -288,11 +310,14 @@ export default defineStage({
       })
     }
     const eos = appendEos ? tokenizer.eosTokenId : undefined
-    const encode = makeEncoder(params, tokenizer, eos)
-    const input = yield* inputDataset(ctx)
-    const total = Object.entries(input.splits)
-      .filter(([split]) => params.splits === undefined || params.splits.includes(split))
-      .reduce((sum, [, files]) => sum + files.reduce((n, f) => n + f.rows, 0), 0)
+    const here = (texts: ReadonlyArray<string>) => Effect.sync(() => texts.map((text) => tokenizer.encode(text, PLAIN)))
+    const encodeTexts: EncodeTexts = pool === undefined ? here : (texts, place) =>
+      // Every (workers + 1)th batch stays here; the yield lets the others go out first.
+      Math.floor(place.firstRow / params.batch_size) % (pool.size + 1) === 0
+        ? Effect.zipRight(Effect.yieldNow(), here(texts))
+        : Effect.mapError(pool.encode(texts), (e) => new StageError({ message: e.message }))
+    if (pool !== undefined) yield* ctx.log(`tokenizing on this thread and ${pool.size} worker${pool.size === 1 ? "" : "s"}`)
+    const encode = makeEncoder(params, tokenizer, eos, encodeTexts)
     let done = 0
     const metrics: Record<string, number> = {}
 
@@ -303,21 +328,29 @@ export default defineStage({
         const batches: Array<RecordBatch> = []
         const documents: Array<Int32Array> = []
         const stats: Stats = { rows: 0, tokens: 0, maxLength: 0 }
+        const slices: Array<{ readonly slice: RecordBatch; readonly firstRow: number }> = []
         for (const inputBatch of table.batches) {
           for (let start = 0; start < inputBatch.numRows; start += params.batch_size) {
             const slice = inputBatch.slice(start, Math.min(inputBatch.numRows, start + params.batch_size))
-            const examples = yield* encode(slice, { split, firstRow: stats.rows })
-            for (const example of examples) {
-              stats.tokens += example.inputIds.length
-              stats.maxLength = Math.max(stats.maxLength, example.inputIds.length)
-            }
-            stats.rows += examples.length
-            if (params.pack !== undefined) for (const example of examples) documents.push(example.inputIds)
-            else batches.push(exampleBatch(schema, examples, keepFields.map((f) => slice.getChild(f.name)!.data[0]!)))
-            done += examples.length
-            yield* ctx.progress(done, total, "rows")
+            slices.push({ slice, firstRow: slices.reduce((n, s) => n + s.slice.numRows, 0) })
           }
         }
+        // In order, however many are in flight: two per worker keeps each one busy.
+        const encoded = yield* Effect.forEach(slices, ({ slice, firstRow }) =>
+          encode(slice, { split, firstRow }).pipe(Effect.tap((examples) => {
+            done += examples.length
+            return ctx.progress(done, total, "rows")
+          })), { concurrency: pool === undefined ? 1 : 2 * pool.size })
+        encoded.forEach((examples, i) => {
+          for (const example of examples) {
+            stats.tokens += example.inputIds.length
+            stats.maxLength = Math.max(stats.maxLength, example.inputIds.length)
+          }
+          stats.rows += examples.length
+          const slice = slices[i]!.slice
+          if (params.pack !== undefined) for (const example of examples) documents.push(example.inputIds)
+          else batches.push(exampleBatch(schema, examples, keepFields.map((f) => slice.getChild(f.name)!.data[0]!)))
+        })
         metrics[`${split}.rows`] = stats.rows
         metrics[`${split}.tokens`] = stats.tokens
         if (params.pack === undefined) {
@@ -336,5 +369,5 @@ export default defineStage({
         return new Table(schema, blocks.length === 0 ? [] : [exampleBatch(schema, blocks, [])])
       }))
     return { outputs: { dataset }, metrics }
-  })
+  }, Effect.scoped) // the worker pool stops with the stage
 })

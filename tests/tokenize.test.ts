@@ -125,6 +125,24 @@ describe("tokenize stage", () => {
     expect(third.stages.find((s) => s.id === "tokens")!.reason).toBe("file `qwen/tokenizer_config.json` changed")
   })
 
+  it("gives the same ids on worker threads as in one thread, and does not re-run when only the workers change", async () => {
+    const { cache, pipeline } = project(GSM8K_TEST)
+    const file = pipeline(
+      tokenize("pooled", `{ tokenizer: ${QWEN}, prompt: question, completion: answer, batch_size: 200, workers: 3 }`) +
+        tokenize("single", `{ tokenizer: ${QWEN}, prompt: question, completion: answer, batch_size: 200, workers: 1 }`)
+    )
+    const first = await run(file, cache)
+    expect(first.code, first.stderr).toBe(0)
+    expect(first.stderr).toContain("pooled: tokenizing on this thread and 2 workers")
+    expect(first.stderr).not.toContain("single: tokenizing on")
+    const pooled = output(first.stages, "pooled")
+    expect(pooled.numRows).toBe(1319)
+    expect(pooled.batches).toHaveLength(7) // the batches stay in order, 200 rows each
+    expect(rows(pooled)).toEqual(rows(output(first.stages, "single")))
+    const again = await cliInProcess(["run", file, "--cache-dir", cache, "--json", "--set", "pooled.workers=1", "--set", "single.workers=2"])
+    expect(JSON.parse(again.stdout).stages.map((s: StageJson) => s.status)).toEqual(["cached", "cached", "cached"])
+  })
+
   it("builds prompts from a template, renders chat templates, and leaves labels unmasked when asked", async () => {
     const data = writeFile(tempDir(), "few.jsonl", readFileSync(GSM8K_TEST, "utf8").split("\n").slice(0, 20).join("\n") + "\n")
     const { cache, pipeline } = project(data)

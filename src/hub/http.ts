@@ -79,16 +79,21 @@ const isRetryable = (e: unknown): e is Transient =>
   (e.retryAfter === undefined || Duration.lessThanOrEqualTo(e.retryAfter, MAX_RETRY_AFTER))
 
 /** Errors that waiting will not fix soon: no listener, no route, no such host. */
-const UNREACHABLE = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH/
+// Nothing there, and retrying will not change it. "bad port" is fetch refusing a port
+// on the WHATWG list (such as 9, the discard port) before connecting.
+const UNREACHABLE = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|bad port/
 
+/** The codes and messages down an error's chain of causes (fetch nests the socket's error). */
 const causeCode = (error: unknown): string => {
+  const parts: Array<string> = []
   let current: unknown = error
   for (let depth = 0; depth < 5 && typeof current === "object" && current !== null; depth++) {
-    const code = (current as { code?: unknown }).code
-    if (typeof code === "string") return code
+    const { code, message } = current as { code?: unknown; message?: unknown }
+    if (typeof code === "string") parts.push(code)
+    if (typeof message === "string") parts.push(message)
     current = (current as { cause?: unknown }).cause
   }
-  return ""
+  return parts.join(" ")
 }
 
 const nextLink = (header: string | undefined): string | undefined =>
