@@ -12,7 +12,7 @@
  * materialise another [tokens × vocab] tensor.
  */
 import * as tf from "@tensorflow/tfjs-core"
-import { rewriteTensor } from "../backend/in-place.ts"
+import { readView, rewriteTensor } from "../backend/in-place.ts"
 import { decode, finalNorm, headWeight, type Qwen2, type TokenBatch } from "./qwen2.ts"
 
 export const IGNORE_INDEX = -100
@@ -23,6 +23,8 @@ export interface LossOptions {
    * in this batch; under gradient accumulation pass the count over all micro-batches.
    */
   readonly normalizer?: number
+  /** The embedding rows of the batch's ids, looked up by the caller (see `lossAndGrads`). */
+  readonly embeddings?: tf.Tensor2D
 }
 
 export interface ScoredPositions {
@@ -153,7 +155,7 @@ export const causalLmLoss = (model: Qwen2, batch: TokenBatch, labels: Int32Array
   tf.tidy(() => {
     const { rows, targets } = scoredPositions(labels, batch.batchSize, batch.seqLen)
     const normalizer = options.normalizer ?? rows.length
-    const { hidden } = decode(model, batch)
+    const { hidden } = decode(model, batch, undefined, options.embeddings)
     // Nothing scored: a zero still connected to the weights (so gradients exist, all zero);
     // the + 0 turns the -0 of a negative sum times zero into 0.
     if (rows.length === 0) return tf.add(tf.mul(tf.sum(hidden), 0), 0) as tf.Scalar
@@ -171,22 +173,67 @@ export interface LossAndGrads {
   readonly grads: Map<string, tf.Tensor>
 }
 
-/** One forward and backward pass. */
+let nextEmbeddingsId = 0
+
+/**
+ * One forward and backward pass.
+ *
+ * The embedding lookup happens before the tape, and its rows enter as a variable of their
+ * own: their gradient ([B*T, H]) is then added into the embedding's gradient row by row,
+ * in place. tfjs's own gradient of `gather` is a dense [vocab × hidden] tensor, added to
+ * the (tied) head's dense gradient: two more vocab-sized buffers (545 MB each at 0.5B)
+ * and a pass over them, for a few hundred rows of change.
+ */
 export const lossAndGrads = (model: Qwen2, batch: TokenBatch, labels: Int32Array, options: LossOptions = {}): LossAndGrads => {
   const byVariable = new Map<string, string>()
   model.params.forEach((variable, name) => byVariable.set(variable.name, name))
-  const { value, grads } = tf.variableGrads(() => causalLmLoss(model, batch, labels, options), [...model.params.values()])
-  const loss = value.dataSync()[0] ?? Number.NaN
-  value.dispose()
-  const named = new Map<string, tf.Tensor>()
-  for (const [variableName, grad] of Object.entries(grads)) {
-    const name = byVariable.get(variableName)
-    if (name === undefined) grad.dispose()
-    else named.set(name, grad)
+  const table = model.params.get(EMBEDDING)
+  if (table === undefined) throw new Error(`model has no parameter ${EMBEDDING}`)
+  const looked = tf.tidy(() => tf.gather(table, tf.tensor1d(batch.inputIds, "int32")) as tf.Tensor2D)
+  const embeddings = tf.variable(looked, true, `embeddings_${nextEmbeddingsId++}`)
+  looked.dispose()
+  try {
+    const { value, grads } = tf.variableGrads(
+      () => causalLmLoss(model, batch, labels, { ...options, embeddings }),
+      [...model.params.values(), embeddings]
+    )
+    const loss = value.dataSync()[0] ?? Number.NaN
+    value.dispose()
+    const rows = grads[embeddings.name]
+    const named = new Map<string, tf.Tensor>()
+    for (const [variableName, grad] of Object.entries(grads)) {
+      const name = byVariable.get(variableName)
+      if (name === undefined) {
+        if (grad !== rows) grad.dispose()
+      } else named.set(name, grad)
+    }
+    // A parameter off every path (no scored token) still gets its zero gradient.
+    model.params.forEach((variable, name) => {
+      if (!named.has(name)) named.set(name, tf.zerosLike(variable))
+    })
+    if (rows !== undefined) {
+      named.set(EMBEDDING, addRowsInPlace(named.get(EMBEDDING)!, batch.inputIds, rows))
+      rows.dispose()
+    }
+    return { loss, tokens: scoredPositions(labels, batch.batchSize, batch.seqLen).rows.length, grads: named }
+  } finally {
+    embeddings.dispose()
   }
-  // A parameter off every path (no scored token) still gets its zero gradient.
-  model.params.forEach((variable, name) => {
-    if (!named.has(name)) named.set(name, tf.zerosLike(variable))
+}
+
+const EMBEDDING = "model.embed_tokens.weight"
+
+/** target[ids[r]] += rows[r] for each row r, in place where the backend allows (`target` is a fresh gradient). */
+const addRowsInPlace = (target: tf.Tensor, ids: Int32Array, rows: tf.Tensor): tf.Tensor => {
+  const width = target.shape[1] ?? 0
+  const vocab = target.shape[0] ?? 0
+  return rewriteTensor(target, (values) => {
+    const source = readView(rows) // taken here: no allocation happens after it
+    ids.forEach((id, r) => {
+      if (id < 0 || id >= vocab) throw new RangeError(`token id ${id} is outside the vocabulary of ${vocab}`)
+      const to = id * width
+      const from = r * width
+      for (let j = 0; j < width; j++) values[to + j] = values[to + j]! + source[from + j]!
+    })
   })
-  return { loss, tokens: scoredPositions(labels, batch.batchSize, batch.seqLen).rows.length, grads: named }
 }

@@ -233,8 +233,12 @@ export interface DecoderOutput {
   readonly layerOutputs: ReadonlyArray<tf.Tensor2D>
 }
 
-/** Runs the decoder over `batch`, continuing from `cache` when given (its tensors are not disposed). */
-export const decode = (model: Qwen2, batch: TokenBatch, cache?: KVCache): DecoderOutput => {
+/**
+ * Runs the decoder over `batch`, continuing from `cache` when given (its tensors are not
+ * disposed). `embeddings` ([B*T, H], the embedding rows of `batch.inputIds`) replaces the
+ * lookup: training passes them in, to take their gradient apart from the embedding's.
+ */
+export const decode = (model: Qwen2, batch: TokenBatch, cache?: KVCache, embeddings?: tf.Tensor2D): DecoderOutput => {
   const { batchSize: b, seqLen: t } = batch
   const past = cache?.length ?? 0
   const s = past + t
@@ -247,7 +251,7 @@ export const decode = (model: Qwen2, batch: TokenBatch, cache?: KVCache): Decode
   }
   const rotary = rotaryFor(model.config, batch.positionIds ?? arangeRows(b, t), b, t)
   const step: Step = { b, t, s, ...rotary, mask: attentionMask(keyMask, b, t, s) }
-  let hidden = tf.gather(param(model, "model.embed_tokens.weight"), tf.tensor1d(batch.inputIds, "int32")) as tf.Tensor2D // [B*T, H]
+  let hidden = embeddings ?? tf.gather(param(model, "model.embed_tokens.weight"), tf.tensor1d(batch.inputIds, "int32")) as tf.Tensor2D // [B*T, H]
   const layerOutputs = [hidden]
   const layers: Array<LayerCache> = []
   for (let layer = 0; layer < model.config.num_hidden_layers; layer++) {
