@@ -6,6 +6,8 @@ export interface TrainPair {
   readonly preset: string
   readonly backend: string
   readonly steps: number
+  /** Why ours could not run (a model that does not fit the backend's memory, say). */
+  failure?: string
   /** One JSON line per repeat, from bench/cases/train-step.ts and bench_torch.py. */
   ours: Array<Row>
   torch: Array<Row>
@@ -50,14 +52,17 @@ const contended = (rows: ReadonlyArray<Row>): boolean => rows.some((row) => num(
 
 const PARAMS = (n: number) => (n >= 1e6 ? `${fmt(n / 1e6, 1)}M` : fmt(n))
 
-export const formatTables = (results: Results): string => {
-  const lines: Array<string> = []
+const header = (results: Results): string => {
   const { machine } = results
-  lines.push(
-    `Measured ${results.date.slice(0, 10)} on ${machine.cpu}, ${machine.cores} cores, ${machine.memory_gib} GiB; Node ${machine.node}` +
-      `${machine.torch === null ? "; PyTorch absent" : `; PyTorch ${machine.torch} (Debian python3-torch, BLAS ${machine.blas ?? "unknown"})`}. Command: \`${results.command}\`.`
-  )
+  return `Measured ${results.date.slice(0, 10)} on ${machine.cpu}, ${machine.cores} cores, ${machine.memory_gib} GiB; Node ${machine.node}` +
+    `${machine.torch === null ? "; PyTorch absent" : `; PyTorch ${machine.torch} (Debian python3-torch, BLAS ${machine.blas ?? "unknown"})`}. Command: \`${results.command}\`.`
+}
+
+/** Training, tokenizing, cached runs and generation: latest.md and the README's first block. */
+export const formatTables = (results: Results): string => {
+  const lines: Array<string> = [header(results)]
   let footnote = false
+  const failures: Array<string> = []
   if (results.train.length > 0) {
     lines.push(
       "",
@@ -72,9 +77,14 @@ export const formatTables = (results: Results): string => {
       const ratio = median(ours) / median(torch)
       const noisy = contended(pair.ours) || contended(pair.torch)
       footnote ||= noisy
+      if (pair.failure !== undefined) {
+        failures.push(`${pair.preset} on ${pair.backend}: ${pair.failure}`)
+        lines.push(`| ${pair.preset} | ${PARAMS(num(pair.torch[0]?.params))} | ${pair.backend} | does not run (‡) | ${spread(torch)} | – | – | – / ${fmt(median(pair.torch.map((r) => num(r.peak_rss_mb))))} |`)
+        continue
+      }
       lines.push(
         `| ${pair.preset} | ${PARAMS(num(pair.ours[0]?.params))} | ${pair.backend}${pair.backend === "wasm" ? ` (${num(pair.ours[0]?.threads)} threads)` : ""} | ` +
-          `${spread(ours)} | ${spread(torch)} | ${Number.isFinite(ratio) ? `**${fmt(ratio, 2)}**` : "–"}${noisy ? " †" : ""} | ` +
+          `${spread(ours)} | ${spread(torch)} | ${Number.isFinite(ratio) ? `**${fmt(ratio, ratio < 0.1 ? 4 : 2)}**` : "–"}${noisy ? " †" : ""} | ` +
           `${fmt(median(pair.ours.map((r) => num(r.median_fwd_bwd_s))), 2)} / ${fmt(median(pair.ours.map((r) => num(r.median_opt_s))), 2)} | ` +
           `${fmt(median(pair.ours.map((r) => num(r.peak_rss_mb))))} / ${fmt(median(pair.torch.map((r) => num(r.peak_rss_mb))))} |`
       )
@@ -97,6 +107,15 @@ export const formatTables = (results: Results): string => {
     )
   }
   if (other.length > 0) lines.push("", "| case | figure | peak RSS (MB) |", "|---|---|---|", ...other)
+  if (footnote) lines.push("", "† Other processes used more than a tenth of the machine during a run: a contended figure.")
+  if (failures.length > 0) lines.push("", ...failures.map((f) => `‡ ${f}`))
+  if (results.skipped.length > 0) lines.push("", ...results.skipped.map((s) => `Skipped: ${s}.`))
+  return `${lines.join("\n")}\n`
+}
+
+/** The end-to-end comparison: e2e.md and the README's second block. */
+export const formatE2e = (results: Results): string => {
+  const lines: Array<string> = [header(results)]
   if (results.e2e !== undefined) {
     const { ours, torch, examples } = results.e2e
     lines.push(
@@ -110,9 +129,7 @@ export const formatTables = (results: Results): string => {
         ? "| PyTorch | – | – | – | – |"
         : `| PyTorch (padding to the longest row, full logits) | ${fmt(num(torch.seconds))} s | ${fmt(num(torch.tokens_per_s))} | ${fmt(num(torch.last_loss), 3)} | ${fmt(num(torch.peak_rss_mb))} |`
     )
-    if (torch !== undefined) lines.push("", `Ours / PyTorch, time: **${fmt(num(torch.seconds) / ours.train_seconds, 2)}×** the speed.`)
+    if (torch !== undefined) lines.push("", `Speed, ours / PyTorch: **${fmt(num(torch.seconds) / ours.train_seconds, 2)}×** (PyTorch's training time divided by ours).`)
   }
-  if (footnote) lines.push("", "† Other processes used more than a tenth of the machine during a run: a contended figure.")
-  if (results.skipped.length > 0) lines.push("", ...results.skipped.map((s) => `Skipped: ${s}.`))
   return `${lines.join("\n")}\n`
 }

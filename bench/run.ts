@@ -5,7 +5,8 @@
  * alternates ours and ../shared/anchor/bench_torch.py (Debian's python3-torch) repeat by
  * repeat, and quotes medians and the ratio ours/PyTorch: these machines are noisy, so
  * ratios taken in one run are what to compare. Writes bench/results/latest.json and
- * latest.md; `--readme` also puts the tables into README.md's Performance section.
+ * latest.md (e2e.json and e2e.md for the end-to-end case); `--readme` also puts the
+ * tables into README.md's Performance section.
  */
 import { spawn, spawnSync } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs"
@@ -13,7 +14,7 @@ import { cpus, totalmem, tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { formatTables, median, type Results, type TrainPair } from "./report.ts"
+import { formatE2e, formatTables, median, type Results, type TrainPair } from "./report.ts"
 import { PRESET_NAMES, type PresetName } from "./presets.ts"
 
 const HERE = dirname(fileURLToPath(import.meta.url))
@@ -35,8 +36,10 @@ Options:
   --e2e-examples N    GSM8K training examples for the end-to-end case (default 2000)
   --python PATH       the Python with torch (default: $BENCH_PYTHON or /usr/bin/python3)
   --no-torch          skip PyTorch
-  --out DIR           where latest.json and latest.md go (default bench/results)
+  --out DIR           where the results go (default bench/results): latest.json and
+                      latest.md, and e2e.json and e2e.md for the end-to-end case
   --readme            also write the tables into README.md (## Performance)
+  --render            measure nothing: write the tables again from the results in --out
   --help              this text
 
 Example: npm run bench -- --cases train --presets small --repeats 5`
@@ -53,6 +56,7 @@ const { values: flags } = parseArgs({
     "no-torch": { type: "boolean", default: false },
     out: { type: "string", default: join(REPO, "bench/results") },
     readme: { type: "boolean", default: false },
+    render: { type: "boolean", default: false },
     help: { type: "boolean", default: false }
   }
 })
@@ -133,6 +137,9 @@ const node = (script: string, args: ReadonlyArray<string>, env: Record<string, s
   runChild(NODE_TS[0], [...NODE_TS.slice(1), join(HERE, script), ...args], env)
 
 const note = (line: string) => process.stderr.write(`${line}\n`)
+/** The line of a child's stderr that says what went wrong (not its stack). */
+const firstErrorLine = (text: string): string =>
+  text.split("\n").map((line) => line.trim()).find((line) => /^[A-Za-z]*(Error|Exhausted)\b|^Error:/.test(line)) ?? text.split("\n")[0] ?? text
 const num = (value: unknown): number => (typeof value === "number" ? value : Number.NaN)
 
 // ---------------------------------------------------------------------------------------
@@ -205,7 +212,7 @@ const trainCase = async () => {
   for (const preset of presets) {
     for (const backend of backends) {
       if (backend === "cpu" && preset !== "tiny") {
-        results.skipped.push(`train ${preset} on cpu: about 2.5 tokens/s on small (a step of minutes); cpu is the correctness reference`)
+        results.skipped.push(`train ${preset} on cpu: plain JS trains small at about 2.5 tokens/s, minutes a step; cpu is the correctness reference`)
         continue
       }
       // cpu (plain JS) takes about 25 s a tiny step: two steps, once, are enough to place it.
@@ -216,7 +223,14 @@ const trainCase = async () => {
         const order = r % 2 === 0 ? ["ours", "torch"] : ["torch", "ours"]
         for (const who of order) {
           if (who === "ours") {
-            const run = await node("cases/train-step.ts", ["--preset", preset, "--steps", String(steps)], backendEnv(backend))
+            if (pair.failure !== undefined) continue
+            const run = await node("cases/train-step.ts", ["--preset", preset, "--steps", String(steps)], backendEnv(backend)).catch((error: Error) => {
+              // Recorded, not fatal: a preset that does not fit a backend is a result too.
+              pair.failure = firstErrorLine(error.message)
+              note(`train ${preset} ${backend}: failed: ${pair.failure}`)
+              return undefined
+            })
+            if (run === undefined) continue
             pair.ours.push({ ...run.json, peak_rss_mb: run.peakRssMb ?? num(run.json.peak_rss_mb) })
             note(`train ${preset} ${backend} #${r + 1}: ${num(run.json.tokens_per_s)} tokens/s (fwd+bwd ${num(run.json.median_fwd_bwd_s)} s, optimizer ${num(run.json.median_opt_s)} s)`)
           } else if (torch !== undefined && backend === backends[0]) {
@@ -376,24 +390,62 @@ const main = async () => {
   if (cases.includes("tokenize") || cases.includes("cached")) await dataHalfCases()
   if (cases.includes("generate")) await generateCase()
   if (cases.includes("e2e")) await e2eCase()
-  const markdown = formatTables(results)
   mkdirSync(flags.out!, { recursive: true })
-  writeFileSync(join(flags.out!, "latest.json"), `${JSON.stringify(results, null, 2)}\n`)
-  writeFileSync(join(flags.out!, "latest.md"), markdown)
-  if (flags.readme) updateReadme(markdown)
-  console.log(markdown)
-  note(`bench: done in ${Math.round((performance.now() - started) / 1000)} s; wrote ${join(flags.out!, "latest.json")} and latest.md`)
+  // The end-to-end case (most of an hour) keeps files and a README block of its own, so
+  // that the other cases can be measured again without it, and the other way round.
+  if (cases.some((c) => c !== "e2e")) {
+    const markdown = formatTables({ ...results, e2e: undefined })
+    writeFileSync(join(flags.out!, "latest.json"), `${JSON.stringify({ ...results, e2e: undefined }, null, 2)}\n`)
+    writeFileSync(join(flags.out!, "latest.md"), markdown)
+    if (flags.readme) updateReadme("bench", markdown)
+    console.log(markdown)
+  }
+  if (results.e2e !== undefined) {
+    const markdown = formatE2e(results)
+    writeFileSync(join(flags.out!, "e2e.json"), `${JSON.stringify({ date: results.date, machine: results.machine, command: results.command, e2e: results.e2e }, null, 2)}\n`)
+    writeFileSync(join(flags.out!, "e2e.md"), markdown)
+    if (flags.readme) updateReadme("bench-e2e", markdown)
+    console.log(markdown)
+  }
+  note(`bench: done in ${Math.round((performance.now() - started) / 1000)} s; results in ${flags.out}`)
 }
 
-const START = "<!-- bench:start -->"
-const END = "<!-- bench:end -->"
-const updateReadme = (markdown: string) => {
+/** Replaces what is between `<!-- NAME:start -->` and `<!-- NAME:end -->` in README.md. */
+const updateReadme = (name: string, markdown: string) => {
   const file = join(REPO, "README.md")
   const text = readFileSync(file, "utf8")
-  const from = text.indexOf(START)
-  const to = text.indexOf(END)
-  if (from < 0 || to < from) fail(`README.md has no ${START} … ${END} block to fill`)
-  writeFileSync(file, `${text.slice(0, from + START.length)}\n${markdown}\n${text.slice(to)}`)
+  const start = `<!-- ${name}:start -->`
+  const end = `<!-- ${name}:end -->`
+  const from = text.indexOf(start)
+  const to = text.indexOf(end)
+  if (from < 0 || to < from) fail(`README.md has no ${start} … ${end} block to fill`)
+  writeFileSync(file, `${text.slice(0, from + start.length)}\n${markdown}\n${text.slice(to)}`)
+}
+
+/** `--render`: the tables again from saved results (after a change to how they are written). */
+const render = () => {
+  const saved = (name: string): Results | undefined => {
+    const file = join(flags.out!, name)
+    return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as Results) : undefined
+  }
+  const latest = saved("latest.json")
+  const e2e = saved("e2e.json")
+  if (latest === undefined && e2e === undefined) fail(`--render: no latest.json or e2e.json in ${flags.out}`)
+  if (latest !== undefined) {
+    const markdown = formatTables(latest)
+    writeFileSync(join(flags.out!, "latest.md"), markdown)
+    if (flags.readme) updateReadme("bench", markdown)
+  }
+  if (e2e !== undefined) {
+    const markdown = formatE2e({ ...e2e, train: [], generate: [], skipped: [], tokenize: undefined, cached: undefined })
+    writeFileSync(join(flags.out!, "e2e.md"), markdown)
+    if (flags.readme) updateReadme("bench-e2e", markdown)
+  }
+}
+
+if (flags.render) {
+  render()
+  process.exit(0)
 }
 
 main().catch((error: unknown) => {

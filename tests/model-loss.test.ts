@@ -69,6 +69,28 @@ describe("loss", () => {
     for (const result of [whole, ...parts]) result.grads.forEach((grad) => grad.dispose())
   })
 
+  it("passes through the head in chunks of scored rows with the same loss and gradients as in one", () => {
+    const batch = {
+      batchSize: 2,
+      seqLen: 12,
+      inputIds: Int32Array.from(golden.batch.input_ids.flat()),
+      attentionMask: Int32Array.from(golden.batch.attention_mask.flat())
+    }
+    const labels = Int32Array.from(golden.batch.labels.flat())
+    const whole = lossAndGrads(model, batch, labels)
+    const chunked = lossAndGrads(model, batch, labels, { headRows: 5 }) // 12 scored rows: 5, 5, 2
+    expect(Math.abs(chunked.loss - whole.loss)).toBeLessThan(1e-6)
+    expect(Math.abs(chunked.loss - golden.forward.loss)).toBeLessThan(1e-5)
+    const evaluated = tf.tidy(() => causalLmLoss(model, batch, labels, { headRows: 5 }).dataSync()[0] ?? NaN)
+    expect(Math.abs(evaluated - whole.loss)).toBeLessThan(1e-6)
+    for (const [name, grad] of whole.grads) {
+      const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(chunked.grads.get(name)!, grad))).dataSync()[0] ?? NaN)
+      const size = tf.tidy(() => tf.max(tf.abs(grad)).dataSync()[0] ?? NaN)
+      expect(diff, name).toBeLessThanOrEqual(1e-6 * Math.max(1, size))
+    }
+    for (const result of [whole, chunked]) result.grads.forEach((grad) => grad.dispose())
+  })
+
   it("divides by an explicit normalizer", () => {
     const { batch, labels } = row(0)
     const [own, halved] = [undefined, 16].map((normalizer) =>
@@ -191,8 +213,12 @@ describe("an untied Llama model", () => {
     const { loss, grads } = lossAndGrads(model, batch, labels)
     const norms = new Map([...grads].map(([name, grad]) => [name, Math.hypot(...grad.dataSync())]))
     grads.forEach((grad) => grad.dispose())
+    // The [N, V] layout through the head in passes of 3 scored rows (8 in all).
+    const chunked = lossAndGrads(model, batch, labels, { headRows: 3 })
+    const chunkedNorms = new Map([...chunked.grads].map(([name, grad]) => [name, Math.hypot(...grad.dataSync())]))
+    chunked.grads.forEach((grad) => grad.dispose())
     disposeModel(model)
-    return { loss, norms }
+    return { loss, norms, chunkedLoss: chunked.loss, chunkedNorms }
   }
 
   it("gives the same loss and gradients on wasm and cpu", async () => {
@@ -204,6 +230,10 @@ describe("an untied Llama model", () => {
     for (const [name, norm] of cpu.norms) {
       expect(norm, name).toBeGreaterThan(0)
       expect(Math.abs((wasm.norms.get(name) ?? NaN) - norm) / norm, name).toBeLessThan(1e-4)
+    }
+    for (const result of [wasm, cpu]) {
+      expect(Math.abs(result.chunkedLoss - result.loss)).toBeLessThan(1e-6)
+      for (const [name, norm] of result.norms) expect(Math.abs((result.chunkedNorms.get(name) ?? NaN) - norm) / norm, name).toBeLessThan(1e-5)
     }
   })
 })

@@ -119,22 +119,43 @@ const heapBuffer = (backend: WasmBackend): ArrayBufferLike => {
   return backend.wasm.HEAPU8.buffer
 }
 
+const VIEWS = {
+  HEAP8: Int8Array,
+  HEAPU8: Uint8Array,
+  HEAP16: Int16Array,
+  HEAPU16: Uint16Array,
+  HEAP32: Int32Array,
+  HEAPU32: Uint32Array,
+  HEAPF32: Float32Array,
+  HEAPF64: Float64Array
+} as const
+
 /**
- * A shared (threaded) heap can grow from another thread, leaving the module's views
- * short; emscripten only refreshes them inside its own helpers. Refresh them here.
+ * A shared (threaded) heap can grow from another thread (a kernel's scratch memory,
+ * allocated by the thread pool), leaving the module's views short: emscripten only
+ * refreshes them inside its own helpers, and tfjs reads `HEAPU8` directly, so a tensor
+ * past the old end gets "Invalid typed array length". The views become accessors that
+ * check the memory's size on every read.
  */
 const refreshViews = (wasm: EmscriptenModule): void => {
   const memory = wasm.wasmMemory
-  if (memory === undefined || memory.buffer.byteLength === wasm.HEAPU8.byteLength) return
-  const buffer = memory.buffer
-  wasm.HEAP8 = new Int8Array(buffer)
-  wasm.HEAPU8 = new Uint8Array(buffer)
-  wasm.HEAP16 = new Int16Array(buffer)
-  wasm.HEAPU16 = new Uint16Array(buffer)
-  wasm.HEAP32 = new Int32Array(buffer)
-  wasm.HEAPU32 = new Uint32Array(buffer)
-  wasm.HEAPF32 = new Float32Array(buffer)
-  wasm.HEAPF64 = new Float64Array(buffer)
+  if (memory === undefined || (wasm as { viewsGuarded?: true }).viewsGuarded) return
+  const views = wasm as unknown as Record<string, ArrayBufferView | undefined>
+  for (const [name, View] of Object.entries(VIEWS)) {
+    let view = views[name]
+    Object.defineProperty(wasm, name, {
+      configurable: true,
+      get: () => {
+        const buffer = memory.buffer
+        if (view === undefined || view.buffer !== buffer) view = new View(buffer as ArrayBuffer)
+        return view
+      },
+      set: (next: ArrayBufferView) => {
+        view = next
+      }
+    })
+  }
+  ;(wasm as { viewsGuarded?: true }).viewsGuarded = true
 }
 
 const GIB = 1024 ** 3
@@ -167,8 +188,12 @@ export const guardHeap = (backend: WasmBackend): void => {
   const guarded = Object.assign(
     (bytes: number): number => {
       const pointer = malloc(bytes) >>> 0
-      if (pointer === 0 && bytes > 0) {
-        throw new WasmHeapExhausted({ requestedBytes: bytes, heapBytes: wasm.wasmMemory?.buffer.byteLength ?? wasm.HEAPU8.byteLength })
+      const heapBytes = wasm.wasmMemory?.buffer.byteLength ?? wasm.HEAPU8.byteLength
+      // Near the 4 GiB cap the allocator's 32-bit arithmetic wraps: it hands out a block
+      // that runs past the end of the heap (seen: 1.2 GiB at 3.2 GiB of a 3.8 GiB heap).
+      // That block is unusable and is not freed: its bookkeeping cannot be trusted.
+      if ((pointer === 0 && bytes > 0) || pointer + bytes > heapBytes) {
+        throw new WasmHeapExhausted({ requestedBytes: bytes, heapBytes })
       }
       refreshViews(wasm)
       return pointer

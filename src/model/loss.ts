@@ -25,6 +25,10 @@ export interface LossOptions {
   readonly normalizer?: number
   /** The embedding rows of the batch's ids, looked up by the caller (see `lossAndGrads`). */
   readonly embeddings?: tf.Tensor2D
+  /** Make the loss differentiable (the head computes its gradients as it goes). */
+  readonly gradients?: boolean
+  /** Scored positions per pass through the head (default: about 64 M logits a pass). */
+  readonly headRows?: number
 }
 
 export interface ScoredPositions {
@@ -123,34 +127,107 @@ const softmaxMinusOneHot = (values: Float32Array, targets: Int32Array, vocab: nu
 }
 
 /**
- * Σ over rows of −log softmax(h @ Wᵀ)[target], for normed hidden states h [N, H] and the
- * head's weight. Tied to the embedding E [V, H], the logits are computed transposed,
- * E @ hᵀ = [V, N]: E is then the product's left operand, which wasm neither transposes
- * nor packs (a 0.5B model's embedding is 545 MB). Untied, W is [H, V] and h @ W is direct.
+ * Scored positions per pass through the head. One pass holds [rows × vocab] logits (then
+ * the gradient direction in the same memory) and, on wasm, a transposed copy of them for
+ * dh: 441 rows at Qwen2.5's vocabulary, about 256 MB each. A batch of 5 GSM8K examples
+ * can score 2,000 positions: 1.2 GB of logits at once would not fit beside the rest.
  */
-const headCrossEntropySum = (targets: Int32Array, vocab: number, tied: boolean) =>
-  tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
-    const [h, weight, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc]
-    const logits = tied ? tf.matMul(weight, h, false, true) : tf.matMul(h, weight) // [V, N] or [N, V]
-    let losses: ArrayLike<number> = []
-    // The gradient direction (softmax − onehot) replaces the logits; dy scales it later.
-    const direction = rewriteTensor(logits, (values) => {
-      losses = softmaxMinusOneHot(values, targets, vocab, tied ? "columns" : "rows")
+const HEAD_CHUNK_ELEMENTS = 64 * 2 ** 20
+const headRows = (vocab: number, options: LossOptions): number =>
+  Math.max(1, options.headRows ?? Math.floor(HEAD_CHUNK_ELEMENTS / vocab))
+
+/**
+ * One pass of the head: logits of normed hidden states h [n, H], turned in place into the
+ * gradient direction softmax − onehot; returns it and Σ −log softmax at the targets.
+ * Tied to the embedding E [V, H], the logits are computed transposed, E @ hᵀ = [V, n]:
+ * E is then the product's left operand, which wasm neither transposes nor packs (a 0.5B
+ * model's embedding is 545 MB). Untied, W is [H, V] and h @ W is direct.
+ */
+const headPass = (h: tf.Tensor2D, weight: tf.Tensor2D, targets: Int32Array, vocab: number, tied: boolean) => {
+  const logits = tied ? tf.matMul(weight, h, false, true) : tf.matMul(h, weight) // [V, n] or [n, V]
+  let losses: ArrayLike<number> = []
+  const direction = rewriteTensor(logits, (values) => {
+    losses = softmaxMinusOneHot(values, targets, vocab, tied ? "columns" : "rows")
+  })
+  return { direction, loss: Array.from(losses).reduce((a, b) => a + b, 0) }
+}
+
+/** Evaluation: Σ over scored rows of −log softmax, pass by pass. */
+const headLossSum = (h: tf.Tensor2D, weight: tf.Tensor2D, targets: Int32Array, vocab: number, tied: boolean, rows: number): number => {
+  let total = 0
+  for (let start = 0; start < targets.length; start += rows) {
+    const end = Math.min(targets.length, start + rows)
+    total += tf.tidy(() => {
+      const { direction, loss } = headPass(tf.slice(h, [start, 0], [end - start, -1]), weight, targets.subarray(start, end), vocab, tied)
+      direction.dispose()
+      return loss
     })
-    save([h, weight, direction])
+  }
+  return total
+}
+
+/**
+ * Training: the loss Σ/normalizer as one custom-gradient op whose gradients are computed
+ * during the forward pass, pass by pass, so that only dh [N, H] and dW (the head weight's
+ * shape) outlive a pass: never all the logits. The backward pass hands them out.
+ */
+const headCrossEntropy = (targets: Int32Array, vocab: number, tied: boolean, normalizer: number, rows: number) =>
+  tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [h, weight] = args as [tf.Tensor2D, tf.Tensor2D]
+    const scale = 1 / normalizer
+    let total = 0
+    const dhParts: Array<tf.Tensor> = []
+    let dW: tf.Tensor | undefined
+    for (let start = 0; start < targets.length; start += rows) {
+      const end = Math.min(targets.length, start + rows)
+      const pass = tf.tidy(() => {
+        const hc = tf.slice(h, [start, 0], [end - start, -1])
+        const { direction, loss } = headPass(hc, weight, targets.subarray(start, end), vocab, tied)
+        const scaledH = tf.mul(hc, scale) // scale the small operand, not the [n × V] one
+        const dh = tf.mul(tied ? tf.matMul(direction, weight, true, false) : tf.matMul(direction, weight, false, true), scale) // [n, H]
+        const dWPass = tied ? tf.matMul(direction, scaledH) : tf.matMul(scaledH, direction, true, false) // [V, H] or [H, V]
+        return { dh, dW: dWPass, loss }
+      })
+      total += pass.loss
+      dhParts.push(pass.dh)
+      if (dW === undefined) dW = pass.dW
+      else {
+        dW = addInPlace(dW, pass.dW)
+        pass.dW.dispose()
+      }
+    }
+    const dh = dhParts.length === 1 ? dhParts[0]! : tf.concat(dhParts, 0)
+    if (dhParts.length > 1) dhParts.forEach((part) => part.dispose())
+    // Outside `save`: kept past the caller's tidy, and handed to the tape as they are.
+    tf.keep(dh)
+    tf.keep(dW!)
     return {
-      value: tf.scalar(Array.from(losses).reduce((a, b) => a + b, 0)),
-      gradFunc: (dy: tf.Tensor, saved: Array<tf.Tensor>) => {
-        const [sh, sw, sd] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D]
-        // dy is a scalar: scale the small [N, H] operands rather than the [N, V] one.
-        const scaledH = tf.mul(sh, dy)
-        if (tied) return [tf.mul(tf.matMul(sd, sw, true, false), dy), tf.matMul(sd, scaledH)] // [N, H], [V, H]
-        return [tf.mul(tf.matMul(sd, sw, false, true), dy), tf.matMul(scaledH, sd, true, false)] // [N, H], [H, V]
+      value: tf.scalar(total * scale),
+      gradFunc: (dy: tf.Tensor) => {
+        // dh flows on into the layers' gradients, which the tape tidies: hand it a new
+        // tensor (kept ones are never tidied). dW is the weight's gradient itself, and
+        // dy is 1 when this loss is what is differentiated (lossAndGrads).
+        const scaledDh = tf.mul(dh, dy)
+        dh.dispose()
+        if (dy.dataSync()[0] === 1) return [scaledDh, dW!]
+        const scaledDw = tf.mul(dW!, dy)
+        dW!.dispose()
+        return [scaledDh, scaledDw]
       }
     }
   })
 
-/** The loss as a scalar tensor, differentiable with respect to the model's variables. */
+/** target += addend, in place where the backend allows (`target` is a fresh tensor). */
+const addInPlace = (target: tf.Tensor, addend: tf.Tensor): tf.Tensor =>
+  rewriteTensor(target, (values) => {
+    const source = readView(addend)
+    for (let i = 0; i < values.length; i++) values[i] = values[i]! + source[i]!
+  })
+
+/**
+ * The loss as a scalar tensor. With `gradients` (what `lossAndGrads` asks for) it is
+ * differentiable with respect to the model's variables; otherwise it is a number only.
+ */
 export const causalLmLoss = (model: Qwen2, batch: TokenBatch, labels: Int32Array, options: LossOptions = {}): tf.Scalar =>
   tf.tidy(() => {
     const { rows, targets } = scoredPositions(labels, batch.batchSize, batch.seqLen)
@@ -161,8 +238,11 @@ export const causalLmLoss = (model: Qwen2, batch: TokenBatch, labels: Int32Array
     if (rows.length === 0) return tf.add(tf.mul(tf.sum(hidden), 0), 0) as tf.Scalar
     const selected = tf.gather(hidden, tf.tensor1d(rows, "int32")) as tf.Tensor2D // [N, H]
     const { weight, tied } = headWeight(model)
-    const total = headCrossEntropySum(targets, model.config.vocab_size, tied)(finalNorm(model, selected), weight)
-    return tf.div(total, normalizer) as tf.Scalar
+    const normed = finalNorm(model, selected)
+    const vocab = model.config.vocab_size
+    const passRows = headRows(vocab, options)
+    if (options.gradients === true) return headCrossEntropy(targets, vocab, tied, normalizer, passRows)(normed, weight) as tf.Scalar
+    return tf.scalar(headLossSum(normed, weight as tf.Tensor2D, targets, vocab, tied, passRows) / normalizer)
   })
 
 export interface LossAndGrads {
@@ -194,7 +274,7 @@ export const lossAndGrads = (model: Qwen2, batch: TokenBatch, labels: Int32Array
   looked.dispose()
   try {
     const { value, grads } = tf.variableGrads(
-      () => causalLmLoss(model, batch, labels, { ...options, embeddings }),
+      () => causalLmLoss(model, batch, labels, { ...options, embeddings, gradients: true }),
       [...model.params.values(), embeddings]
     )
     const loss = value.dataSync()[0] ?? Number.NaN
