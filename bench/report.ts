@@ -1,4 +1,5 @@
 /** The benchmark's results, and the markdown tables made of them (bench/results/latest.md, the README). */
+import { median as medianOf } from "./cases/measure.ts"
 
 export type Row = Record<string, unknown>
 
@@ -29,13 +30,10 @@ export interface Results {
   readonly skipped: Array<string>
 }
 
-const num = (value: unknown): number => (typeof value === "number" ? value : Number.NaN)
+export const num = (value: unknown): number => (typeof value === "number" ? value : Number.NaN)
 
-export const median = (values: ReadonlyArray<number>): number => {
-  const sorted = values.filter(Number.isFinite).sort((a, b) => a - b)
-  const mid = sorted.length >> 1
-  return sorted.length === 0 ? Number.NaN : sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
+/** The median of the finite values (a repeat that produced no figure does not count). */
+export const median = (values: ReadonlyArray<number>): number => medianOf(values.filter(Number.isFinite))
 
 const fmt = (value: number, digits = 0): string =>
   Number.isFinite(value) ? value.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits }) : "–"

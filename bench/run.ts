@@ -14,7 +14,7 @@ import { cpus, totalmem, tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { formatE2e, formatTables, median, type Results, type TrainPair } from "./report.ts"
+import { formatE2e, formatTables, median, num, type Results, type TrainPair } from "./report.ts"
 import { PRESET_NAMES, type PresetName } from "./presets.ts"
 
 const HERE = dirname(fileURLToPath(import.meta.url))
@@ -140,7 +140,6 @@ const note = (line: string) => process.stderr.write(`${line}\n`)
 /** The line of a child's stderr that says what went wrong (not its stack). */
 const firstErrorLine = (text: string): string =>
   text.split("\n").map((line) => line.trim()).find((line) => /^[A-Za-z]*(Error|Exhausted)\b|^Error:/.test(line)) ?? text.split("\n")[0] ?? text
-const num = (value: unknown): number => (typeof value === "number" ? value : Number.NaN)
 
 // ---------------------------------------------------------------------------------------
 // What this machine has.

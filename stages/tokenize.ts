@@ -329,10 +329,12 @@ export default defineStage({
         const documents: Array<Int32Array> = []
         const stats: Stats = { rows: 0, tokens: 0, maxLength: 0 }
         const slices: Array<{ readonly slice: RecordBatch; readonly firstRow: number }> = []
+        let firstRow = 0
         for (const inputBatch of table.batches) {
           for (let start = 0; start < inputBatch.numRows; start += params.batch_size) {
             const slice = inputBatch.slice(start, Math.min(inputBatch.numRows, start + params.batch_size))
-            slices.push({ slice, firstRow: slices.reduce((n, s) => n + s.slice.numRows, 0) })
+            slices.push({ slice, firstRow })
+            firstRow += slice.numRows
           }
         }
         // In order, however many are in flight: two per worker keeps each one busy.

@@ -37,6 +37,17 @@ const row = (i: number): { batch: TokenBatch; labels: Int32Array } => ({
   labels: Int32Array.from(golden.batch.labels[i] ?? [])
 })
 
+/** Both golden rows as one batch of 2 × 12. */
+const both = (): { batch: TokenBatch; labels: Int32Array } => ({
+  batch: {
+    batchSize: 2,
+    seqLen: 12,
+    inputIds: Int32Array.from(golden.batch.input_ids.flat()),
+    attentionMask: Int32Array.from(golden.batch.attention_mask.flat())
+  },
+  labels: Int32Array.from(golden.batch.labels.flat())
+})
+
 describe("loss", () => {
   let model: Qwen2
   beforeAll(async () => {
@@ -51,12 +62,8 @@ describe("loss", () => {
   })
 
   it("accumulates: micro-batches with the batch's normalizer sum to the whole batch", () => {
-    const whole = lossAndGrads(model, {
-      batchSize: 2,
-      seqLen: 12,
-      inputIds: Int32Array.from(golden.batch.input_ids.flat()),
-      attentionMask: Int32Array.from(golden.batch.attention_mask.flat())
-    }, Int32Array.from(golden.batch.labels.flat()))
+    const { batch, labels } = both()
+    const whole = lossAndGrads(model, batch, labels)
     const parts = [row(0), row(1)].map(({ batch, labels }) => lossAndGrads(model, batch, labels, { normalizer: whole.tokens }))
     expect(parts.map((part) => part.tokens)).toEqual([8, 4])
     expect(Math.abs((parts[0]?.loss ?? 0) + (parts[1]?.loss ?? 0) - golden.forward.loss)).toBeLessThan(1e-5)
@@ -70,13 +77,7 @@ describe("loss", () => {
   })
 
   it("passes through the head in chunks of scored rows with the same loss and gradients as in one", () => {
-    const batch = {
-      batchSize: 2,
-      seqLen: 12,
-      inputIds: Int32Array.from(golden.batch.input_ids.flat()),
-      attentionMask: Int32Array.from(golden.batch.attention_mask.flat())
-    }
-    const labels = Int32Array.from(golden.batch.labels.flat())
+    const { batch, labels } = both()
     const whole = lossAndGrads(model, batch, labels)
     const chunked = lossAndGrads(model, batch, labels, { headRows: 5 }) // 12 scored rows: 5, 5, 2
     expect(Math.abs(chunked.loss - whole.loss)).toBeLessThan(1e-6)
@@ -111,13 +112,7 @@ describe("loss", () => {
     // stale packed copies) and that the gradients stay right step after step.
     const fresh = (await Effect.runPromise(loadHfFolder(FIXTURE).pipe(Effect.provide(NodeContext.layer)))).model
     const { lr, betas, eps, weight_decay } = golden.adamw_same_batch.hyper
-    const batch = {
-      batchSize: 2,
-      seqLen: 12,
-      inputIds: Int32Array.from(golden.batch.input_ids.flat()),
-      attentionMask: Int32Array.from(golden.batch.attention_mask.flat())
-    }
-    const labels = Int32Array.from(golden.batch.labels.flat())
+    const { batch, labels } = both()
     const moments = new Map([...fresh.params].map(([name, v]) => [name, { m: new Float32Array(v.size), v: new Float32Array(v.size) }]))
     const losses: Array<number> = []
     for (let step = 1; step <= 10; step++) {
