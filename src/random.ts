@@ -188,3 +188,61 @@ export const permutation = (n: number, seed: number | bigint): Uint32Array => {
   }
   return out
 }
+
+/**
+ * A stream of uniform draws named by a list of integers (a seed, then a step, a layer, …):
+ * the same key gives the same numbers on every run and backend, and keys that differ in
+ * any place give unrelated streams. LoRA's initial weights, dropout masks and NEFTune's
+ * noise come from here, so a resumed run redraws exactly what an uninterrupted one drew.
+ *
+ * xoshiro128** (Blackman and Vigna), its 128-bit state from NumPy's SeedSequence over
+ * the key's 32-bit words: fast enough for a mask per activation, in plain 32-bit
+ * arithmetic. Not NumPy's or torch's stream: nothing here is meant to match them.
+ */
+export class KeyedStream {
+  #s0: number
+  #s1: number
+  #s2: number
+  #s3: number
+
+  constructor(key: ReadonlyArray<number>) {
+    let entropy = 0n
+    key.forEach((word, i) => {
+      if (!Number.isInteger(word) || word < 0 || word > 0xffffffff) throw new RangeError(`key words must be uint32, got ${word}`)
+      entropy |= BigInt(word) << BigInt(32 * i)
+    })
+    // A leading 1 keeps [0, 0] and [0] apart.
+    const state = seedSequenceState(entropy | (1n << BigInt(32 * key.length)), 4)
+    this.#s0 = state[0]!
+    this.#s1 = state[1]!
+    this.#s2 = state[2]!
+    this.#s3 = state[3]!
+  }
+
+  nextUint32(): number {
+    const result = Math.imul(rotl(Math.imul(this.#s1, 5), 7), 9) >>> 0
+    const t = this.#s1 << 9
+    this.#s2 ^= this.#s0
+    this.#s3 ^= this.#s1
+    this.#s1 ^= this.#s2
+    this.#s0 ^= this.#s3
+    this.#s2 ^= t
+    this.#s3 = rotl(this.#s3, 11)
+    return result
+  }
+
+  /** Uniform in [0, 1) on a 2^-24 grid: every value is exact in float32. */
+  nextFloat(): number {
+    return (this.nextUint32() >>> 8) * 2 ** -24
+  }
+
+  /** `count` draws uniform in [low, high), as float32. */
+  uniform(count: number, low: number, high: number): Float32Array {
+    const out = new Float32Array(count)
+    const width = high - low
+    for (let i = 0; i < count; i++) out[i] = low + width * ((this.nextUint32() >>> 8) * 2 ** -24)
+    return out
+  }
+}
+
+const rotl = (x: number, k: number): number => (x << k) | (x >>> (32 - k))
