@@ -152,7 +152,7 @@ const batchOf = (rows: Rows, from: number): TokenBatch => {
 const nextLogits = (model: Qwen2, batch: TokenBatch, cache: KVCache | undefined) => {
   let next: KVCache | undefined
   const logits = tf.tidy(() => {
-    const out = decode(model, batch, cache)
+    const out = decode(model, batch, cache === undefined ? {} : { cache })
     for (const layer of out.cache.layers) {
       tf.keep(layer.keysT)
       tf.keep(layer.values)

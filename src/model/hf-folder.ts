@@ -10,7 +10,7 @@ import { FileSystem, Path } from "@effect/platform"
 import * as tf from "@tensorflow/tfjs-core"
 import { Data, Effect, Exit } from "effect"
 import { configJson, decodeConfig, type ModelConfigError, type Qwen2Config } from "./config.ts"
-import { parameterSpecs, toCheckpointLayout, toModelLayout } from "./params.ts"
+import { checkpointLayoutValues, modelLayoutValues, type ParamSpec, parameterSpecs, toCheckpointLayout } from "./params.ts"
 import { createModel, type Qwen2 } from "./qwen2.ts"
 import { openSafetensors, type SafetensorsError, type SafetensorsReader, writeSafetensors } from "./safetensors.ts"
 
@@ -86,14 +86,14 @@ export const readHfConfig = (folder: string) =>
     return { config: yield* decodeConfig(rawConfig, configPath), rawConfig }
   })
 
-/** Loads config and weights from a local Hugging Face folder. */
-export const loadHfFolder = (
-  folder: string
-): Effect.Effect<LoadedModel, ModelFolderError | ModelConfigError | SafetensorsError, FileSystem.FileSystem | Path.Path> =>
+/**
+ * Reads a folder's weights one tensor at a time, in checkpoint order, handing each to
+ * `take` in model layout. Scoped: the files close when the effect ends.
+ */
+const readWeights = (folder: string, config: Qwen2Config, take: (spec: ParamSpec, values: Float32Array) => void) =>
   Effect.scoped(
     Effect.gen(function* () {
       const path = yield* Path.Path
-      const { config, rawConfig } = yield* readHfConfig(folder)
       const files = yield* weightFiles(folder)
       const readers = new Map<string, SafetensorsReader>()
       const readerFor = (name: string) =>
@@ -106,27 +106,54 @@ export const loadHfFolder = (
           readers.set(file, reader)
           return reader
         })
-      const tensors = new Map<string, tf.Tensor>()
-      const loaded = yield* Effect.exit(
-        Effect.forEach(parameterSpecs(config), (spec) =>
-          Effect.gen(function* () {
-            const reader = yield* readerFor(spec.name)
-            if (!reader.header.tensors.has(spec.name)) return yield* folderError(reader.path, `has no tensor ${spec.name}`)
-            tensors.set(spec.name, toModelLayout(spec, yield* reader.read(spec.name, spec.checkpointShape)))
-          }), { discard: true })
-      )
-      if (Exit.isFailure(loaded)) {
-        tensors.forEach((tensor) => tensor.dispose())
-        return yield* Effect.failCause(loaded.cause)
-      }
-      const model = createModel(config, (spec) => {
-        const tensor = tensors.get(spec.name)
-        if (tensor === undefined) throw new Error(`tensor ${spec.name} was not loaded`)
-        return tensor
-      })
-      return { model, folder, rawConfig }
+      yield* Effect.forEach(parameterSpecs(config), (spec) =>
+        Effect.gen(function* () {
+          const reader = yield* readerFor(spec.name)
+          if (!reader.header.tensors.has(spec.name)) return yield* folderError(reader.path, `has no tensor ${spec.name}`)
+          take(spec, modelLayoutValues(spec, yield* reader.read(spec.name, spec.checkpointShape)))
+        }), { discard: true })
     })
   )
+
+/** Loads config and weights from a local Hugging Face folder onto the backend. */
+export const loadHfFolder = (
+  folder: string
+): Effect.Effect<LoadedModel, ModelFolderError | ModelConfigError | SafetensorsError, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function* () {
+    const { config, rawConfig } = yield* readHfConfig(folder)
+    const tensors = new Map<string, tf.Tensor>()
+    const loaded = yield* Effect.exit(readWeights(folder, config, (spec, values) => tensors.set(spec.name, tf.tensor(values, [...spec.shape], "float32"))))
+    if (Exit.isFailure(loaded)) {
+      tensors.forEach((tensor) => tensor.dispose())
+      return yield* Effect.failCause(loaded.cause)
+    }
+    const model = createModel(config, (spec) => {
+      const tensor = tensors.get(spec.name)
+      if (tensor === undefined) throw new Error(`tensor ${spec.name} was not loaded`)
+      return tensor
+    })
+    return { model, folder, rawConfig }
+  })
+
+/** A model folder read into JS memory: what the layer-wise trainer starts from. */
+export interface HostModel {
+  readonly config: Qwen2Config
+  /** By Hugging Face name, in model layout. */
+  readonly weights: Map<string, Float32Array>
+  readonly folder: string
+  readonly rawConfig: Readonly<Record<string, unknown>>
+}
+
+/** Loads config and weights from a local Hugging Face folder into JS memory (nothing on the backend). */
+export const readHfFolder = (
+  folder: string
+): Effect.Effect<HostModel, ModelFolderError | ModelConfigError | SafetensorsError, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function* () {
+    const { config, rawConfig } = yield* readHfConfig(folder)
+    const weights = new Map<string, Float32Array>()
+    yield* readWeights(folder, config, (spec, values) => weights.set(spec.name, values))
+    return { config, weights, folder, rawConfig }
+  })
 
 export interface SaveOptions {
   /** A folder whose tokenizer files and generation_config.json are copied along. */
@@ -142,22 +169,39 @@ const generationConfig = (config: Qwen2Config): Record<string, unknown> => ({
   ...(config.pad_token_id === null ? {} : { pad_token_id: config.pad_token_id })
 })
 
-/** Writes `model` as a Hugging Face folder; the weights file appears whole or not at all. */
-export const saveHfFolder = (
-  model: Qwen2,
+/** Writes `model` (on the backend) as a Hugging Face folder; the weights file appears whole or not at all. */
+export const saveHfFolder = (model: Qwen2, folder: string, options: SaveOptions = {}) =>
+  writeHfFolder(folder, model.config, (spec) => {
+    const variable = model.params.get(spec.name)
+    if (variable === undefined) throw new Error(`model has no parameter ${spec.name}`)
+    return toCheckpointLayout(spec, variable)
+  }, options)
+
+/** Writes weights held in JS memory (model layout) as a Hugging Face folder. */
+export const saveHostFolder = (config: Qwen2Config, weights: ReadonlyMap<string, Float32Array>, folder: string, options: SaveOptions = {}) =>
+  writeHfFolder(folder, config, (spec) => {
+    const values = weights.get(spec.name)
+    if (values === undefined) throw new Error(`no weights for ${spec.name}`)
+    return checkpointLayoutValues(spec, values)
+  }, options)
+
+/**
+ * What `save_pretrained` writes for a float32 model: model.safetensors (tied heads
+ * omitted, `format: pt`), config.json, generation_config.json and the tokenizer files of
+ * `options.copyFrom`. Tensors are laid out and written one at a time.
+ */
+const writeHfFolder = (
   folder: string,
-  options: SaveOptions = {}
+  config: Qwen2Config,
+  checkpointValues: (spec: ParamSpec) => Float32Array,
+  options: SaveOptions
 ): Effect.Effect<void, ModelFolderError | SafetensorsError, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const io = (target: string) => (cause: { message: string }) => folderError(target, `cannot write (${cause.message})`)
     yield* fs.makeDirectory(folder, { recursive: true }).pipe(Effect.mapError(io(folder)))
-    const tensors = model.specs.map((spec) => {
-      const variable = model.params.get(spec.name)
-      if (variable === undefined) throw new Error(`model has no parameter ${spec.name}`)
-      return { name: spec.name, shape: spec.checkpointShape, data: toCheckpointLayout(spec, variable) }
-    })
+    const tensors = parameterSpecs(config).map((spec) => ({ name: spec.name, shape: spec.checkpointShape, data: () => checkpointValues(spec) }))
     const weights = path.join(folder, WEIGHTS_FILE)
     const partial = `${weights}.partial`
     yield* writeSafetensors(partial, tensors, { format: "pt" })
@@ -166,13 +210,14 @@ export const saveHfFolder = (
       const target = path.join(folder, name)
       return fs.writeFileString(target, `${JSON.stringify(json, null, 2)}\n`).pipe(Effect.mapError(io(target)))
     }
-    yield* write("config.json", configJson(model.config, options.rawConfig))
+    yield* write("config.json", configJson(config, options.rawConfig))
     const source = options.copyFrom
     const copied = source === undefined ? [] : yield* copyExisting(source, folder, ["generation_config.json", ...TOKENIZER_FILES])
-    if (!copied.includes("generation_config.json")) yield* write("generation_config.json", generationConfig(model.config))
+    if (!copied.includes("generation_config.json")) yield* write("generation_config.json", generationConfig(config))
   })
 
-const copyExisting = (from: string, to: string, names: ReadonlyArray<string>) =>
+/** Copies those of `names` that exist in `from` into `to`; returns the names copied. */
+export const copyExisting = (from: string, to: string, names: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path

@@ -4,13 +4,14 @@
  *
  * PyTorch's `Linear` keeps its weight as [out, in]. We keep every linear weight as
  * [in, out], so that `x @ W` is the untransposed product XNNPACK runs fast (and no
- * per-step transpose of a weight is needed). `toModelLayout` / `toCheckpointLayout`
- * are the only functions that know it. The embedding stays [vocab, hidden] both ways.
+ * per-step transpose of a weight is needed). `modelLayoutValues` / `checkpointLayoutValues`
+ * (and their tensor forms) are the only functions that know it. The embedding stays [vocab, hidden] both ways.
  */
 import * as tf from "@tensorflow/tfjs-core"
 import type { Qwen2Config } from "./config.ts"
 
-export interface ParamSpec {
+/** A named tensor in both layouts: a model parameter, or an adapter's (see lora.ts). */
+export interface TensorSpec {
   /** The Hugging Face name, e.g. `model.layers.0.self_attn.q_proj.weight`. */
   readonly name: string
   /** Shape in the checkpoint (PyTorch's layout). */
@@ -19,6 +20,9 @@ export interface ParamSpec {
   readonly shape: ReadonlyArray<number>
   /** True for linear weights: [out, in] in the checkpoint, [in, out] in the model. */
   readonly transposed: boolean
+}
+
+export interface ParamSpec extends TensorSpec {
   readonly init: "normal" | "zeros" | "ones"
 }
 
@@ -85,18 +89,26 @@ const transpose2d = (data: Float32Array, rows: number, cols: number): Float32Arr
   return out
 }
 
-/** Checkpoint values (PyTorch layout) → a tensor in model layout. */
-export const toModelLayout = (spec: ParamSpec, data: Float32Array): tf.Tensor => {
+/** Checkpoint values (PyTorch layout) → values in model layout (the same array when not transposed). */
+export const modelLayoutValues = (spec: TensorSpec, data: Float32Array): Float32Array => {
   const [rows = 1, cols = 1] = spec.checkpointShape
-  const values = spec.transposed ? transpose2d(data, rows, cols) : data
-  return tf.tensor(values, [...spec.shape], "float32")
+  return spec.transposed ? transpose2d(data, rows, cols) : data
 }
 
-/** A parameter in model layout → checkpoint values (PyTorch layout). */
-export const toCheckpointLayout = (spec: ParamSpec, tensor: tf.Tensor): Float32Array => {
-  const data = tensor.dataSync() as Float32Array
+/** Values in model layout → checkpoint values (PyTorch layout; the same array when not transposed). */
+export const checkpointLayoutValues = (spec: TensorSpec, data: Float32Array): Float32Array => {
   const [rows = 1, cols = 1] = spec.shape
-  return spec.transposed ? transpose2d(data, rows, cols) : data.slice()
+  return spec.transposed ? transpose2d(data, rows, cols) : data
+}
+
+/** Checkpoint values (PyTorch layout) → a tensor in model layout. */
+export const toModelLayout = (spec: TensorSpec, data: Float32Array): tf.Tensor =>
+  tf.tensor(modelLayoutValues(spec, data), [...spec.shape], "float32")
+
+/** A parameter in model layout → checkpoint values (PyTorch layout). */
+export const toCheckpointLayout = (spec: TensorSpec, tensor: tf.Tensor): Float32Array => {
+  const data = tensor.dataSync() as Float32Array
+  return spec.transposed ? checkpointLayoutValues(spec, data) : data.slice()
 }
 
 /**

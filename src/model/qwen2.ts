@@ -7,16 +7,29 @@
  * Activations are kept 2D ([B*T, H]) around every projection: tfjs's matMul gradient
  * is wrong for a 3D@2D product, and a 2D product is the one XNNPACK runs fast on wasm.
  * The forward functions create tensors freely; callers wrap them in `tf.tidy`.
+ *
+ * They read parameters from a `ParamSource`: a whole model's variables, or the one
+ * layer's tensors the layer-wise trainer has uploaded (src/train/layerwise.ts). A step
+ * can `record` the intermediates the backward pass needs (src/model/backward.ts).
  */
 import * as tf from "@tensorflow/tfjs-core"
 import type { Qwen2Config } from "./config.ts"
-import { initialValue, type ParamSpec, parameterSpecs } from "./params.ts"
+import { loraAName, loraBName, type LoraPlan } from "./lora.ts"
+import { initialValue, type ParamSpec, parameterSpecs, type TensorSpec } from "./params.ts"
 
-export interface Qwen2 {
+/** Where the forward pass finds its parameters (keyed by Hugging Face name, in model layout). */
+export interface ParamSource {
   readonly config: Qwen2Config
+  readonly params: ReadonlyMap<string, tf.Tensor>
+  /** LoRA adapters among `params` (`….lora_A.weight`, `….lora_B.weight`): their scaling by module. */
+  readonly adapter?: Pick<LoraPlan, "scaling">
+}
+
+export interface Qwen2 extends ParamSource {
   readonly specs: ReadonlyArray<ParamSpec>
-  /** Keyed by Hugging Face name; values in model layout. */
+  /** Keyed by Hugging Face name; values in model layout. Adapter weights too, when `adapter` is set. */
   readonly params: ReadonlyMap<string, tf.Variable>
+  readonly adapter?: LoraPlan
 }
 
 /** Token ids and masks, row-major, as typed arrays (the rotary tables are built in JS). */
@@ -46,13 +59,16 @@ export interface KVCache {
 
 let nextModelId = 0
 
-/** Wraps tensors (in model layout, by HF name) as the model's variables; takes ownership. */
-export const createModel = (config: Qwen2Config, weights: (spec: ParamSpec, index: number) => tf.Tensor): Qwen2 => {
+/**
+ * Wraps tensors (in model layout, by HF name) as the model's variables; takes ownership.
+ * With `adapter`, its tensors (`weights` is asked for them too) join the model's.
+ */
+export const createModel = (config: Qwen2Config, weights: (spec: TensorSpec, index: number) => tf.Tensor, adapter?: LoraPlan): Qwen2 => {
   // tfjs variable names are global: prefix ours so that several models can coexist.
   const prefix = `qwen2_${nextModelId++}`
   const specs = parameterSpecs(config)
   const params = new Map<string, tf.Variable>()
-  specs.forEach((spec, index) => {
+  ;[...specs, ...(adapter?.specs ?? [])].forEach((spec, index) => {
     const value = weights(spec, index)
     if (value.shape.join() !== spec.shape.join()) {
       value.dispose()
@@ -61,26 +77,37 @@ export const createModel = (config: Qwen2Config, weights: (spec: ParamSpec, inde
     params.set(spec.name, tf.variable(value, true, `${prefix}/${spec.name}`, "float32"))
     value.dispose()
   })
-  return { config, specs, params }
+  return { config, specs, params, ...(adapter !== undefined && { adapter }) }
 }
+
+/** A model from weights in JS memory (model layout, by HF name): copied onto the backend. */
+export const modelFromHost = (config: Qwen2Config, weights: ReadonlyMap<string, Float32Array>, adapter?: LoraPlan): Qwen2 =>
+  createModel(config, (spec) => {
+    const values = weights.get(spec.name)
+    if (values === undefined) throw new Error(`no weights for ${spec.name}`)
+    return tf.tensor(values, [...spec.shape], "float32")
+  }, adapter)
 
 /** A model initialised from its config alone, as transformers does; deterministic in `seed`. */
 export const initModel = (config: Qwen2Config, seed = 0): Qwen2 =>
-  createModel(config, (spec, index) => initialValue(spec, index, config, seed))
+  createModel(config, (spec, index) => initialValue(spec as ParamSpec, index, config, seed))
 
 export const disposeModel = (model: Qwen2): void => model.params.forEach((variable) => variable.dispose())
 
-export const param = (model: Qwen2, name: string): tf.Variable => {
-  const variable = model.params.get(name)
-  if (variable === undefined) throw new Error(`model has no parameter ${name}`)
-  return variable
+export const param = (source: ParamSource, name: string): tf.Tensor => {
+  const tensor = source.params.get(name)
+  if (tensor === undefined) throw new Error(`model has no parameter ${name}`)
+  return tensor
 }
 
 // ---------------------------------------------------------------------------------------
 // RMSNorm, in float32 as Qwen2RMSNorm computes it (everything here is float32).
 
-export const rmsNorm = (x: tf.Tensor2D, weight: tf.Tensor, eps: number): tf.Tensor2D =>
-  tf.mul(tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps))), weight)
+export const rmsNorm = (x: tf.Tensor2D, weight: tf.Tensor, eps: number, record?: (rsqrt: tf.Tensor2D) => void): tf.Tensor2D => {
+  const r = tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps)) as tf.Tensor2D // [N, 1]
+  record?.(r)
+  return tf.mul(tf.mul(x, r), weight)
+}
 
 // ---------------------------------------------------------------------------------------
 // Rotary embedding, transformers' layout: the two halves of each head rotate together
@@ -138,13 +165,23 @@ const applyRotary = (x: tf.Tensor4D, cos: tf.Tensor4D, sin: tf.Tensor4D): tf.Ten
 // the `rep` query heads sharing it; instead the rep query heads become extra rows of
 // one product with their shared head (tfjs has no gradient for a rank-5 broadcast).
 
-const linear = (model: Qwen2, name: string, x: tf.Tensor2D): tf.Tensor2D => {
-  const y = tf.matMul(x, param(model, `${name}.weight`)) as tf.Tensor2D
-  const bias = model.params.get(`${name}.bias`)
-  return bias === undefined ? y : tf.add<tf.Tensor2D>(y, bias)
+/**
+ * x W + b, plus a LoRA adapter's (dropout(x) A) B · scaling when the source has one for
+ * this module: PEFT's `lora.Linear.forward`, in its order of operations.
+ */
+const linear = (source: ParamSource, name: string, x: tf.Tensor2D, step: Step): tf.Tensor2D => {
+  const base = tf.matMul(x, param(source, `${name}.weight`)) as tf.Tensor2D
+  const bias = source.params.get(`${name}.bias`)
+  const y = bias === undefined ? base : tf.add<tf.Tensor2D>(base, bias)
+  const scaling = source.adapter?.scaling.get(name)
+  if (scaling === undefined) return y
+  const u = tf.matMul(step.dropout?.(name, x) ?? x, param(source, loraAName(name))) as tf.Tensor2D // [N, r]
+  step.record?.(`${name}.lora_u`, u)
+  return tf.add(y, tf.mul(tf.matMul(u, param(source, loraBName(name))), scaling))
 }
 
-interface Step {
+/** What one forward pass shares across layers: shapes, rotary tables, the mask, and the training hooks. */
+export interface Step {
   readonly b: number
   readonly t: number
   /** Keys visible to this step: cached plus new. */
@@ -152,16 +189,23 @@ interface Step {
   readonly cos: tf.Tensor4D // [B, T, 1, hD]
   readonly sin: tf.Tensor4D // [B, T, 1, hD]
   readonly mask: tf.Tensor4D // [B, 1, T, S], 0 or -1e9
+  /** Training only: LoRA dropout of a module's input (the mask is the caller's). */
+  readonly dropout?: (module: string, x: tf.Tensor2D) => tf.Tensor2D
+  /** Keeps an intermediate the backward pass needs (see backward.ts for the names). */
+  readonly record?: (name: string, tensor: tf.Tensor) => void
 }
 
-const attention = (model: Qwen2, layer: number, x: tf.Tensor2D, step: Step, cache?: LayerCache) => {
-  const { num_attention_heads: nH, num_key_value_heads: nKV, head_dim: hD } = model.config
+const attention = (source: ParamSource, layer: number, x: tf.Tensor2D, step: Step, cache?: LayerCache) => {
+  const { num_attention_heads: nH, num_key_value_heads: nKV, head_dim: hD } = source.config
   const { b, t, s } = step
   const rep = nH / nKV
   const name = `model.layers.${layer}.self_attn`
-  const q = applyRotary(tf.reshape(linear(model, `${name}.q_proj`, x), [b, t, nH, hD]), step.cos, step.sin) // [B, T, nH, hD]
-  const k = applyRotary(tf.reshape(linear(model, `${name}.k_proj`, x), [b, t, nKV, hD]), step.cos, step.sin) // [B, T, nKV, hD]
-  const v = tf.reshape(linear(model, `${name}.v_proj`, x), [b, t, nKV, hD]) // [B, T, nKV, hD]
+  const q = applyRotary(tf.reshape(linear(source, `${name}.q_proj`, x, step), [b, t, nH, hD]), step.cos, step.sin) // [B, T, nH, hD]
+  const k = applyRotary(tf.reshape(linear(source, `${name}.k_proj`, x, step), [b, t, nKV, hD]), step.cos, step.sin) // [B, T, nKV, hD]
+  const v = tf.reshape(linear(source, `${name}.v_proj`, x, step), [b, t, nKV, hD]) // [B, T, nKV, hD]
+  step.record?.("q", q)
+  step.record?.("k", k)
+  step.record?.("v", v)
   const newKeysT = tf.transpose(k, [0, 2, 3, 1]) // [B, nKV, hD, T]
   const newValues = tf.transpose(v, [0, 2, 1, 3]) as tf.Tensor4D // [B, nKV, T, hD]
   const keysT = cache === undefined ? newKeysT : tf.concat([cache.keysT, newKeysT], 3) // [B, nKV, hD, S]
@@ -179,29 +223,45 @@ const attention = (model: Qwen2, layer: number, x: tf.Tensor2D, step: Step, cach
     tf.transpose(tf.reshape(context, [b, nKV, rep, t, hD]), [0, 3, 1, 2, 4]), // [B, T, nKV, rep, hD]
     [b * t, nH * hD]
   ) // [B*T, nH*hD]
-  return { out: linear(model, `${name}.o_proj`, merged), cache: { keysT, values } }
+  step.record?.("probs", probs)
+  step.record?.("merged", merged)
+  return { out: linear(source, `${name}.o_proj`, merged, step), cache: { keysT, values } }
 }
 
 // ---------------------------------------------------------------------------------------
 // SwiGLU MLP: down(silu(gate(x)) * up(x)).
 
-const mlp = (model: Qwen2, layer: number, x: tf.Tensor2D): tf.Tensor2D => {
+const mlp = (source: ParamSource, layer: number, x: tf.Tensor2D, step: Step): tf.Tensor2D => {
   const name = `model.layers.${layer}.mlp`
-  const gate = linear(model, `${name}.gate_proj`, x) // [B*T, I]
+  const gate = linear(source, `${name}.gate_proj`, x, step) // [B*T, I]
   const silu = tf.mul(gate, tf.sigmoid(gate))
-  return linear(model, `${name}.down_proj`, tf.mul(silu, linear(model, `${name}.up_proj`, x))) // [B*T, H]
+  const up = linear(source, `${name}.up_proj`, x, step) // [B*T, I]
+  step.record?.("gate", gate)
+  step.record?.("up", up)
+  return linear(source, `${name}.down_proj`, tf.mul(silu, up), step) // [B*T, H]
 }
 
 // ---------------------------------------------------------------------------------------
 // Decoder layer: pre-norm attention and MLP, each added back to the residual stream.
 
-const decoderLayer = (model: Qwen2, layer: number, hidden: tf.Tensor2D, step: Step, cache?: LayerCache) => {
-  const eps = model.config.rms_norm_eps
-  const prefix = `model.layers.${layer}`
-  const attn = attention(model, layer, rmsNorm(hidden, param(model, `${prefix}.input_layernorm.weight`), eps), step, cache)
-  const afterAttn = tf.add<tf.Tensor2D>(hidden, attn.out)
-  const normed = rmsNorm(afterAttn, param(model, `${prefix}.post_attention_layernorm.weight`), eps)
-  return { hidden: tf.add<tf.Tensor2D>(afterAttn, mlp(model, layer, normed)), cache: attn.cache }
+/** The first residual block: h + attention(input_layernorm(h)). */
+export const attentionBlock = (source: ParamSource, layer: number, hidden: tf.Tensor2D, step: Step, cache?: LayerCache) => {
+  step.record?.("h", hidden)
+  const weight = param(source, `model.layers.${layer}.input_layernorm.weight`)
+  const attn = attention(source, layer, rmsNorm(hidden, weight, source.config.rms_norm_eps, (r) => step.record?.("r1", r)), step, cache)
+  return { hidden: tf.add<tf.Tensor2D>(hidden, attn.out), cache: attn.cache }
+}
+
+/** The second residual block: h + mlp(post_attention_layernorm(h)). */
+export const mlpBlock = (source: ParamSource, layer: number, hidden: tf.Tensor2D, step: Step): tf.Tensor2D => {
+  step.record?.("h2", hidden)
+  const weight = param(source, `model.layers.${layer}.post_attention_layernorm.weight`)
+  return tf.add<tf.Tensor2D>(hidden, mlp(source, layer, rmsNorm(hidden, weight, source.config.rms_norm_eps, (r) => step.record?.("r2", r)), step))
+}
+
+export const decoderLayer = (source: ParamSource, layer: number, hidden: tf.Tensor2D, step: Step, cache?: LayerCache) => {
+  const attn = attentionBlock(source, layer, hidden, step, cache)
+  return { hidden: mlpBlock(source, layer, attn.hidden, step), cache: attn.cache }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -233,12 +293,24 @@ export interface DecoderOutput {
   readonly layerOutputs: ReadonlyArray<tf.Tensor2D>
 }
 
+export interface DecodeOptions {
+  /** Continue from these cached keys and values (their tensors are not disposed). */
+  readonly cache?: KVCache
+  /**
+   * [B*T, H], the embedding rows of `batch.inputIds`, replacing the lookup: training
+   * passes them in, to take their gradient apart from the embedding's.
+   */
+  readonly embeddings?: tf.Tensor2D
+  /** Training only: LoRA dropout (see `Step`). */
+  readonly dropout?: Step["dropout"]
+}
+
 /**
- * Runs the decoder over `batch`, continuing from `cache` when given (its tensors are not
- * disposed). `embeddings` ([B*T, H], the embedding rows of `batch.inputIds`) replaces the
- * lookup: training passes them in, to take their gradient apart from the embedding's.
+ * The step shared by every layer of one pass over `batch`: rotary tables for its
+ * positions and the attention mask over the cached keys plus its own. The caller
+ * disposes `cos`, `sin` and `mask` (inside a tidy they go with it).
  */
-export const decode = (model: Qwen2, batch: TokenBatch, cache?: KVCache, embeddings?: tf.Tensor2D): DecoderOutput => {
+export const prepareStep = (config: Qwen2Config, batch: TokenBatch, cache?: KVCache): { step: Step; keyMask: Int32Array } => {
   const { batchSize: b, seqLen: t } = batch
   const past = cache?.length ?? 0
   const s = past + t
@@ -249,9 +321,20 @@ export const decode = (model: Qwen2, batch: TokenBatch, cache?: KVCache, embeddi
     if (cache !== undefined) keyMask.set(cache.keyMask.subarray(row * past, (row + 1) * past), row * s)
     keyMask.set(current.subarray(row * t, (row + 1) * t), row * s + past)
   }
-  const rotary = rotaryFor(model.config, batch.positionIds ?? arangeRows(b, t), b, t)
-  const step: Step = { b, t, s, ...rotary, mask: attentionMask(keyMask, b, t, s) }
-  let hidden = embeddings ?? tf.gather(param(model, "model.embed_tokens.weight"), tf.tensor1d(batch.inputIds, "int32")) as tf.Tensor2D // [B*T, H]
+  const rotary = rotaryFor(config, batch.positionIds ?? arangeRows(b, t), b, t)
+  return { step: { b, t, s, ...rotary, mask: attentionMask(keyMask, b, t, s) }, keyMask }
+}
+
+/** The embedding rows of `ids`: [N, H]. */
+export const embed = (source: ParamSource, ids: Int32Array): tf.Tensor2D =>
+  tf.gather(param(source, "model.embed_tokens.weight"), tf.tensor1d(ids, "int32")) as tf.Tensor2D
+
+/** Runs the decoder over `batch` (see `DecodeOptions`). */
+export const decode = (model: ParamSource, batch: TokenBatch, options: DecodeOptions = {}): DecoderOutput => {
+  const { cache } = options
+  const prepared = prepareStep(model.config, batch, cache)
+  const step: Step = options.dropout === undefined ? prepared.step : { ...prepared.step, dropout: options.dropout }
+  let hidden = options.embeddings ?? embed(model, batch.inputIds) // [B*T, H]
   const layerOutputs = [hidden]
   const layers: Array<LayerCache> = []
   for (let layer = 0; layer < model.config.num_hidden_layers; layer++) {
@@ -260,14 +343,14 @@ export const decode = (model: Qwen2, batch: TokenBatch, cache?: KVCache, embeddi
     layers.push(out.cache)
     layerOutputs.push(hidden)
   }
-  return { hidden, cache: { layers, keyMask, length: s }, layerOutputs }
+  return { hidden, cache: { layers, keyMask: prepared.keyMask, length: step.s }, layerOutputs }
 }
 
-export const finalNorm = (model: Qwen2, hidden: tf.Tensor2D): tf.Tensor2D =>
+export const finalNorm = (model: ParamSource, hidden: tf.Tensor2D): tf.Tensor2D =>
   rmsNorm(hidden, param(model, "model.norm.weight"), model.config.rms_norm_eps)
 
 /** The LM head's weight and whether it is [vocab, hidden] (tied to the embedding). */
-export const headWeight = (model: Qwen2): { weight: tf.Variable; tied: boolean } =>
+export const headWeight = (model: ParamSource): { weight: tf.Tensor; tied: boolean } =>
   model.config.tie_word_embeddings
     ? { weight: param(model, "model.embed_tokens.weight"), tied: true }
     : { weight: param(model, "lm_head.weight"), tied: false }
@@ -276,14 +359,14 @@ export const headWeight = (model: Qwen2): { weight: tf.Variable; tied: boolean }
  * Logits [N, V] of normed hidden states [N, H]. A tied head computes E @ hᵀ and transposes
  * the small result: on wasm, h @ Eᵀ would transpose and pack the whole embedding each call.
  */
-export const lmHead = (model: Qwen2, normed: tf.Tensor2D): tf.Tensor2D => {
+export const lmHead = (model: ParamSource, normed: tf.Tensor2D): tf.Tensor2D => {
   const { weight, tied } = headWeight(model)
   const logits = tied ? tf.transpose(tf.matMul(weight, normed, false, true)) : tf.matMul(normed, weight)
   return logits as tf.Tensor2D // [N, V]
 }
 
 /** Full logits [B, T, V]: for parity checks and generation. Training uses `loss.ts`. */
-export const forwardLogits = (model: Qwen2, batch: TokenBatch): tf.Tensor3D =>
+export const forwardLogits = (model: ParamSource, batch: TokenBatch): tf.Tensor3D =>
   tf.tidy(() => {
     const { hidden } = decode(model, batch)
     return tf.reshape(lmHead(model, finalNorm(model, hidden)), [batch.batchSize, batch.seqLen, model.config.vocab_size])

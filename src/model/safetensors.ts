@@ -179,7 +179,8 @@ export const openSafetensors = (
 export interface NamedTensor {
   readonly name: string
   readonly shape: ReadonlyArray<number>
-  readonly data: Float32Array
+  /** The values, or a function that makes them when their turn to be written comes (one tensor in memory at a time). */
+  readonly data: Float32Array | (() => Float32Array)
 }
 
 /** The F32 header for `tensors`, padded with spaces to 8 bytes as the reference writer does. */
@@ -215,11 +216,12 @@ export const writeSafetensors = (
       const file = yield* fs.open(path, { flag: "w" }).pipe(Effect.mapError(io))
       yield* file.writeAll(encodeHeader(tensors, metadata)).pipe(Effect.mapError(io))
       for (const tensor of tensors) {
-        if (tensor.data.length !== elementCount(tensor.shape)) {
-          return yield* fail(path, `tensor ${tensor.name} has ${tensor.data.length} values for shape [${tensor.shape.join(", ")}]`)
+        const data = typeof tensor.data === "function" ? tensor.data() : tensor.data
+        if (data.length !== elementCount(tensor.shape)) {
+          return yield* fail(path, `tensor ${tensor.name} has ${data.length} values for shape [${tensor.shape.join(", ")}]`)
         }
         // Float32Array is little-endian on every platform Node runs on.
-        yield* file.writeAll(new Uint8Array(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength)).pipe(Effect.mapError(io))
+        yield* file.writeAll(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)).pipe(Effect.mapError(io))
       }
     })
   )
