@@ -66,6 +66,15 @@ export const wasmInternals = (backend: unknown): WasmBackend => {
   return candidate as WasmBackend
 }
 
+/**
+ * The wasm heap's size now, which is its high-water mark (it never shrinks): what the
+ * 4 GiB cap limits. Undefined when the current backend is not wasm.
+ */
+export const wasmHeapSize = (backend: unknown): number | undefined => {
+  const memory = (backend as Partial<WasmBackend> | undefined)?.wasm?.wasmMemory
+  return memory === undefined ? undefined : memory.buffer.byteLength
+}
+
 export const tensorData = (backend: WasmBackend, info: TensorInfo): TensorData => {
   const data = backend.dataIdMap.get(info.dataId)
   if (data === undefined) throw new Error("tensor data is not on the wasm backend (disposed, or on another backend)")

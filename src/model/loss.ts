@@ -13,7 +13,7 @@
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { readView, rewriteTensor } from "../backend/in-place.ts"
-import { decode, finalNorm, headWeight, type Qwen2, type TokenBatch } from "./qwen2.ts"
+import { decode, embed, finalNorm, headWeight, param, type ParamSource, type Qwen2, type Step, type TokenBatch } from "./qwen2.ts"
 
 export const IGNORE_INDEX = -100
 
@@ -29,6 +29,10 @@ export interface LossOptions {
   readonly gradients?: boolean
   /** Scored positions per pass through the head (default: about 64 M logits a pass). */
   readonly headRows?: number
+  /** NEFTune: noise [B*T*H] added to the input embeddings (training only; see src/train/neftune.ts). */
+  readonly embeddingNoise?: Float32Array
+  /** LoRA dropout of each adapted module's input (training only; see `Step`). */
+  readonly dropout?: Step["dropout"]
 }
 
 export interface ScoredPositions {
@@ -167,40 +171,87 @@ const headLossSum = (h: tf.Tensor2D, weight: tf.Tensor2D, targets: Int32Array, v
 }
 
 /**
- * Training: the loss Σ/normalizer as one custom-gradient op whose gradients are computed
- * during the forward pass, pass by pass, so that only dh [N, H] and dW (the head weight's
- * shape) outlive a pass: never all the logits. The backward pass hands them out.
+ * What becomes of the head weight's gradient: nothing (frozen), summed over the passes on
+ * the backend (`dW` in the result), or handed to a function slice by slice as soon as a
+ * slice exists (the function owns it). The layer-wise loop adds the slices into JS
+ * memory: on the wasm heap a [V × H] buffer per pass does not fit the holes the freed
+ * logits leave, which small allocations have split, so the heap would grow every pass.
+ * A slice covers vocabulary entries `start`, `start + 1`, …: rows of a tied head's
+ * [V, H] gradient, columns of an untied one's [H, V]. No slice is larger than a pass's logits.
  */
-const headCrossEntropy = (targets: Int32Array, vocab: number, tied: boolean, normalizer: number, rows: number) =>
-  tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
-    const [h, weight] = args as [tf.Tensor2D, tf.Tensor2D]
-    const scale = 1 / normalizer
-    let total = 0
-    const dhParts: Array<tf.Tensor> = []
-    let dW: tf.Tensor | undefined
-    for (let start = 0; start < targets.length; start += rows) {
-      const end = Math.min(targets.length, start + rows)
-      const pass = tf.tidy(() => {
-        const hc = tf.slice(h, [start, 0], [end - start, -1])
-        const { direction, loss } = headPass(hc, weight, targets.subarray(start, end), vocab, tied)
-        const scaledH = tf.mul(hc, scale) // scale the small operand, not the [n × V] one
-        const dh = tf.mul(tied ? tf.matMul(direction, weight, true, false) : tf.matMul(direction, weight, false, true), scale) // [n, H]
-        const dWPass = tied ? tf.matMul(direction, scaledH) : tf.matMul(scaledH, direction, true, false) // [V, H] or [H, V]
-        return { dh, dW: dWPass, loss }
-      })
-      total += pass.loss
-      dhParts.push(pass.dh)
-      if (dW === undefined) dW = pass.dW
-      else {
-        dW = addInPlace(dW, pass.dW)
-        pass.dW.dispose()
+export type WeightGradient = "none" | "sum" | ((slice: tf.Tensor, start: number) => void)
+
+/**
+ * The head weight's gradient for this pass, `direction` times `scaledH`, in slices of at
+ * most a quarter of a pass's logits: together with their share of `direction`, they fit
+ * in the hole its transposed copy (for dh) leaves, so the heap does not grow for them.
+ */
+const gradientSlices = (direction: tf.Tensor2D, scaledH: tf.Tensor2D, tied: boolean, vocab: number, take: (slice: tf.Tensor, start: number) => void) => {
+  const width = scaledH.shape[1]!
+  const step = Math.max(1, Math.floor(HEAD_CHUNK_ELEMENTS / 4 / width))
+  for (let start = 0; start < vocab; start += step) {
+    const size = Math.min(step, vocab - start)
+    take(tf.tidy(() =>
+      tied
+        ? tf.matMul(tf.slice(direction, [start, 0], [size, -1]), scaledH) // [size, H] rows of [V, H]
+        : tf.matMul(scaledH, tf.slice(direction, [0, start], [-1, size]), true, false) // [H, size] columns of [H, V]
+    ), start)
+  }
+}
+
+/**
+ * Every pass of the head over h [N, H]: Σ of the token losses, dh [N, H] (times `scale`)
+ * and the weight's gradient (times `scale`) as `weightGradient` asks. Only dh and dW
+ * outlive a pass, never all the logits.
+ */
+const headPasses = (h: tf.Tensor2D, weight: tf.Tensor2D, targets: Int32Array, vocab: number, tied: boolean, scale: number, rows: number, weightGradient: WeightGradient) => {
+  let total = 0
+  const dhParts: Array<tf.Tensor> = []
+  let dW: tf.Tensor | undefined
+  for (let start = 0; start < targets.length; start += rows) {
+    const end = Math.min(targets.length, start + rows)
+    const pass = tf.tidy(() => {
+      const hc = tf.slice(h, [start, 0], [end - start, -1])
+      const { direction, loss } = headPass(hc, weight, targets.subarray(start, end), vocab, tied)
+      const dh = tf.mul(tied ? tf.matMul(direction, weight, true, false) : tf.matMul(direction, weight, false, true), scale) // [n, H]
+      if (weightGradient === "none") return { dh, dW: undefined, loss }
+      const scaledH = tf.mul(hc, scale) as tf.Tensor2D // scale the small operand, not the [n × V] one
+      if (typeof weightGradient === "function") {
+        gradientSlices(direction as tf.Tensor2D, scaledH, tied, vocab, weightGradient)
+        return { dh, dW: undefined, loss }
       }
+      const dWPass = tied ? tf.matMul(direction, scaledH) : tf.matMul(scaledH, direction, true, false) // [V, H] or [H, V]
+      return { dh, dW: dWPass, loss }
+    })
+    total += pass.loss
+    dhParts.push(pass.dh)
+    if (pass.dW === undefined) continue
+    if (dW === undefined) dW = pass.dW
+    else {
+      dW = addInPlace(dW, pass.dW)
+      pass.dW.dispose()
     }
-    const dh = dhParts.length === 1 ? dhParts[0]! : tf.concat(dhParts, 0)
-    if (dhParts.length > 1) dhParts.forEach((part) => part.dispose())
+  }
+  const dh = dhParts.length === 1 ? dhParts[0]! : tf.concat(dhParts, 0)
+  if (dhParts.length > 1) dhParts.forEach((part) => part.dispose())
+  return { total, dh, dW }
+}
+
+/**
+ * Training: the loss Σ/normalizer as one custom-gradient op whose gradients are computed
+ * during the forward pass (`headPasses`); the backward pass hands them out. Given
+ * `outside`, the op takes h alone and the weight's gradient goes there instead: "none"
+ * for a frozen head (LoRA), or a function that takes each pass's share.
+ */
+const headCrossEntropy = (targets: Int32Array, vocab: number, tied: boolean, normalizer: number, rows: number, outside?: { weight: tf.Tensor2D; gradient: WeightGradient }) =>
+  tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const h = args[0] as tf.Tensor2D
+    const weight = outside?.weight ?? (args[1] as tf.Tensor2D)
+    const scale = 1 / normalizer
+    const { total, dh, dW } = headPasses(h, weight, targets, vocab, tied, scale, rows, outside?.gradient ?? "sum")
     // Outside `save`: kept past the caller's tidy, and handed to the tape as they are.
     tf.keep(dh)
-    tf.keep(dW!)
+    if (dW !== undefined) tf.keep(dW)
     return {
       value: tf.scalar(total * scale),
       gradFunc: (dy: tf.Tensor) => {
@@ -209,9 +260,10 @@ const headCrossEntropy = (targets: Int32Array, vocab: number, tied: boolean, nor
         // dy is 1 when this loss is what is differentiated (lossAndGrads).
         const scaledDh = tf.mul(dh, dy)
         dh.dispose()
-        if (dy.dataSync()[0] === 1) return [scaledDh, dW!]
-        const scaledDw = tf.mul(dW!, dy)
-        dW!.dispose()
+        if (dW === undefined) return [scaledDh]
+        if (dy.dataSync()[0] === 1) return [scaledDh, dW]
+        const scaledDw = tf.mul(dW, dy)
+        dW.dispose()
         return [scaledDh, scaledDw]
       }
     }
@@ -224,25 +276,49 @@ const addInPlace = (target: tf.Tensor, addend: tf.Tensor): tf.Tensor =>
     for (let i = 0; i < values.length; i++) values[i] = values[i]! + source[i]!
   })
 
+/** What the head's gradient pass needs to know beyond the loss options. */
+interface HeadOptions extends LossOptions {
+  /**
+   * The head weight's gradient: on the tape ("sum", the default), never computed
+   * ("none": frozen), or handed out pass by pass (see `WeightGradient`).
+   */
+  readonly headGradient?: WeightGradient
+}
+
+/**
+ * The loss from the last layer's output [B*T, H]: final norm and head at the scored
+ * positions. Differentiable with `gradients`; otherwise a number only.
+ */
+const lossFromHidden = (source: ParamSource, hidden: tf.Tensor2D, batch: Pick<TokenBatch, "batchSize" | "seqLen">, labels: Int32Array, options: HeadOptions): tf.Scalar => {
+  const { rows, targets } = scoredPositions(labels, batch.batchSize, batch.seqLen)
+  const normalizer = options.normalizer ?? rows.length
+  // Nothing scored: a zero still connected to the weights (so gradients exist, all zero);
+  // the + 0 turns the -0 of a negative sum times zero into 0.
+  if (rows.length === 0) return tf.add(tf.mul(tf.sum(hidden), 0), 0) as tf.Scalar
+  const selected = tf.gather(hidden, tf.tensor1d(rows, "int32")) as tf.Tensor2D // [N, H]
+  const { weight, tied } = headWeight(source)
+  const normed = finalNorm(source, selected)
+  const vocab = source.config.vocab_size
+  const passRows = headRows(vocab, options)
+  if (options.gradients === true) {
+    const gradient = options.headGradient ?? "sum"
+    if (gradient === "sum") return headCrossEntropy(targets, vocab, tied, normalizer, passRows)(normed, weight) as tf.Scalar
+    return headCrossEntropy(targets, vocab, tied, normalizer, passRows, { weight: weight as tf.Tensor2D, gradient })(normed) as tf.Scalar
+  }
+  return tf.scalar(headLossSum(normed, weight as tf.Tensor2D, targets, vocab, tied, passRows) / normalizer)
+}
+
 /**
  * The loss as a scalar tensor. With `gradients` (what `lossAndGrads` asks for) it is
  * differentiable with respect to the model's variables; otherwise it is a number only.
  */
-export const causalLmLoss = (model: Qwen2, batch: TokenBatch, labels: Int32Array, options: LossOptions = {}): tf.Scalar =>
+export const causalLmLoss = (model: ParamSource, batch: TokenBatch, labels: Int32Array, options: HeadOptions = {}): tf.Scalar =>
   tf.tidy(() => {
-    const { rows, targets } = scoredPositions(labels, batch.batchSize, batch.seqLen)
-    const normalizer = options.normalizer ?? rows.length
-    const { hidden } = decode(model, batch, undefined, options.embeddings)
-    // Nothing scored: a zero still connected to the weights (so gradients exist, all zero);
-    // the + 0 turns the -0 of a negative sum times zero into 0.
-    if (rows.length === 0) return tf.add(tf.mul(tf.sum(hidden), 0), 0) as tf.Scalar
-    const selected = tf.gather(hidden, tf.tensor1d(rows, "int32")) as tf.Tensor2D // [N, H]
-    const { weight, tied } = headWeight(model)
-    const normed = finalNorm(model, selected)
-    const vocab = model.config.vocab_size
-    const passRows = headRows(vocab, options)
-    if (options.gradients === true) return headCrossEntropy(targets, vocab, tied, normalizer, passRows)(normed, weight) as tf.Scalar
-    return tf.scalar(headLossSum(normed, weight as tf.Tensor2D, targets, vocab, tied, passRows) / normalizer)
+    const { hidden } = decode(model, batch, {
+      ...(options.embeddings !== undefined && { embeddings: options.embeddings }),
+      ...(options.dropout !== undefined && { dropout: options.dropout })
+    })
+    return lossFromHidden(model, hidden, batch, labels, options)
   })
 
 export interface LossAndGrads {
@@ -255,31 +331,49 @@ export interface LossAndGrads {
 
 let nextEmbeddingsId = 0
 
+export const EMBEDDING = "model.embed_tokens.weight"
+export const FINAL_NORM = "model.norm.weight"
+
+/** The parameters that train: an adapter's alone when the model has one (the base is frozen), else all. */
+export const trainableNames = (model: Qwen2): ReadonlySet<string> =>
+  new Set(model.adapter === undefined ? model.specs.map((spec) => spec.name) : model.adapter.specs.map((spec) => spec.name))
+
+/** The model's input embeddings for `batch`, plus NEFTune's noise when given ([B*T*H]). */
+const inputEmbeddings = (model: ParamSource, ids: Int32Array, noise: Float32Array | undefined): tf.Tensor2D =>
+  tf.tidy(() => {
+    const looked = embed(model, ids)
+    return noise === undefined ? looked : tf.add(looked, tf.tensor2d(noise, looked.shape))
+  })
+
 /**
- * One forward and backward pass.
+ * One forward and backward pass over the whole model, on the tape: the reference the
+ * layer-wise loop (src/train/layerwise.ts) is tested against.
  *
  * The embedding lookup happens before the tape, and its rows enter as a variable of their
  * own: their gradient ([B*T, H]) is then added into the embedding's gradient row by row,
  * in place. tfjs's own gradient of `gather` is a dense [vocab × hidden] tensor, added to
  * the (tied) head's dense gradient: two more vocab-sized buffers (545 MB each at 0.5B)
- * and a pass over them, for a few hundred rows of change.
+ * and a pass over them, for a few hundred rows of change. With an adapter only its
+ * weights get gradients, and the frozen head computes none.
  */
 export const lossAndGrads = (model: Qwen2, batch: TokenBatch, labels: Int32Array, options: LossOptions = {}): LossAndGrads => {
   const byVariable = new Map<string, string>()
   model.params.forEach((variable, name) => byVariable.set(variable.name, name))
-  const table = model.params.get(EMBEDDING)
-  if (table === undefined) throw new Error(`model has no parameter ${EMBEDDING}`)
-  const looked = tf.tidy(() => tf.gather(table, tf.tensor1d(batch.inputIds, "int32")) as tf.Tensor2D)
-  const embeddings = tf.variable(looked, true, `embeddings_${nextEmbeddingsId++}`)
-  looked.dispose()
+  const trainable = trainableNames(model)
+  const looked = inputEmbeddings(model, batch.inputIds, options.embeddingNoise)
+  const embeddings = trainable.has(EMBEDDING) ? tf.variable(looked, true, `embeddings_${nextEmbeddingsId++}`) : looked
+  if (embeddings !== looked) looked.dispose()
+  const { weight } = headWeight(model)
+  const headName = [...model.params].find(([, variable]) => variable === weight)?.[0] ?? EMBEDDING
   try {
+    const variables = [...model.params].filter(([name]) => trainable.has(name)).map(([, variable]) => variable)
     const { value, grads } = tf.variableGrads(
-      () => causalLmLoss(model, batch, labels, { ...options, embeddings, gradients: true }),
-      [...model.params.values(), embeddings]
+      () => causalLmLoss(model, batch, labels, { ...options, embeddings, gradients: true, headGradient: trainable.has(headName) ? "sum" : "none" }),
+      embeddings instanceof tf.Variable ? [...variables, embeddings] : variables
     )
     const loss = value.dataSync()[0] ?? Number.NaN
     value.dispose()
-    const rows = grads[embeddings.name]
+    const rows = embeddings instanceof tf.Variable ? grads[embeddings.name] : undefined
     const named = new Map<string, tf.Tensor>()
     for (const [variableName, grad] of Object.entries(grads)) {
       const name = byVariable.get(variableName)
@@ -289,7 +383,7 @@ export const lossAndGrads = (model: Qwen2, batch: TokenBatch, labels: Int32Array
     }
     // A parameter off every path (no scored token) still gets its zero gradient.
     model.params.forEach((variable, name) => {
-      if (!named.has(name)) named.set(name, tf.zerosLike(variable))
+      if (trainable.has(name) && !named.has(name)) named.set(name, tf.zerosLike(variable))
     })
     if (rows !== undefined) {
       named.set(EMBEDDING, addRowsInPlace(named.get(EMBEDDING)!, batch.inputIds, rows))
@@ -301,10 +395,50 @@ export const lossAndGrads = (model: Qwen2, batch: TokenBatch, labels: Int32Array
   }
 }
 
-const EMBEDDING = "model.embed_tokens.weight"
+/** The head's part of a layer-wise step: what `headLossAndGrads` returns. */
+export interface HeadGradients {
+  readonly loss: number
+  /** d loss / d hidden [B*T, H]: zero at the positions that are not scored. */
+  readonly dHidden: tf.Tensor2D
+  /** The final norm's gradient, when it trains. The caller disposes it. */
+  readonly norm: tf.Tensor | undefined
+}
+
+/**
+ * The loss from the last layer's output, and its gradients: with respect to `hidden`, to
+ * the final norm when it trains, and to the head weight when `headGradient` takes it
+ * (pass by pass, see `WeightGradient`). The layer-wise loop's last step before its
+ * backward pass through the layers.
+ */
+export const headLossAndGrads = (
+  source: ParamSource,
+  hidden: tf.Tensor2D,
+  batch: Pick<TokenBatch, "batchSize" | "seqLen">,
+  labels: Int32Array,
+  options: LossOptions & { readonly trainNorm: boolean; readonly headGradient: Exclude<WeightGradient, "none" | "sum"> | undefined }
+): HeadGradients => {
+  // Nothing scored: no loss, and nothing reaches the norm or the head.
+  if (scoredPositions(labels, batch.batchSize, batch.seqLen).rows.length === 0) {
+    return { loss: 0, dHidden: tf.zerosLike(hidden), norm: undefined }
+  }
+  const xs = [hidden, ...(options.trainNorm ? [param(source, FINAL_NORM)] : [])]
+  const { value, grads } = tf.valueAndGrads((...args: Array<tf.Tensor>) => {
+    // The tape follows the tensors it is given: the trained norm stands in for the source's own.
+    const params = new Map(source.params)
+    if (options.trainNorm) params.set(FINAL_NORM, args[1]!)
+    return lossFromHidden({ config: source.config, params }, args[0] as tf.Tensor2D, batch, labels, { ...options, gradients: true, headGradient: options.headGradient ?? "none" })
+  })(xs)
+  const loss = value.dataSync()[0] ?? Number.NaN
+  value.dispose()
+  return { loss, dHidden: grads[0] as tf.Tensor2D, norm: options.trainNorm ? grads[1] : undefined }
+}
+
+/** The loss from the last layer's output, forward only: evaluation in the layer-wise loop. */
+export const lossFromLastHidden = (source: ParamSource, hidden: tf.Tensor2D, batch: Pick<TokenBatch, "batchSize" | "seqLen">, labels: Int32Array, normalizer?: number): number =>
+  tf.tidy(() => lossFromHidden(source, hidden, batch, labels, normalizer === undefined ? {} : { normalizer }).dataSync()[0] ?? Number.NaN)
 
 /** target[ids[r]] += rows[r] for each row r, in place where the backend allows (`target` is a fresh gradient). */
-const addRowsInPlace = (target: tf.Tensor, ids: Int32Array, rows: tf.Tensor): tf.Tensor => {
+export const addRowsInPlace = (target: tf.Tensor, ids: Int32Array, rows: tf.Tensor): tf.Tensor => {
   const width = target.shape[1] ?? 0
   const vocab = target.shape[0] ?? 0
   return rewriteTensor(target, (values) => {
