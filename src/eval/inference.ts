@@ -55,7 +55,7 @@ export const loadInferenceModel = Effect.fn("Inference.load")(function* (dir: st
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
   const { config } = yield* readHfConfig(dir).pipe(Effect.mapError(stageError))
-  yield* checkMemoryFit(config, backend.name, { training: false }).pipe(Effect.mapError(stageError))
+  yield* checkMemoryFit(config, backend.name).pipe(Effect.mapError(stageError))
   const hasTokenizer = yield* fs.exists(path.join(dir, "tokenizer.json")).pipe(Effect.orElseSucceed(() => false))
   const tokenizer = hasTokenizer ? yield* loadTokenizer(dir).pipe(Effect.mapError(stageError)) : undefined
   const eos = [...new Set([

@@ -8,7 +8,7 @@ import { Effect } from "effect"
 import { StageError } from "../errors.ts"
 import type { Qwen2 } from "../model/qwen2.ts"
 import type { Example } from "../train/collate.ts"
-import { evalLoss } from "../train/evaluation.ts"
+import { evalLoss, scoreWith } from "../train/evaluation.ts"
 
 export interface LossResult {
   readonly evalLoss: number
@@ -35,6 +35,6 @@ export const evaluationLoss = Effect.fn("Evaluate.loss")(function* (
   options: { readonly batchSize: number; readonly padTokenId: number },
   onBatch?: (done: number, total: number) => Effect.Effect<void>
 ) {
-  const { loss, examples: counted } = yield* evalLoss(model, examples, options, onBatch)
+  const { loss, examples: counted } = yield* evalLoss(scoreWith(model), examples, options, onBatch)
   return { evalLoss: loss, perplexity: Math.exp(loss), examples: counted } satisfies LossResult
 })

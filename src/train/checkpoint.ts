@@ -1,16 +1,18 @@
 /**
  * Trainer checkpoints, as the HF Trainer lays them out: `checkpoint-<step>/` holds a
- * loadable model folder, the optimizer's moments and the trainer state. Each is
- * written under a temporary name and renamed when complete, so a crash never
- * leaves a checkpoint that looks whole; resuming picks the newest complete one.
+ * loadable model folder (with LoRA, an adapter folder, as the Trainer saves a PEFT
+ * model), the optimizer's moments and the trainer state. Each is written under a
+ * temporary name and renamed when complete, so a crash never leaves a checkpoint that
+ * looks whole; resuming picks the newest complete one.
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Effect } from "effect"
 import { StageError } from "../errors.ts"
-import { saveHfFolder } from "../model/hf-folder.ts"
-import type { Qwen2 } from "../model/qwen2.ts"
+import { type AdapterBase, writeAdapterFolder } from "../model/adapter-folder.ts"
+import { saveHostFolder } from "../model/hf-folder.ts"
 import { openSafetensors, writeSafetensors } from "../model/safetensors.ts"
 import type { AdamW } from "./adamw.ts"
+import type { LayerwiseModel } from "./layerwise.ts"
 
 export const OPTIMIZER_FILE = "optimizer.safetensors"
 export const STATE_FILE = "trainer_state.json"
@@ -43,13 +45,25 @@ const failure = (what: string) => (cause: { readonly message: string }) =>
 
 export const checkpointName = (step: number) => `checkpoint-${step}`
 
+/** Where a trained model's folder takes its tokenizer files, and (LoRA) the base its adapter names. */
+export interface ModelFolderOptions {
+  readonly copyFrom: string | undefined
+  readonly adapterBase: AdapterBase | undefined
+}
+
+/** The trained model as a folder: the whole model, or the adapter alone with LoRA. */
+export const saveTrainedModel = (model: LayerwiseModel, dir: string, options: ModelFolderOptions) =>
+  model.adapter === undefined
+    ? saveHostFolder(model.config, model.weights, dir, options.copyFrom === undefined ? {} : { copyFrom: options.copyFrom })
+    : writeAdapterFolder(dir, model.adapter, model.weights, { base: options.adapterBase, ...(options.copyFrom !== undefined && { copyFrom: options.copyFrom }) })
+
 /** Writes `checkpoint-<step>` whole, or not at all. */
 export const saveCheckpoint = (
   workDir: string,
-  model: Qwen2,
+  model: LayerwiseModel,
   optimizer: AdamW,
   state: TrainerState,
-  copyFrom: string | undefined
+  folder: ModelFolderOptions
 ) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
@@ -57,7 +71,7 @@ export const saveCheckpoint = (
     const final = path.join(workDir, checkpointName(state.global_step))
     const partial = `${final}.partial`
     yield* fs.remove(partial, { recursive: true }).pipe(Effect.ignore)
-    yield* saveHfFolder(model, partial, copyFrom === undefined ? {} : { copyFrom })
+    yield* saveTrainedModel(model, partial, folder)
     const moments = [...optimizer.state].flatMap(([name, { m, v }]) => [
       { name: `exp_avg.${name}`, shape: [m.length], data: m },
       { name: `exp_avg_sq.${name}`, shape: [v.length], data: v }

@@ -10,18 +10,25 @@ import { Effect } from "effect"
 import { StageError } from "../errors.ts"
 import { causalLmLoss } from "../model/loss.ts"
 import type { Qwen2 } from "../model/qwen2.ts"
-import { collate, type Example } from "./collate.ts"
+import { type Batch, collate, type Example } from "./collate.ts"
 
-/** One batch's mean loss over its label tokens; NaN when it has none. */
-const batchLoss = (model: Qwen2, examples: ReadonlyArray<Example>, padId: number): number => {
-  const batch = collate(examples, padId)
-  if (batch.labelTokens === 0) return Number.NaN
+/** How a model scores one collated batch: the mean loss over its label tokens. */
+export type BatchScorer = (batch: Batch) => number
+
+/** A whole model on the backend (inference): the tape-free loss of `causalLmLoss`. */
+export const scoreWith = (model: Qwen2): BatchScorer => (batch) => {
   const loss = tf.tidy(() =>
     causalLmLoss(model, { batchSize: batch.size, seqLen: batch.length, inputIds: batch.inputIds, attentionMask: batch.attentionMask }, batch.labels)
   )
   const value = loss.dataSync()[0] ?? Number.NaN
   loss.dispose()
   return value
+}
+
+/** One batch's mean loss over its label tokens; NaN when it has none. */
+const batchLoss = (score: BatchScorer, examples: ReadonlyArray<Example>, padId: number): number => {
+  const batch = collate(examples, padId)
+  return batch.labelTokens === 0 ? Number.NaN : score(batch)
 }
 
 export interface EvalLoss {
@@ -31,7 +38,7 @@ export interface EvalLoss {
 }
 
 export const evalLoss = (
-  model: Qwen2,
+  score: BatchScorer,
   examples: ReadonlyArray<Example>,
   options: { readonly batchSize: number; readonly padTokenId: number },
   onBatch: (done: number, total: number) => Effect.Effect<void> = () => Effect.void
@@ -42,7 +49,7 @@ export const evalLoss = (
     for (let start = 0; start < examples.length; start += options.batchSize) {
       const batch = examples.slice(start, start + options.batchSize)
       const loss = yield* Effect.try({
-        try: () => batchLoss(model, batch, options.padTokenId),
+        try: () => batchLoss(score, batch, options.padTokenId),
         catch: (cause) => new StageError({ message: `the loss failed: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
       })
       if (!Number.isNaN(loss)) {

@@ -12,17 +12,22 @@
  *
  * Between updates the loop yields, so Ctrl-C stops it cleanly; a resumed run picks
  * up at the last checkpoint and ends with the same weights an uninterrupted run would.
+ *
+ * The loop trains a `LayerwiseModel` (layerwise.ts): weights and optimizer state in JS
+ * memory, one layer at a time on the backend, fully or with LoRA. `updateStep` below is
+ * the same update on the tape over a whole `Qwen2`: the reference the tests hold it to.
  */
 import * as tf from "@tensorflow/tfjs-core"
 import { Effect } from "effect"
 import { readView, updateWeightInPlace } from "../backend/in-place.ts"
 import { StageError } from "../errors.ts"
-import { lossAndGrads } from "../model/loss.ts"
+import { lossAndGrads, trainableNames } from "../model/loss.ts"
 import type { Qwen2 } from "../model/qwen2.ts"
 import { AdamW, clipCoefficient, decays, squaredNorm } from "./adamw.ts"
 import { type Batch, collate, type Example } from "./collate.ts"
 import { microBatch, microBatchesPerEpoch } from "./data.ts"
 import { evalLoss } from "./evaluation.ts"
+import type { LayerwiseModel, UpdateOptions, UpdateResult } from "./layerwise.ts"
 import { lrMultiplier, type SchedulerKind, totalSteps, updatesPerEpoch, warmupStepsFor } from "./schedule.ts"
 import type { LogRow, TrainerState } from "./checkpoint.ts"
 
@@ -46,6 +51,8 @@ export interface TrainingArguments {
   readonly loggingSteps: number
   readonly loggingFirstStep: boolean
   readonly seed: number
+  /** NEFTune's alpha (`neftune_noise_alpha`); undefined: no noise. */
+  readonly neftuneNoiseAlpha: number | undefined
 }
 
 /** What the loop asks of its caller: persistence and reporting. */
@@ -70,7 +77,7 @@ export const planSteps = (args: TrainingArguments, trainExamples: number) => {
 }
 
 export const train = (
-  model: Qwen2,
+  model: LayerwiseModel,
   optimizer: AdamW,
   data: { readonly train: ReadonlyArray<Example>; readonly eval: ReadonlyArray<Example> | undefined; readonly padId: number },
   args: TrainingArguments,
@@ -100,7 +107,13 @@ export const train = (
       const lr = args.learningRate * lrMultiplier(args.scheduler, step, plan.warmup, plan.total)
 
       const { loss, norm } = yield* Effect.try({
-        try: () => updateStep(model, optimizer, batches, { normalizer: Math.max(1, labelTokens), lr, maxGradNorm: args.maxGradNorm }),
+        try: () =>
+          model.update(optimizer, batches, {
+            normalizer: Math.max(1, labelTokens),
+            lr,
+            maxGradNorm: args.maxGradNorm,
+            noise: { key: { seed: args.seed, step }, ...(args.neftuneNoiseAlpha !== undefined && { neftuneAlpha: args.neftuneNoiseAlpha }) }
+          }),
         catch: (error) => new StageError({ message: `training step ${step + 1} failed: ${(error as Error).message}`, cause: error })
       })
       if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
@@ -132,7 +145,7 @@ export const train = (
         lossSinceLog = stepsSinceLog = tokensSinceLog = secondsSinceLog = 0
       }
       if (data.eval !== undefined && args.evalSteps !== undefined && (done % args.evalSteps === 0 || done === plan.total)) {
-        const evaluated = yield* evalLoss(model, data.eval, { batchSize: args.evalBatchSize, padTokenId: data.padId }).pipe(
+        const evaluated = yield* evalLoss((batch) => model.evalLoss(batch), data.eval, { batchSize: args.evalBatchSize, padTokenId: data.padId }).pipe(
           Effect.mapError((error) => new StageError({ message: `evaluation at step ${done} failed: ${error.message}` }))
         )
         const row: LogRow = { step: done, epoch: epochFloat, eval_loss: round(evaluated.loss) }
@@ -147,28 +160,16 @@ export const train = (
     return state
   })
 
-export interface UpdateOptions {
-  /** Label tokens of the whole update: each micro-batch's loss is divided by it. */
-  readonly normalizer: number
-  readonly lr: number
-  readonly maxGradNorm: number | undefined
-  /** Which parameters decay; the Trainer's rule (no biases, no norms) by default. */
-  readonly decay?: (name: string) => boolean
-}
-
-export interface UpdateResult {
-  readonly loss: number
-  /** The global gradient norm before clipping. */
-  readonly norm: number
-  /** Seconds in forward + backward (all micro-batches), and in reading out, clipping and AdamW. */
-  readonly gradSeconds: number
-  readonly optimizerSeconds: number
-}
-
-/** One optimizer update: forward/backward over the micro-batches, clip, AdamW. Returns the update's loss and pre-clip norm. */
-export const updateStep = (model: Qwen2, optimizer: AdamW, batches: ReadonlyArray<Batch>, options: UpdateOptions): UpdateResult => {
+/**
+ * One optimizer update on the tape over a whole model on the backend: forward/backward
+ * over the micro-batches, clip, AdamW, weights updated where they lie. Returns the
+ * update's loss and pre-clip norm. The reference for `LayerwiseModel.update`; takes no
+ * noise (NEFTune and dropout are `lossAndGrads` options there).
+ */
+export const updateStep = (model: Qwen2, optimizer: AdamW, batches: ReadonlyArray<Batch>, options: Omit<UpdateOptions, "noise">): UpdateResult => {
   const { normalizer, lr } = options
   const decay = options.decay ?? decays
+  const trainable = trainableNames(model)
   const sums = new Map<string, tf.Tensor>()
   let loss = 0
   const started = performance.now()
@@ -199,7 +200,7 @@ export const updateStep = (model: Qwen2, optimizer: AdamW, batches: ReadonlyArra
     optimizer.beginStep()
     for (const [name, variable] of model.params) {
       const grad = sums.get(name)
-      if (grad === undefined) continue
+      if (grad === undefined || !trainable.has(name)) continue
       // The view is taken inside: making the weight writable may allocate.
       updateWeightInPlace(variable, (values) => optimizer.update(name, values, readView(grad), lr, decay(name), scale))
     }
