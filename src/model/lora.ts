@@ -86,13 +86,13 @@ export const loraBName = (module: string) => `${module}.lora_B.weight`
  * quantified group that itself holds a quantifier (`(a+)+`), the classic catastrophic
  * shape. Module names are short, but an adapter_config.json is data from outside.
  */
-const safeRegex = (pattern: string, what: string): Either.Either<RegExp, string> => {
+const safeRegex = (pattern: string, what: string, prefix = ""): Either.Either<RegExp, string> => {
   if (pattern.length > 1000) return Either.left(`${what} is ${pattern.length} characters long; at most 1000 are accepted`)
   if (/\((?:[^()\\]|\\.)*[*+}](?:[^()\\]|\\.)*\)[*+{?]/.test(pattern)) {
     return Either.left(`${what} ${JSON.stringify(pattern)} nests one repetition inside another, which can take exponential time: write it without nested quantifiers`)
   }
   try {
-    return Either.right(new RegExp(`^(?:${pattern})$`, "u"))
+    return Either.right(new RegExp(`^${prefix}(?:${pattern})$`, "u"))
   } catch (error) {
     return Either.left(`${what} ${JSON.stringify(pattern)} is not a regular expression: ${error instanceof Error ? error.message : String(error)}`)
   }
@@ -107,7 +107,7 @@ const matcher = (patterns: ReadonlyArray<string> | string, what: string): Either
 /** PEFT's `get_pattern_key`: the first key whose pattern matches the end of the name. */
 const patternValue = (patterns: Readonly<Record<string, number>>, module: string, what: string): Either.Either<number | undefined, string> => {
   for (const [key, value] of Object.entries(patterns)) {
-    const regex = safeRegex(`(?:.*\\.)?(?:${key})`, `${what} key`)
+    const regex = safeRegex(key, `${what} key`, "(?:.*\\.)?")
     if (Either.isLeft(regex)) return Either.left(regex.left)
     if (regex.right.test(module)) return Either.right(value)
   }
