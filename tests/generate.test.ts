@@ -20,7 +20,7 @@ import { disposeModel, type Qwen2 } from "../src/model/qwen2.ts"
 import type { Tokenizer } from "../src/tokenizer.ts"
 import { writeTinyTokenizer } from "../src/tokenizer/tiny.ts"
 import { writeTinyModel } from "./support/tiny-model.ts"
-import { cli, cliInProcess, runNode, SHARED, tempDir, writeFile } from "./helpers.ts"
+import { cli, cliInProcess, runNode, runWithHub, SHARED, tempDir, writeFile } from "./helpers.ts"
 
 // One wasm thread: test files run two at a time on two cores.
 const saved = { backend: process.env.PIPELINE_BACKEND, threads: process.env.PIPELINE_THREADS }
@@ -136,7 +136,7 @@ stages:
     await runNode(writeTinyTokenizer(folder, { alphabet }))
     const spell = (ids: ReadonlyArray<number>) => ids.map((id) => alphabet[id - 2]!).join("")
     const backend: BackendInfo = await Effect.runPromise(ensureBackend)
-    const completion = await runNode(Effect.acquireUseRelease(
+    const completion = await runWithHub(Effect.acquireUseRelease(
       loadInferenceModel(folder, backend),
       (loaded) => {
         expect(Array.from(loaded.tokenizer!.encode(spell(golden.prompt_ids), PLAIN))).toEqual(golden.prompt_ids)

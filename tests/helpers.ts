@@ -1,6 +1,8 @@
 /** Shared test fixtures: temp folders, pipeline files, and the CLI in a child process or in-process. */
+import { FetchHttpClient } from "@effect/platform"
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
+import * as Hub from "../src/hub/index.ts"
 import { spawn, spawnSync } from "node:child_process"
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -62,6 +64,29 @@ export const cli = (args: ReadonlyArray<string>, options: { cwd?: string; env?: 
   return { code: result.status, stdout: result.stdout, stderr: result.stderr }
 }
 
+/**
+ * The real `pipeline` binary in a child process, without blocking this worker's event
+ * loop (vitest's RPC must keep answering on a busy machine). Killed after `timeoutMs`.
+ */
+export const cliAsync = (args: ReadonlyArray<string>, options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> =>
+  new Promise((done, fail) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd: options.cwd ?? REPO,
+      env: { ...process.env, ...options.env, FORCE_COLOR: "0" },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk))
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 240_000)
+    child.on("error", fail)
+    child.on("close", (code) => {
+      clearTimeout(timer)
+      done({ code, stdout, stderr })
+    })
+  })
+
 /** Starts the binary without waiting; for kill and lock tests. */
 export const cliSpawn = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   spawn(process.execPath, [BIN, ...args], { cwd: REPO, env: { ...process.env, ...env, FORCE_COLOR: "0" }, stdio: ["ignore", "pipe", "pipe"] })
@@ -120,3 +145,7 @@ export default defineStage({
 /** Runs an Effect that needs the platform services. */
 export const runNode = <A, E>(effect: Effect.Effect<A, E, NodeContext.NodeContext>): Promise<A> =>
   Effect.runPromise(effect.pipe(Effect.provide(NodeContext.layer)))
+
+/** Runs an Effect that needs the platform services and the hub client (configured from the environment). */
+export const runWithHub = <A, E>(effect: Effect.Effect<A, E, NodeContext.NodeContext | Hub.Hub>): Promise<A> =>
+  Effect.runPromise(effect.pipe(Effect.provide(Hub.layer.pipe(Layer.provide(FetchHttpClient.layer), Layer.provide(NodeContext.layer))), Effect.provide(NodeContext.layer)))

@@ -5,8 +5,7 @@
  * the adapters we refuse, a frozen base, and NEFTune's noise.
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { FetchHttpClient } from "@effect/platform"
-import { Effect, Either, Layer } from "effect"
+import { Effect, Either } from "effect"
 import { cpSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
@@ -19,13 +18,12 @@ import { DEFAULT_LORA, initLoraWeights, type LoraSettings, mergeAdapter, planLor
 import { encodeHeader } from "../src/model/safetensors.ts"
 import { forwardLogits, modelFromHost, type Qwen2 } from "../src/model/qwen2.ts"
 import { readModelWeights } from "../src/model/source.ts"
-import * as Hub from "../src/hub/index.ts"
 import { AdamW, decays } from "../src/train/adamw.ts"
 import { collate } from "../src/train/collate.ts"
 import { LayerwiseModel } from "../src/train/layerwise.ts"
 import { neftuneNoise } from "../src/train/noise.ts"
 import { updateStep } from "../src/train/trainer.ts"
-import { runNode, SHARED, tempDir } from "./helpers.ts"
+import { runNode, runWithHub, SHARED, tempDir } from "./helpers.ts"
 
 const BASE = join(SHARED, "fixtures/qwen2-tiny")
 const LORA_FIXTURE = join(__dirname, "fixtures/lora-tiny")
@@ -250,8 +248,7 @@ describe("adapter folders", () => {
     const bm = read.weights.get("model.layers.1.self_attn.k_proj.lora_B.weight")!
     expect(bm[1 * kOut + 3]).toBeCloseTo(bk[3 * 2 + 1]!, 7)
     // Its config names its base: reading the folder as a model merges it in.
-    const hub = Hub.layer.pipe(Layer.provide(FetchHttpClient.layer), Layer.provide(NodeContext.layer))
-    const merged = await Effect.runPromise(readModelWeights(dir).pipe(Effect.provide(hub), Effect.provide(NodeContext.layer)))
+    const merged = await runWithHub(readModelWeights(dir))
     const expected = copy(base)
     mergeAdapter(expected, read.plan, read.weights)
     expect(merged.weights.get("model.layers.1.self_attn.k_proj.weight")).toEqual(expected.get("model.layers.1.self_attn.k_proj.weight"))

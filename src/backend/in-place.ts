@@ -9,9 +9,26 @@
  * - `updateWeightInPlace`: an optimizer writes straight into the weight's memory (on the
  *   wasm heap, no copy), then the data is re-registered under a fresh id, which drops
  *   XNNPACK's cached packing. On other backends it falls back to a copy and an assign.
+ *
+ * These are the model code's only wasm fast paths. Each has the generic path beside it,
+ * which tensorflow and cpu always take; `PIPELINE_WASM_FAST_PATHS=0` makes wasm take it
+ * too (tests/generic-paths.test.ts trains that way), and `fastPathUses` counts the fast
+ * ones taken.
  */
 import * as tf from "@tensorflow/tfjs-core"
-import { heapFloat32, rekey, wasmInternals } from "./wasm-internals.ts"
+import { heapFloat32, rekey, type WasmBackend, wasmInternals } from "./wasm-internals.ts"
+
+let uses = 0
+
+/** How many times a wasm fast path was taken in this process. */
+export const fastPathUses = (): number => uses
+
+/** The wasm backend's internals when a fast path applies (the backend is wasm, and they are not switched off); else undefined. */
+const wasmFastPath = (): WasmBackend | undefined => {
+  if (tf.getBackend() !== "wasm" || process.env.PIPELINE_WASM_FAST_PATHS === "0") return undefined
+  uses += 1
+  return wasmInternals(tf.backend())
+}
 
 /** Replaces a variable's value with `values` (same shape). A tensor passed stays the caller's to dispose. */
 export const assignWeight = (variable: tf.Variable, values: Float32Array | tf.Tensor): void => {
@@ -25,13 +42,13 @@ export const assignWeight = (variable: tf.Variable, values: Float32Array | tf.Te
  * dispose tensors: an allocation can grow the wasm heap and detach the view it holds.
  */
 export const updateWeightInPlace = (variable: tf.Variable, write: (values: Float32Array) => void): void => {
-  if (tf.getBackend() !== "wasm") {
+  const backend = wasmFastPath()
+  if (backend === undefined) {
     const values = (variable.dataSync() as Float32Array).slice()
     write(values)
     assignWeight(variable, values)
     return
   }
-  const backend = wasmInternals(tf.backend())
   // Shared data (a tensor the variable was assigned from, still alive) must not change
   // under its other owner: give the variable its own copy first.
   if (backend.refCount(variable.dataId) > 1) {
@@ -49,14 +66,14 @@ export const updateWeightInPlace = (variable: tf.Variable, write: (values: Float
  * tensor, the input being disposed. For a fresh intermediate nothing else refers to.
  */
 export const rewriteTensor = <T extends tf.Tensor>(tensor: T, write: (values: Float32Array) => void): T => {
-  if (tf.getBackend() !== "wasm") {
+  const backend = wasmFastPath()
+  if (backend === undefined) {
     const values = (tensor.dataSync() as Float32Array).slice()
     write(values)
     const next = tf.tensor(values, tensor.shape, "float32") as T
     tensor.dispose()
     return next
   }
-  const backend = wasmInternals(tf.backend())
   if (backend.refCount(tensor.dataId) > 1) throw new Error("rewriteTensor: the tensor's data is shared")
   write(heapFloat32(backend, tensor))
   rekey(backend, tensor)
@@ -72,6 +89,6 @@ export const rewriteTensor = <T extends tf.Tensor>(tensor: T, write: (values: Fl
  */
 export const readView = (tensor: tf.Tensor): Float32Array => {
   if (tensor.dtype !== "float32") throw new Error(`readView: expected float32, got ${tensor.dtype}`)
-  if (tf.getBackend() !== "wasm") return tensor.dataSync() as Float32Array
-  return heapFloat32(wasmInternals(tf.backend()), tensor)
+  const backend = wasmFastPath()
+  return backend === undefined ? (tensor.dataSync() as Float32Array) : heapFloat32(backend, tensor)
 }

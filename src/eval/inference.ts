@@ -1,7 +1,8 @@
 /**
  * A model folder loaded for inference: the weights, the tokenizer saved beside them,
  * and the ids generation and padding need. Evaluation, the `generate` stage and
- * `pipeline generate` all load models through here.
+ * `pipeline generate` all load models through here. A PEFT adapter folder loads as its
+ * base model with the adapter merged into the weights (so it runs as fast as the base).
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Effect } from "effect"
@@ -10,8 +11,8 @@ import type { BackendInfo } from "../backend/select.ts"
 import { StageError } from "../errors.ts"
 import { eosTokenIds } from "../model/config.ts"
 import { loadHfFolder, readHfConfig } from "../model/hf-folder.ts"
-import type { Qwen2 } from "../model/qwen2.ts"
-import { resolveModelDir } from "../model/source.ts"
+import { modelFromHost, type Qwen2 } from "../model/qwen2.ts"
+import { modelChain, readModelWeights, resolveModelDir } from "../model/source.ts"
 import type { Upstream } from "../stage.ts"
 import { loadTokenizer, type Tokenizer } from "../tokenizer.ts"
 
@@ -32,11 +33,11 @@ const idList = (value: unknown): ReadonlyArray<number> =>
   typeof value === "number" ? [value] : Array.isArray(value) ? value.filter((id): id is number => typeof id === "number") : []
 
 /** generation_config.json's `eos_token_id`: instruct models list their end-of-turn token only there. */
-const generationConfigEos = (dir: string) =>
+const generationConfigEos = (dirs: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
-    const file = path.join(dir, "generation_config.json")
+    const file = yield* firstWith(dirs, "generation_config.json")
+    if (file === undefined) return []
     const text = yield* fs.readFileString(file).pipe(Effect.orElseSucceed(() => undefined))
     if (text === undefined) return []
     const json = yield* Effect.try({
@@ -46,24 +47,40 @@ const generationConfigEos = (dir: string) =>
     return idList(json?.eos_token_id)
   })
 
+/** The first of `dirs` that holds `name`, as a path. */
+const firstWith = (dirs: ReadonlyArray<string>, name: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    for (const dir of dirs) {
+      const file = path.join(dir, name)
+      if (yield* fs.exists(file).pipe(Effect.orElseSucceed(() => false))) return file
+    }
+    return undefined
+  })
+
 /**
- * Loads a local Hugging Face model folder, refusing up front (with figures) a model whose
- * weights cannot fit. Activations are left out of the check: its estimate counts logits
- * at every position, which scoring and generation never materialise.
+ * Loads a local model folder (or an adapter folder over one), refusing up front (with
+ * figures) a model whose weights cannot fit. Activations are left out of the check:
+ * scoring and generation never materialise logits at every position.
  */
 export const loadInferenceModel = Effect.fn("Inference.load")(function* (dir: string, backend: BackendInfo) {
-  const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
-  const { config } = yield* readHfConfig(dir).pipe(Effect.mapError(stageError))
+  // An adapter folder stands on a base (perhaps through other adapters): files are looked for from the top down.
+  const { adapters, baseDir } = yield* modelChain(dir)
+  const folders = [...adapters, baseDir]
+  const { config } = yield* readHfConfig(baseDir).pipe(Effect.mapError(stageError))
   yield* checkMemoryFit(config, backend.name).pipe(Effect.mapError(stageError))
-  const hasTokenizer = yield* fs.exists(path.join(dir, "tokenizer.json")).pipe(Effect.orElseSucceed(() => false))
-  const tokenizer = hasTokenizer ? yield* loadTokenizer(dir).pipe(Effect.mapError(stageError)) : undefined
+  const tokenizerFile = yield* firstWith(folders, "tokenizer.json")
+  const tokenizer = tokenizerFile === undefined ? undefined : yield* loadTokenizer(path.dirname(tokenizerFile)).pipe(Effect.mapError(stageError))
   const eos = [...new Set([
-    ...(yield* generationConfigEos(dir)),
+    ...(yield* generationConfigEos(folders)),
     ...eosTokenIds(config),
     ...(tokenizer?.eosTokenId === undefined ? [] : [tokenizer.eosTokenId])
   ])]
-  const { model } = yield* loadHfFolder(dir).pipe(Effect.mapError(stageError))
+  const model = adapters.length === 0
+    ? (yield* loadHfFolder(dir).pipe(Effect.mapError(stageError))).model
+    : modelFromHost(config, (yield* readModelWeights(dir)).weights)
   const padTokenId = tokenizer?.padTokenId ?? config.pad_token_id ?? eos[0] ?? 0
   return { dir, model, tokenizer, eosTokenIds: eos, padTokenId } satisfies InferenceModel
 })
@@ -73,7 +90,7 @@ export const requireTokenizer = (loaded: InferenceModel): Effect.Effect<Tokenize
   loaded.tokenizer !== undefined
     ? Effect.succeed(loaded.tokenizer)
     : Effect.fail(new StageError({
-      message: `${loaded.dir} has no tokenizer.json: generating text needs the tokenizer files (tokenizer.json, tokenizer_config.json) beside the weights`
+      message: `${loaded.dir} has no tokenizer.json (nor has its base, for an adapter): generating text needs the tokenizer files (tokenizer.json, tokenizer_config.json) beside the weights`
     }))
 
 /** A model a stage runs: how reports name it, and its local folder. */

@@ -105,6 +105,26 @@ export const adapterBaseDir = (adapterDir: string, base: AdapterBase | undefined
 /** Adapters over adapters are followed this deep, no further (a loop would never end). */
 const MAX_ADAPTER_DEPTH = 4
 
+/** A model folder's chain: the adapter folders it stacks (outermost first), down to the whole model under them. */
+export interface ModelChain {
+  readonly adapters: ReadonlyArray<string>
+  readonly baseDir: string
+}
+
+/** Follows adapter folders to the Hugging Face folder at the bottom (`dir` itself when it is one). */
+export const modelChain = (dir: string) =>
+  Effect.gen(function* () {
+    const adapters: Array<string> = []
+    let current = dir
+    while (yield* isAdapterFolder(current)) {
+      if (adapters.length >= MAX_ADAPTER_DEPTH) return yield* new StageError({ message: `${dir}: adapters over adapters more than ${MAX_ADAPTER_DEPTH} deep (${adapters.join(" → ")})` })
+      adapters.push(current)
+      const { base } = yield* readAdapterConfig(current).pipe(Effect.mapError(stageError))
+      current = yield* adapterBaseDir(current, base)
+    }
+    return { adapters, baseDir: current } satisfies ModelChain
+  })
+
 /**
  * The weights a model folder stands for, in JS memory: a Hugging Face folder as it is,
  * or an adapter folder's base (found through its config) with the adapter merged in.
@@ -112,16 +132,9 @@ const MAX_ADAPTER_DEPTH = 4
  */
 export const readModelWeights = (dir: string): Effect.Effect<HostModel, StageError, FileSystem.FileSystem | Path.Path | Hub> =>
   Effect.gen(function* () {
-    const chain: Array<string> = []
-    let current = dir
-    while (yield* isAdapterFolder(current)) {
-      if (chain.length >= MAX_ADAPTER_DEPTH) return yield* new StageError({ message: `${dir}: adapters over adapters more than ${MAX_ADAPTER_DEPTH} deep (${chain.join(" → ")})` })
-      chain.push(current)
-      const { base } = yield* readAdapterConfig(current).pipe(Effect.mapError(stageError))
-      current = yield* adapterBaseDir(current, base)
-    }
-    const host = yield* readHfFolder(current).pipe(Effect.mapError(stageError))
-    for (const adapterDir of chain.reverse()) {
+    const { adapters, baseDir } = yield* modelChain(dir)
+    const host = yield* readHfFolder(baseDir).pipe(Effect.mapError(stageError))
+    for (const adapterDir of [...adapters].reverse()) {
       const adapter = yield* readAdapterFolder(adapterDir, host.config).pipe(Effect.mapError(stageError))
       mergeAdapter(host.weights, adapter.plan, adapter.weights)
     }

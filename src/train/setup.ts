@@ -12,7 +12,7 @@ import { decodeConfig, type Qwen2Config } from "../model/config.ts"
 import { readHfConfig, readHfFolder } from "../model/hf-folder.ts"
 import { initLoraWeights, type LoraPlan, type LoraSettings, planLora } from "../model/lora.ts"
 import { initialValue, parameterSpecs } from "../model/params.ts"
-import { adapterBaseDir, readModelWeights, resolveModel, type ResolvedModel, resolveModelDir, upstreamModelDir } from "../model/source.ts"
+import { modelChain, readModelWeights, resolveModel, type ResolvedModel, resolveModelDir, upstreamModelDir } from "../model/source.ts"
 import type { StageContext } from "../stage.ts"
 import { loadTokenizer, resolveTokenizerDir } from "../tokenizer.ts"
 import { LayerwiseModel } from "./layerwise.ts"
@@ -90,16 +90,10 @@ const baseRecord = (resolved: ResolvedModel): AdapterBase =>
 
 const folderBase = (resolved: ResolvedModel) =>
   Effect.gen(function* () {
-    const { dir } = resolved
     // The base may itself be an adapter folder: its config is its base's.
-    let configDir = dir
-    for (let depth = 0; yield* isAdapterFolder(configDir); depth++) {
-      if (depth >= 4) return yield* new StageError({ message: `${dir}: adapters over adapters more than 4 deep` })
-      const { base } = yield* readAdapterConfig(configDir).pipe(Effect.mapError(stageError))
-      configDir = yield* adapterBaseDir(configDir, base)
-    }
-    const { config } = yield* readHfConfig(configDir).pipe(Effect.mapError(stageError))
-    return { kind: "folder", config, dir, copyFrom: configDir, record: baseRecord(resolved) } satisfies BaseModel
+    const { baseDir } = yield* modelChain(resolved.dir)
+    const { config } = yield* readHfConfig(baseDir).pipe(Effect.mapError(stageError))
+    return { kind: "folder", config, dir: resolved.dir, copyFrom: baseDir, record: baseRecord(resolved) } satisfies BaseModel
   })
 
 const planOf = (config: Qwen2Config, settings: LoraSettings, where: string) =>
