@@ -8,7 +8,8 @@
  * - gradients are clipped by their global norm, then AdamW steps with the
  *   scheduler's rate for this update (0 on the first update when warming up);
  * - `logging_steps` logs the mean loss since the last log; `eval_steps` computes
- *   eval_loss; `save_steps` writes a checkpoint, keeping `save_total_limit` and the best.
+ *   eval_loss (at its multiples only, as the Trainer); `save_steps` writes a checkpoint
+ *   (and the last step does), keeping `save_total_limit` and the best.
  *
  * Between updates the loop yields, so Ctrl-C stops it cleanly; a resumed run picks
  * up at the last checkpoint and ends with the same weights an uninterrupted run would.
@@ -144,7 +145,10 @@ export const train = (
         yield* hooks.log(row)
         lossSinceLog = stepsSinceLog = tokensSinceLog = secondsSinceLog = 0
       }
-      if (data.eval !== undefined && args.evalSteps !== undefined && (done % args.evalSteps === 0 || done === plan.total)) {
+      // As the Trainer's DefaultFlowCallback: evaluation at multiples of eval_steps only
+      // (none forced at the end, so a `max_steps: 2` smoke run does not score the whole
+      // eval split); a checkpoint at multiples of save_steps and at the end.
+      if (data.eval !== undefined && args.evalSteps !== undefined && done % args.evalSteps === 0) {
         const evaluated = yield* evalLoss((batch) => model.evalLoss(batch), data.eval, { batchSize: args.evalBatchSize, padTokenId: data.padId }).pipe(
           Effect.mapError((error) => new StageError({ message: `evaluation at step ${done} failed: ${error.message}` }))
         )
