@@ -5,10 +5,16 @@ export type Row = Record<string, unknown>
 
 export interface TrainPair {
   readonly preset: string
+  /** Every weight trains, or a LoRA adapter (r 16 on every linear layer). */
+  readonly mode?: "full" | "lora"
+  readonly batch?: number
+  readonly seq?: number
   readonly backend: string
   readonly steps: number
   /** Why ours could not run (a model that does not fit the backend's memory, say). */
   failure?: string
+  /** Why PyTorch could not (out of memory, say). */
+  torchFailure?: string
   /** One JSON line per repeat, from bench/cases/train-step.ts and bench_torch.py. */
   ours: Array<Row>
   torch: Array<Row>
@@ -16,7 +22,7 @@ export interface TrainPair {
 
 export interface Results {
   readonly date: string
-  readonly machine: { readonly cpu: string; readonly cores: number; readonly memory_gib: number; readonly node: string; readonly torch: string | null; readonly blas: string | null }
+  readonly machine: { readonly cpu: string; readonly cores: number; readonly memory_gib: number; readonly node: string; readonly torch: string | null; readonly blas: string | null; readonly blas_core?: string | null }
   readonly command: string
   readonly train: Array<TrainPair>
   tokenize: { tokens: number; train_tokens: number; seconds: number; tokens_per_s: number; pipeline_peak_rss_mb: number | null } | undefined
@@ -27,7 +33,23 @@ export interface Results {
     ours: { backend: string; stage_seconds: number; train_seconds: number; tokens: number; tokens_per_s: number; loss: number; peak_rss_mb: number | null }
     torch: Row | undefined
   } | undefined
+  /** The tutorial's pipeline files, two training steps each (npm run bench -- --cases gsm8k). */
+  readonly gsm8k?: Array<Gsm8kRun>
   readonly skipped: Array<string>
+}
+
+export interface Gsm8kRun {
+  readonly file: string
+  readonly backend: string
+  readonly steps: number
+  readonly stage_seconds: number
+  readonly train_seconds: number
+  readonly seconds_per_step: number
+  readonly tokens_per_s: number
+  readonly trainable: number
+  readonly epoch_hours: number
+  readonly updates_per_epoch: number
+  readonly peak_rss_mb: number | null
 }
 
 export const num = (value: unknown): number => (typeof value === "number" ? value : Number.NaN)
@@ -53,7 +75,7 @@ const PARAMS = (n: number) => (n >= 1e6 ? `${fmt(n / 1e6, 1)}M` : fmt(n))
 const header = (results: Results): string => {
   const { machine } = results
   return `Measured ${results.date.slice(0, 10)} on ${machine.cpu}, ${machine.cores} cores, ${machine.memory_gib} GiB; Node ${machine.node}` +
-    `${machine.torch === null ? "; PyTorch absent" : `; PyTorch ${machine.torch} (Debian python3-torch, BLAS ${machine.blas ?? "unknown"})`}. Command: \`${results.command}\`.`
+    `${machine.torch === null ? "; PyTorch absent" : `; PyTorch ${machine.torch} (Debian python3-torch, BLAS ${machine.blas ?? "unknown"}${machine.blas_core ? `, OpenBLAS kernels ${machine.blas_core}, with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset` : ""})`}. Command: \`${results.command}\`.`
 }
 
 /** Training, tokenizing, cached runs and generation: latest.md and the README's first block. */
@@ -64,10 +86,10 @@ export const formatTables = (results: Results): string => {
   if (results.train.length > 0) {
     lines.push(
       "",
-      "**Training** (forward + backward + clip + AdamW; B=4, T=256, first 40% of each row masked; median of repeats, range in brackets):",
+      "**Training** (forward + backward + clip + AdamW, the train stage's layer-wise step; B×T random ids, the first 40% of each row masked; LoRA: r 16, alpha 32, every linear layer; median of repeats, range in brackets):",
       "",
-      "| preset | params | backend | ours tokens/s | PyTorch tokens/s | ours / PyTorch | ours step: fwd+bwd / optimizer (s) | peak RSS ours / PyTorch (MB) |",
-      "|---|---|---|---|---|---|---|---|"
+      "| preset | trains | B×T | backend | ours tokens/s | PyTorch tokens/s | ours / PyTorch | ours step: forward / head / backward / optimizer (s) | wasm heap peak (predicted), GiB | peak RSS ours / PyTorch (MB) |",
+      "|---|---|---|---|---|---|---|---|---|---|"
     )
     for (const pair of results.train) {
       const ours = pair.ours.map((r) => num(r.tokens_per_s))
@@ -75,17 +97,35 @@ export const formatTables = (results: Results): string => {
       const ratio = median(ours) / median(torch)
       const noisy = contended(pair.ours) || contended(pair.torch)
       footnote ||= noisy
+      const trains = pair.mode === "lora" ? `LoRA (${PARAMS(num(pair.ours[0]?.trainable ?? pair.torch[0]?.params))} of ${PARAMS(num(pair.ours[0]?.params))})` : `all ${PARAMS(num(pair.ours[0]?.params ?? pair.torch[0]?.params))}`
+      const shape = `${pair.batch ?? 4}×${pair.seq ?? 256}`
+      const torchCell = pair.torchFailure !== undefined ? "did not run (‡)" : spread(torch)
+      if (pair.torchFailure !== undefined) failures.push(`PyTorch, ${pair.preset} ${pair.mode ?? "full"} ${shape}: ${pair.torchFailure}`)
       if (pair.failure !== undefined) {
         failures.push(`${pair.preset} on ${pair.backend}: ${pair.failure}`)
-        lines.push(`| ${pair.preset} | ${PARAMS(num(pair.torch[0]?.params))} | ${pair.backend} | does not run (‡) | ${spread(torch)} | – | – | – / ${fmt(median(pair.torch.map((r) => num(r.peak_rss_mb))))} |`)
+        lines.push(`| ${pair.preset} | ${trains} | ${shape} | ${pair.backend} | does not run (‡) | ${torchCell} | – | – | – | – / ${fmt(median(pair.torch.map((r) => num(r.peak_rss_mb))))} |`)
         continue
       }
+      const at = (key: string, digits = 2) => fmt(median(pair.ours.map((r) => num(r[key]))), digits)
+      const heap = pair.backend === "wasm" ? `${at("peak_heap_gib")} (${at("predicted_heap_gib")})` : "–"
       lines.push(
-        `| ${pair.preset} | ${PARAMS(num(pair.ours[0]?.params))} | ${pair.backend}${pair.backend === "wasm" ? ` (${num(pair.ours[0]?.threads)} threads)` : ""} | ` +
-          `${spread(ours)} | ${spread(torch)} | ${Number.isFinite(ratio) ? `**${fmt(ratio, ratio < 0.1 ? 4 : 2)}**` : "–"}${noisy ? " †" : ""} | ` +
-          `${fmt(median(pair.ours.map((r) => num(r.median_fwd_bwd_s))), 2)} / ${fmt(median(pair.ours.map((r) => num(r.median_opt_s))), 2)} | ` +
+        `| ${pair.preset} | ${trains} | ${shape} | ${pair.backend}${pair.backend === "wasm" ? ` (${num(pair.ours[0]?.threads)} threads)` : ""} | ` +
+          `${spread(ours, median(ours) < 100 ? 1 : 0)} | ${torchCell} | ${Number.isFinite(ratio) ? `**${fmt(ratio, ratio < 0.1 ? 4 : 2)}**` : "–"}${noisy ? " †" : ""} | ` +
+          `${at("median_forward_s")} / ${at("median_head_s")} / ${at("median_backward_s")} / ${at("median_opt_s")} | ${heap} | ` +
           `${fmt(median(pair.ours.map((r) => num(r.peak_rss_mb))))} / ${fmt(median(pair.torch.map((r) => num(r.peak_rss_mb))))} |`
       )
+    }
+  }
+  if ((results.gsm8k ?? []).length > 0) {
+    lines.push(
+      "",
+      "**The tutorial's training** (`pipeline run FILE --until train --set train.max_steps=2` against a loopback hub whose Qwen/Qwen2.5-0.5B is a stand-in of its exact size: its config and tokenizer, random weights; the tutorial's batch 5 × accumulation 4 on GSM8K):",
+      "",
+      "| pipeline | trains | backend | seconds a step | tokens/s | an epoch (projected) | peak RSS (MB) |",
+      "|---|---|---|---|---|---|---|"
+    )
+    for (const run of results.gsm8k ?? []) {
+      lines.push(`| ${run.file} | ${PARAMS(run.trainable)} parameters | ${run.backend} | ${fmt(run.seconds_per_step, 0)} | ${fmt(run.tokens_per_s, 1)} | ${fmt(run.epoch_hours, 1)} h (${fmt(run.updates_per_epoch)} steps) | ${fmt(run.peak_rss_mb ?? Number.NaN)} |`)
     }
   }
   const other: Array<string> = []

@@ -14,13 +14,17 @@ import { cpus, totalmem, tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { formatE2e, formatTables, median, num, type Results, type TrainPair } from "./report.ts"
-import { PRESET_NAMES, type PresetName } from "./presets.ts"
+import { formatE2e, formatTables, type Gsm8kRun, median, num, type Results, type TrainPair } from "./report.ts"
+import { PRESET_NAMES, type PresetName, torchPreset } from "./presets.ts"
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const REPO = resolve(HERE, "..")
 const ANCHOR = resolve(REPO, "../shared/anchor/bench_torch.py")
-const ALL_CASES = ["train", "tokenize", "cached", "generate", "e2e"] as const
+const LORA_ANCHOR = resolve(HERE, "lora_torch.py")
+const ALL_CASES = ["train", "tokenize", "cached", "generate", "e2e", "gsm8k"] as const
+/** Cases and presets that take most of an hour each: run only when asked for. */
+const LONG_CASES: ReadonlyArray<string> = ["e2e", "gsm8k"]
+const LONG_PRESETS: ReadonlyArray<string> = ["qwen2.5-0.5b"]
 
 const HELP = `npm run bench [-- OPTIONS]
 
@@ -28,8 +32,11 @@ Measures training, tokenizing, cached runs and generation, and trains the same p
 in PyTorch (../shared/anchor/bench_torch.py) in the same run when python3 has torch.
 
 Options:
-  --cases LIST        ${ALL_CASES.join(",")} (default: all but e2e, which takes most of an hour)
-  --presets LIST      ${PRESET_NAMES.join(",")} (default: all)
+  --cases LIST        ${ALL_CASES.join(",")} (default: all but ${LONG_CASES.join(" and ")}, which take most of an hour)
+                      gsm8k: pipelines/gsm8k.yaml and gsm8k-lora.yaml, --set train.max_steps=2, against a
+                      loopback hub whose Qwen/Qwen2.5-0.5B is a full-size stand-in (random weights)
+  --presets LIST      ${PRESET_NAMES.join(",")} (default: all but ${LONG_PRESETS.join(", ")}, whose four cases
+                      (full and LoRA r 16, at 4×256 and 5×512) take about an hour with PyTorch)
   --backends LIST     tensorflow,wasm,cpu (default: every one present; cpu trains only tiny)
   --repeats N         alternating repeats per training case (default 3)
   --quick             1 repeat, tiny and small only
@@ -78,8 +85,8 @@ const list = <T extends string>(value: string | undefined, allowed: ReadonlyArra
   return items as Array<T>
 }
 
-const cases = list(flags.cases, ALL_CASES, ALL_CASES.filter((c) => c !== "e2e"), "--cases")
-const presets = list(flags.presets, PRESET_NAMES, flags.quick ? ["tiny", "small"] : PRESET_NAMES, "--presets")
+const cases = list(flags.cases, ALL_CASES, ALL_CASES.filter((c) => !LONG_CASES.includes(c)), "--cases")
+const presets = list(flags.presets, PRESET_NAMES, flags.quick ? ["tiny", "small"] : PRESET_NAMES.filter((p) => !LONG_PRESETS.includes(p)), "--presets")
 const repeats = flags.repeats === undefined ? (flags.quick ? 1 : 3) : Number(flags.repeats)
 if (!(Number.isInteger(repeats) && repeats >= 1)) fail(`--repeats ${flags.repeats}: expected a whole number, 1 or more`)
 const e2eExamples = Number(flags["e2e-examples"])
@@ -97,11 +104,11 @@ interface ChildResult {
   readonly peakRssMb: number | undefined
 }
 
-const runChild = (command: string, args: ReadonlyArray<string>, env: Record<string, string> = {}): Promise<ChildResult> =>
+const runChild = (command: string, args: ReadonlyArray<string>, env: Record<string, string> = {}, base: Record<string, string | undefined> = process.env): Promise<ChildResult> =>
   new Promise((done, failed) => {
     const argv = TIME === undefined ? [command, ...args] : [TIME, "-f", "BENCH_PEAK_RSS_KB=%M", command, ...args]
     const started = performance.now()
-    const child = spawn(argv[0]!, argv.slice(1), { cwd: REPO, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+    const child = spawn(argv[0]!, argv.slice(1), { cwd: REPO, env: { ...base, ...env } as NodeJS.ProcessEnv, stdio: ["ignore", "pipe", "pipe"] })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
@@ -112,7 +119,9 @@ const runChild = (command: string, args: ReadonlyArray<string>, env: Record<stri
       const rss = /BENCH_PEAK_RSS_KB=(\d+)/.exec(stderr)
       const json = parseJson(stdout)
       if (code !== 0 || json === undefined) {
-        failed(new Error(`${[command, ...args].join(" ")} exited ${code}:\n${stderr.replace(/BENCH_PEAK_RSS_KB=\d+\n?/, "").trim().slice(-2000)}`))
+        // /usr/bin/time reports a child the kernel killed (out of memory, say) as "Command terminated by signal 9".
+        const killed = /terminated by signal (\d+)/.exec(stderr)
+        failed(new Error(`${[command, ...args].join(" ")} exited ${code}${killed ? ` (killed by signal ${killed[1]}${killed[1] === "9" ? ", out of memory?" : ""})` : ""}:\n${stderr.replace(/BENCH_PEAK_RSS_KB=\d+\n?/, "").trim().slice(-2000)}`))
         return
       }
       done({ json, wallS, peakRssMb: rss === null ? undefined : Math.round(Number(rss[1]) / 102.4) / 10 })
@@ -188,15 +197,38 @@ if (blas !== undefined && /\/blas\/libblas\.so/.test(blas)) {
 const cpuModel = (/model name\s*:\s*(.+)/.exec(existsSync("/proc/cpuinfo") ? readFileSync("/proc/cpuinfo", "utf8") : "")?.[1] ?? cpus()[0]?.model ?? "unknown").trim()
 const threads = cpus().length
 
+/**
+ * PyTorch at its best: without the OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE this machine
+ * sets for old OpenBLAS builds, which hold OpenBLAS to older kernels (bench_torch.py
+ * --check passes without them: the results are correct).
+ */
+const torchRun = (script: string, args: ReadonlyArray<string>) => {
+  const env: Record<string, string | undefined> = { ...process.env }
+  delete env.OPENBLAS_CORETYPE
+  delete env.OPENBLAS_L2_SIZE
+  return runChild(python, [script, ...args], {}, env)
+}
+
+/** The kernel set OpenBLAS picks for PyTorch (run as torchRun runs it). */
+const blasCore = (): string | undefined => {
+  if (torch === undefined) return undefined
+  const env: Record<string, string | undefined> = { ...process.env }
+  delete env.OPENBLAS_CORETYPE
+  delete env.OPENBLAS_L2_SIZE
+  const probe = spawnSync(python, ["-c", "import ctypes, ctypes.util, torch\nlib = ctypes.CDLL(ctypes.util.find_library('openblas') or 'libopenblas.so.0')\nlib.openblas_get_corename.restype = ctypes.c_char_p\nprint(lib.openblas_get_corename().decode())"], { encoding: "utf8", env: env as NodeJS.ProcessEnv })
+  return probe.status === 0 ? probe.stdout.trim() : undefined
+}
+
 const results: Results = {
   date: new Date().toISOString(),
-  machine: { cpu: cpuModel, cores: threads, memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version, torch: torch ?? null, blas: blas ?? null },
+  machine: { cpu: cpuModel, cores: threads, memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version, torch: torch ?? null, blas: blas ?? null, blas_core: blasCore() ?? null },
   command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
   train: [],
   tokenize: undefined,
   cached: undefined,
   generate: [],
   e2e: undefined,
+  gsm8k: [] as Array<Gsm8kRun>,
   skipped: []
 }
 
@@ -205,55 +237,92 @@ const backendEnv = (backend: string): Record<string, string> => ({ PIPELINE_BACK
 // ---------------------------------------------------------------------------------------
 // Training: ours and PyTorch, alternating.
 
-const STEPS: Record<PresetName, number> = { tiny: 20, small: 3, "qwen2.5-0.5b-slice": 2 }
+const STEPS: Record<PresetName, number> = { tiny: 20, small: 3, "qwen2.5-0.5b-slice": 2, "qwen2.5-0.5b": 2 }
+
+interface TrainShape {
+  readonly preset: PresetName
+  readonly mode: "full" | "lora"
+  readonly batch: number
+  readonly seq: number
+  readonly warmup: number
+  readonly steps: number
+}
+
+/** The anchor's protocol (4×256, 2 warm-up steps) per preset; the whole 0.5B fully and with LoRA r 16, at 4×256 and the tutorial's 5×512. */
+const trainShapes = (): ReadonlyArray<TrainShape> =>
+  presets.flatMap((preset): ReadonlyArray<TrainShape> =>
+    preset === "qwen2.5-0.5b"
+      ? [[4, 256], [5, 512]].flatMap(([batch, seq]) => (["lora", "full"] as const).map((mode) => ({ preset, mode, batch: batch!, seq: seq!, warmup: 1, steps: STEPS[preset] })))
+      : [{ preset, mode: "full", batch: 4, seq: 256, warmup: 2, steps: STEPS[preset] }]
+  )
+
+const LORA = ["--r", "16", "--alpha", "32"] as const
 
 const trainCase = async () => {
-  for (const preset of presets) {
+  for (const shape of trainShapes()) {
+    const { preset, mode, batch, seq, warmup } = shape
+    const label = `${preset} ${mode} ${batch}x${seq}`
+    const shapeArgs = ["--batch", String(batch), "--seq", String(seq), "--warmup", String(warmup)]
     for (const backend of backends) {
       if (backend === "cpu" && preset !== "tiny") {
         results.skipped.push(`train ${preset} on cpu: plain JS trains small at about 2.5 tokens/s, minutes a step; cpu is the correctness reference`)
         continue
       }
       // cpu (plain JS) takes about 25 s a tiny step: two steps, once, are enough to place it.
-      const steps = backend === "cpu" ? 2 : STEPS[preset]
-      const pair: TrainPair = { preset, backend, steps, ours: [], torch: [] }
+      const steps = backend === "cpu" ? 2 : shape.steps
+      const pair: TrainPair = { preset, mode, batch, seq, backend, steps, ours: [], torch: [] }
       for (let r = 0; r < (backend === "cpu" ? 1 : repeats); r++) {
         // Alternate who goes first, so that neither always runs on a warmer machine.
         const order = r % 2 === 0 ? ["ours", "torch"] : ["torch", "ours"]
         for (const who of order) {
           if (who === "ours") {
             if (pair.failure !== undefined) continue
-            const run = await node("cases/train-step.ts", ["--preset", preset, "--steps", String(steps)], backendEnv(backend)).catch((error: Error) => {
+            const args = ["--preset", preset, "--mode", mode, ...(mode === "lora" ? LORA : []), "--steps", String(steps), ...shapeArgs]
+            const run = await node("cases/train-step.ts", args, backendEnv(backend)).catch((error: Error) => {
               // Recorded, not fatal: a preset that does not fit a backend is a result too.
               pair.failure = firstErrorLine(error.message)
-              note(`train ${preset} ${backend}: failed: ${pair.failure}`)
+              note(`train ${label} ${backend}: failed: ${pair.failure}`)
               return undefined
             })
             if (run === undefined) continue
             pair.ours.push({ ...run.json, peak_rss_mb: run.peakRssMb ?? num(run.json.peak_rss_mb) })
-            note(`train ${preset} ${backend} #${r + 1}: ${num(run.json.tokens_per_s)} tokens/s (fwd+bwd ${num(run.json.median_fwd_bwd_s)} s, optimizer ${num(run.json.median_opt_s)} s)`)
-          } else if (torch !== undefined && backend === backends[0]) {
-            const run = await runChild(python, [ANCHOR, "--preset", preset, "--steps", String(STEPS[preset]), "--threads", String(threads)])
+            note(`train ${label} ${backend} #${r + 1}: ${num(run.json.tokens_per_s)} tokens/s (forward ${num(run.json.median_forward_s)} s, head ${num(run.json.median_head_s)} s, backward ${num(run.json.median_backward_s)} s, optimizer ${num(run.json.median_opt_s)} s; heap ${String(run.json.peak_heap_gib)} GiB, predicted ${num(run.json.predicted_heap_gib)})`)
+          } else if (torch !== undefined && backend === backends[0] && pair.torchFailure === undefined) {
+            const { preset: anchorPreset, layers } = torchPreset(preset)
+            const args = ["--preset", anchorPreset, ...(layers === undefined ? [] : ["--layers", String(layers)]), "--steps", String(shape.steps), "--threads", String(threads), ...shapeArgs]
+            const run = await torchRun(mode === "lora" ? LORA_ANCHOR : ANCHOR, mode === "lora" ? [...args, ...LORA] : args).catch((error: Error) => {
+              pair.torchFailure = firstErrorLine(error.message.replace(/^.*?exited/s, "exited"))
+              note(`train ${label} torch: failed: ${pair.torchFailure}`)
+              return undefined
+            })
+            if (run === undefined) continue
             pair.torch.push({ ...run.json, peak_rss_mb: run.peakRssMb ?? num(run.json.peak_rss_mb) })
-            note(`train ${preset} torch #${r + 1}: ${num(run.json.tokens_per_s)} tokens/s`)
+            note(`train ${label} torch #${r + 1}: ${num(run.json.tokens_per_s)} tokens/s`)
           }
         }
       }
       results.train.push(pair)
     }
   }
-  // PyTorch ran beside the first backend; every backend of a preset compares with those runs.
+  // PyTorch ran beside the first backend; every backend of a case compares with those runs.
   for (const pair of results.train) {
-    if (pair.torch.length === 0) pair.torch = results.train.find((p) => p.preset === pair.preset && p.torch.length > 0)?.torch ?? []
+    if (pair.torch.length === 0) {
+      const twin = results.train.find((p) => p.preset === pair.preset && p.mode === pair.mode && p.batch === pair.batch && p.seq === pair.seq && p.torch.length > 0)
+      pair.torch = twin?.torch ?? []
+    }
   }
 }
 
 // ---------------------------------------------------------------------------------------
 // The data half of gsm8k.yaml against the loopback hub: tokenize, then fully cached runs.
 
-const withHub = async <A>(body: (env: Record<string, string>, cacheDir: string) => Promise<A>): Promise<A> => {
-  const { startHubServer } = await import("../tests/support/hub-server.ts")
-  const server = await startHubServer()
+const withHub = async <A>(body: (env: Record<string, string>, cacheDir: string) => Promise<A>, options: { readonly standIn?: boolean } = {}): Promise<A> => {
+  const { defaultRepos, startHubServer } = await import("../tests/support/hub-server.ts")
+  const { standInCheckpoint } = await import("../tests/support/standin-model.ts")
+  // A full-size stand-in behind Qwen/Qwen2.5-0.5B: its config, random weights (2 GB).
+  const repos = options.standIn !== true ? defaultRepos() : defaultRepos().map((repo) =>
+    repo.name !== "Qwen/Qwen2.5-0.5B" ? repo : { ...repo, branches: { main: { ...repo.branches.main, ...standInCheckpoint() } } })
+  const server = await startHubServer({ repos })
   const work = mkdtempSync(join(tmpdir(), "pipeline-bench-"))
   try {
     return await body({ HF_ENDPOINT: server.url, HF_HUB_CACHE: join(work, "hf"), HF_HUB_OFFLINE: "" }, join(work, "cache"))
@@ -270,6 +339,41 @@ interface StageJson {
   readonly metrics: Record<string, number>
   readonly outputs: { readonly dataset?: { readonly splits: Record<string, ReadonlyArray<{ readonly path: string; readonly rows: number }>> } } | null
 }
+
+// ---------------------------------------------------------------------------------------
+// The tutorial's training starts: both pipeline files, two optimizer steps, full size.
+
+const GSM8K_FILES = ["pipelines/gsm8k.yaml", "pipelines/gsm8k-lora.yaml"] as const
+
+const gsm8kCase = () =>
+  withHub(async (env, cacheDir) => {
+    const smoke = ["--until", "train", "--set", "train.max_steps=2"]
+    // The data half first, so that the train stage's time is its own.
+    await pipelineRun(join(REPO, GSM8K_FILES[0]), cacheDir, env, ["--until", "shuffled"])
+    for (const file of GSM8K_FILES) {
+      const run = await pipelineRun(join(REPO, file), cacheDir, { ...env, ...backendEnv(backends[0] ?? "wasm") }, smoke)
+      const train = stagesOf(run).find((s) => s.id === "train")
+      if (train?.status !== "ran") throw new Error(`${file}: the train stage did not run`)
+      const steps = train.metrics.steps ?? Number.NaN
+      const secondsPerStep = (train.metrics.train_seconds ?? Number.NaN) / steps
+      // The tutorial's epoch: 7,471 examples, batch 5, accumulation 4 (the stage logs the plan).
+      const updatesPerEpoch = Math.ceil(Math.ceil(7471 / 5) / 4)
+      results.gsm8k!.push({
+        file,
+        backend: backends[0] ?? "wasm",
+        steps,
+        stage_seconds: train.durationMs / 1000,
+        train_seconds: train.metrics.train_seconds ?? Number.NaN,
+        seconds_per_step: secondsPerStep,
+        tokens_per_s: train.metrics.tokens_per_second ?? Number.NaN,
+        trainable: train.metrics.trainable_parameters ?? Number.NaN,
+        epoch_hours: (secondsPerStep * updatesPerEpoch) / 3600,
+        updates_per_epoch: updatesPerEpoch,
+        peak_rss_mb: run.peakRssMb ?? null
+      })
+      note(`gsm8k ${file}: ${secondsPerStep.toFixed(1)} s a step, ${train.metrics.tokens_per_second} tokens/s; an epoch (${updatesPerEpoch} steps) ≈ ${((secondsPerStep * updatesPerEpoch) / 3600).toFixed(1)} h`)
+    }
+  }, { standIn: true })
 
 const pipelineRun = (file: string, cacheDir: string, env: Record<string, string>, extra: ReadonlyArray<string> = []) =>
   runChild(process.execPath, [join(REPO, "bin/pipeline.js"), "run", file, "--cache-dir", cacheDir, "--json", ...extra], env)
@@ -389,6 +493,7 @@ const main = async () => {
   if (cases.includes("tokenize") || cases.includes("cached")) await dataHalfCases()
   if (cases.includes("generate")) await generateCase()
   if (cases.includes("e2e")) await e2eCase()
+  if (cases.includes("gsm8k")) await gsm8kCase()
   mkdirSync(flags.out!, { recursive: true })
   // The end-to-end case (most of an hour) keeps files and a README block of its own, so
   // that the other cases can be measured again without it, and the other way round.
@@ -436,7 +541,7 @@ const render = () => {
     if (flags.readme) updateReadme("bench", markdown)
   }
   if (e2e !== undefined) {
-    const markdown = formatE2e({ ...e2e, train: [], generate: [], skipped: [], tokenize: undefined, cached: undefined })
+    const markdown = formatE2e({ ...e2e, train: [], generate: [], gsm8k: [], skipped: [], tokenize: undefined, cached: undefined })
     writeFileSync(join(flags.out!, "e2e.md"), markdown)
     if (flags.readme) updateReadme("bench-e2e", markdown)
   }
