@@ -18,34 +18,25 @@ import { loadHfFolder } from "../src/model/hf-folder.ts"
 import { lossAndGrads } from "../src/model/loss.ts"
 import { forwardLogits, modelFromHost, type Qwen2 } from "../src/model/qwen2.ts"
 import { AdamW, decays } from "../src/train/adamw.ts"
-import { collate } from "../src/train/collate.ts"
 import { LayerwiseModel } from "../src/train/layerwise.ts"
 import { updateStep } from "../src/train/trainer.ts"
-import { runNode, SHARED } from "./helpers.ts"
+import { runNode } from "./helpers.ts"
+import { goldenCollated, goldenJson, goldenLabels, goldenTokens, QWEN2_TINY } from "./support/golden.ts"
 
-const FIXTURE = join(SHARED, "fixtures/qwen2-tiny")
-const golden = JSON.parse(readFileSync(join(FIXTURE, "golden.json"), "utf8")) as {
-  batch: { input_ids: Array<Array<number>>; attention_mask: Array<Array<number>>; labels: Array<Array<number>>; lengths: Array<number> }
+const FIXTURE = QWEN2_TINY
+const golden = goldenJson<{
   forward: { logits_seq0: Array<Array<number>>; loss: number }
   gradients: { global_l2_norm: number }
   adamw_same_batch_clip1: { loss_trajectory: Array<number> }
-}
+}>()
 const loraGolden = JSON.parse(readFileSync(join(__dirname, "fixtures/lora-tiny/golden.json"), "utf8")) as {
   forward: { loss: number }
   adamw: { lr: number; weight_decay: number; loss_trajectory: Array<number> }
 }
 
-const tokens = {
-  batchSize: 2,
-  seqLen: golden.batch.input_ids[0]!.length,
-  inputIds: Int32Array.from(golden.batch.input_ids.flat()),
-  attentionMask: Int32Array.from(golden.batch.attention_mask.flat())
-}
-const labels = Int32Array.from(golden.batch.labels.flat())
-const batch = collate(golden.batch.input_ids.map((ids, i) => ({
-  inputIds: Int32Array.from(ids.slice(0, golden.batch.lengths[i])),
-  labels: Int32Array.from(golden.batch.labels[i]!.slice(0, golden.batch.lengths[i]))
-})), 0)
+const tokens = goldenTokens
+const labels = goldenLabels
+const batch = goldenCollated
 const adamw = (weightDecay: number) => new AdamW({ beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay })
 
 describe.each([

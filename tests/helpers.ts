@@ -4,7 +4,7 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Effect, Layer } from "effect"
 import * as Hub from "../src/hub/index.ts"
 import { spawn, spawnSync } from "node:child_process"
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { runCommand } from "../src/program.ts"
@@ -90,6 +90,31 @@ export const cliAsync = (args: ReadonlyArray<string>, options: { cwd?: string; e
 /** Starts the binary without waiting; for kill and lock tests. */
 export const cliSpawn = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   spawn(process.execPath, [BIN, ...args], { cwd: REPO, env: { ...process.env, ...env, FORCE_COLOR: "0" }, stdio: ["ignore", "pipe", "pipe"] })
+
+/**
+ * Starts `pipeline run` and kills it (SIGKILL) as soon as a training checkpoint whose
+ * name matches `checkpoint` appears in the cache's work folders: mid-training.
+ */
+export const runAndKillAtCheckpoint = async (args: ReadonlyArray<string>, cache: string, env: Record<string, string>, checkpoint = /^checkpoint-\d+$/): Promise<void> => {
+  const child = cliSpawn(["run", ...args, "--cache-dir", cache], env)
+  const exited = new Promise<void>((done) => child.on("exit", () => done()))
+  await new Promise<void>((done, fail) => {
+    const started = Date.now()
+    const poll = setInterval(() => {
+      const work = join(cache, "work")
+      if (existsSync(work) && readdirSync(work).some((fp) => readdirSync(join(work, fp)).some((name) => checkpoint.test(name)))) {
+        clearInterval(poll)
+        child.kill("SIGKILL")
+        done()
+      } else if (Date.now() - started > 120_000) {
+        clearInterval(poll)
+        child.kill("SIGKILL")
+        fail(new Error("no checkpoint appeared"))
+      }
+    }, 10)
+  })
+  await exited
+}
 
 /** The CLI in this process: the exit code, with stderr captured. */
 export const cliInProcess = async (args: ReadonlyArray<string>): Promise<{ code: number; stdout: string; stderr: string }> => {

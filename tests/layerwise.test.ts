@@ -8,8 +8,6 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as tf from "@tensorflow/tfjs-core"
 import { Effect, Either } from "effect"
-import { readFileSync } from "node:fs"
-import { join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { type BackendName, initBackend } from "../src/backend/select.ts"
 import { loadHfFolder } from "../src/model/hf-folder.ts"
@@ -22,20 +20,13 @@ import { type Batch, collate } from "../src/train/collate.ts"
 import { LayerwiseModel } from "../src/train/layerwise.ts"
 import { dropoutMask, neftuneNoise } from "../src/train/noise.ts"
 import { updateStep } from "../src/train/trainer.ts"
-import { SHARED } from "./helpers.ts"
+import { goldenCollated, goldenJson, QWEN2_TINY } from "./support/golden.ts"
 
-const FIXTURE = join(SHARED, "fixtures/qwen2-tiny")
-const golden = JSON.parse(readFileSync(join(FIXTURE, "golden.json"), "utf8")) as {
-  batch: { input_ids: Array<Array<number>>; labels: Array<Array<number>>; lengths: Array<number> }
-  forward: { loss: number }
-  adamw_same_batch_clip1: { loss_trajectory: Array<number> }
-}
+const FIXTURE = QWEN2_TINY
+const golden = goldenJson<{ forward: { loss: number }; adamw_same_batch_clip1: { loss_trajectory: Array<number> } }>()
 
 /** The fixture's batch as the trainer collates it (right padding with id 0). */
-const batch: Batch = collate(golden.batch.input_ids.map((ids, i) => ({
-  inputIds: Int32Array.from(ids.slice(0, golden.batch.lengths[i])),
-  labels: Int32Array.from(golden.batch.labels[i]!.slice(0, golden.batch.lengths[i]))
-})), 0)
+const batch: Batch = goldenCollated
 const tokens = { batchSize: batch.size, seqLen: batch.length, inputIds: batch.inputIds, attentionMask: batch.attentionMask }
 
 const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {

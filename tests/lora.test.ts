@@ -19,34 +19,23 @@ import { encodeHeader } from "../src/model/safetensors.ts"
 import { forwardLogits, modelFromHost, type Qwen2 } from "../src/model/qwen2.ts"
 import { readModelWeights } from "../src/model/source.ts"
 import { AdamW, decays } from "../src/train/adamw.ts"
-import { collate } from "../src/train/collate.ts"
 import { LayerwiseModel } from "../src/train/layerwise.ts"
 import { neftuneNoise } from "../src/train/noise.ts"
 import { updateStep } from "../src/train/trainer.ts"
-import { runNode, runWithHub, SHARED, tempDir } from "./helpers.ts"
+import { runNode, runWithHub, tempDir } from "./helpers.ts"
+import { goldenCollated, goldenLabels, goldenTokens, QWEN2_TINY } from "./support/golden.ts"
 
-const BASE = join(SHARED, "fixtures/qwen2-tiny")
+const BASE = QWEN2_TINY
 const LORA_FIXTURE = join(__dirname, "fixtures/lora-tiny")
-const baseGolden = JSON.parse(readFileSync(join(BASE, "golden.json"), "utf8")) as {
-  batch: { input_ids: Array<Array<number>>; attention_mask: Array<Array<number>>; labels: Array<Array<number>>; lengths: Array<number> }
-}
 const loraGolden = JSON.parse(readFileSync(join(LORA_FIXTURE, "golden.json"), "utf8")) as {
   forward: { logits_seq0: Array<Array<number>>; logits_seq1_valid: Array<Array<number>>; loss: number }
   gradients: { per_parameter_l2_norm: Record<string, number>; global_l2_norm: number }
   adamw: { lr: number; weight_decay: number; max_grad_norm: number; loss_trajectory: Array<number> }
 }
 
-const tokens = {
-  batchSize: baseGolden.batch.input_ids.length,
-  seqLen: baseGolden.batch.input_ids[0]!.length,
-  inputIds: Int32Array.from(baseGolden.batch.input_ids.flat()),
-  attentionMask: Int32Array.from(baseGolden.batch.attention_mask.flat())
-}
-const labels = Int32Array.from(baseGolden.batch.labels.flat())
-const batch = collate(baseGolden.batch.input_ids.map((ids, i) => ({
-  inputIds: Int32Array.from(ids.slice(0, baseGolden.batch.lengths[i])),
-  labels: Int32Array.from(baseGolden.batch.labels[i]!.slice(0, baseGolden.batch.lengths[i]))
-})), 0)
+const tokens = goldenTokens
+const labels = goldenLabels
+const batch = goldenCollated
 
 const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   expect(a.length).toBe(b.length)

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto"
 import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { describe, expect, it } from "vitest"
-import { cliAsync, cliSpawn, REPO, tempDir, writeFile } from "./helpers.ts"
+import { cliAsync, REPO, runAndKillAtCheckpoint, tempDir, writeFile } from "./helpers.ts"
 
 const ASCII = resolve(REPO, "pipelines/tokenizers/ascii")
 const ENV = { PIPELINE_THREADS: "1" }
@@ -118,23 +118,7 @@ describe("train with lora", () => {
     const cache = tempDir()
     const file = pipeline(dir)
     await run(file, cache, "--until", "pretrain")
-    const child = cliSpawn(["run", file, "--cache-dir", cache, "--until", "lora"], ENV)
-    const exited = new Promise<void>((done) => child.on("exit", () => done()))
-    await new Promise<void>((done, fail) => {
-      const started = Date.now()
-      const poll = setInterval(() => {
-        const work = join(cache, "work")
-        if (existsSync(work) && readdirSync(work).some((fp) => readdirSync(join(work, fp)).some((n) => /^checkpoint-(4|8|12)$/.test(n)))) {
-          clearInterval(poll)
-          child.kill("SIGKILL")
-          done()
-        } else if (Date.now() - started > 120_000) {
-          clearInterval(poll)
-          fail(new Error("no checkpoint appeared"))
-        }
-      }, 10)
-    })
-    await exited
+    await runAndKillAtCheckpoint([file, "--until", "lora"], cache, ENV, /^checkpoint-(4|8|12)$/)
     const resumed = await run(file, cache, "--until", "lora")
     expect(resumed.stderr).toMatch(/lora: resuming from checkpoint-(4|8|12) \(step \d+ of 16\)/)
     expect(sha(join(stage(resumed.json, "lora").outputs!.model!.dir, "adapter_model.safetensors"))).toBe(want)

@@ -6,7 +6,7 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Effect } from "effect"
 import { createHash } from "node:crypto"
-import { existsSync, readdirSync, readFileSync } from "node:fs"
+import { readdirSync, readFileSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { type BackendName, initBackend } from "../src/backend/select.ts"
@@ -15,7 +15,7 @@ import { disposeModel, type Qwen2 } from "../src/model/qwen2.ts"
 import { AdamW } from "../src/train/adamw.ts"
 import type { Batch } from "../src/train/collate.ts"
 import { updateStep } from "../src/train/trainer.ts"
-import { cli, cliSpawn, REPO, SHARED, tempDir, writeFile } from "./helpers.ts"
+import { cli, REPO, runAndKillAtCheckpoint, SHARED, tempDir, writeFile } from "./helpers.ts"
 
 const FIXTURE = join(SHARED, "fixtures/qwen2-tiny")
 const golden = JSON.parse(readFileSync(join(FIXTURE, "golden.json"), "utf8")) as {
@@ -123,25 +123,8 @@ describe("train stage", () => {
     const dir = tempDir()
     const cache = tempDir()
     const file = trainPipeline(dir)
-    const child = cliSpawn(["run", file, "--cache-dir", cache], { PIPELINE_THREADS: "1" })
-    const exited = new Promise<void>((done) => child.on("exit", () => done()))
-    // Kill it as soon as a checkpoint exists, mid-training.
-    await new Promise<void>((done, fail) => {
-      const started = Date.now()
-      const poll = setInterval(() => {
-        const work = join(cache, "work")
-        const found = existsSync(work) && readdirSync(work).some((fp) => readdirSync(join(work, fp)).some((n) => /^checkpoint-\d+$/.test(n)))
-        if (found) {
-          clearInterval(poll)
-          child.kill("SIGKILL")
-          done()
-        } else if (Date.now() - started > 120_000) {
-          clearInterval(poll)
-          fail(new Error("no checkpoint appeared"))
-        }
-      }, 10)
-    })
-    await exited
+    // Killed as soon as a checkpoint exists, mid-training.
+    await runAndKillAtCheckpoint([file], cache, { PIPELINE_THREADS: "1" })
     const resumed = cli(["run", file, "--cache-dir", cache, "--json"], { env: { PIPELINE_THREADS: "1" } })
     expect(resumed.code, resumed.stderr).toBe(0)
     expect(resumed.stderr).toMatch(/train: resuming from checkpoint-(10|20|30) \(step \d+ of 40\)/)

@@ -91,15 +91,19 @@ export interface TrainingEstimate {
 /**
  * A layer's pass holds its weights with their packed and transposed copies (3×), what the
  * forward pass records with its transients and gradients (2.9× the recorded floats), and
- * attention maps with their gradients (4.4× one [B, nH, T, T] map). The transient phases
- * need 15% more heap than their live tensors (the allocator's growth steps and the holes
- * it cannot reuse). Fitted to the heap measured at hidden 896 (Qwen2.5-0.5B's width) and
- * 256, batches 4×256 to 8×512, fully and with LoRA: within 10% of every one (bench/NOTES.md).
+ * attention maps with their gradients (4.4× one [B, nH, T, T] map). The head's pass holds
+ * one pass's logits and their transposed copy. The heap's peak is the larger phase, 9%
+ * over its live tensors (the allocator grows in steps), plus a fifth of the smaller one:
+ * the blocks of one phase only partly fit the holes the other leaves. Fitted to the heap
+ * measured at hidden 896 and 256, batches 4×256 to 8×512, fully and with LoRA, weights
+ * read into JS memory as the train stage reads them: within −9% and +12% of every one
+ * (bench/NOTES.md).
  */
 const LAYER_WEIGHT_COPIES = 3
 const LAYER_ACTIVATION_FACTOR = 2.9
 const ATTENTION_MAP_FACTOR = 4.4
-const TRANSIENT_SLACK = 1.15
+const LARGER_PHASE = 1.09
+const SMALLER_PHASE = 0.2
 
 /** Floats per token that one layer's forward pass records for the backward pass (see backward.ts). */
 const recordedPerToken = (config: Qwen2Config, adapterRanks: number): number => {
@@ -128,7 +132,7 @@ export const estimateTraining = (config: Qwen2Config, request: TrainingRequest):
   const headPhase = 2 * passRows * vocab
   const layerPhase = LAYER_WEIGHT_COPIES * (layerParameters + adapterPerLayer) +
     LAYER_ACTIVATION_FACTOR * tokens * recordedPerToken(config, ranksPerLayer) + ATTENTION_MAP_FACTOR * attentionMap
-  const backendPeak = resident + TRANSIENT_SLACK * Math.max(headPhase, layerPhase)
+  const backendPeak = resident + LARGER_PHASE * Math.max(headPhase, layerPhase) + SMALLER_PHASE * Math.min(headPhase, layerPhase)
   const weightBytes = (parameters + adapterParameters) * FLOAT_BYTES
   const gradientBytes = trainable * FLOAT_BYTES
   const optimizerBytes = 2 * trainable * FLOAT_BYTES

@@ -98,7 +98,7 @@ const unsupported = (json: typeof AdapterConfigJson.Type): string | undefined =>
 }
 
 /** Decodes an adapter_config.json's parsed contents; `source` names it in errors. */
-export const decodeAdapterConfig = (input: unknown, source: string): Effect.Effect<AdapterConfig, AdapterError> =>
+const decodeAdapterConfig = (input: unknown, source: string): Effect.Effect<AdapterConfig, AdapterError> =>
   Effect.gen(function* () {
     const json = yield* Schema.decodeUnknown(AdapterConfigJson, { errors: "all" })(input).pipe(
       Effect.mapError((error) => adapterError(source, describeIssues(error)))

@@ -18,9 +18,6 @@ import { KeyedStream } from "../random.ts"
 import type { Qwen2Config } from "./config.ts"
 import { parameterSpecs, type TensorSpec } from "./params.ts"
 
-/** The linear layers of a Qwen2/Llama decoder layer, the names `target_modules` uses. */
-export const LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const
-
 /** PEFT's shorthand for every linear layer but the output head. */
 export const ALL_LINEAR = "all-linear"
 
@@ -120,7 +117,7 @@ const layerIndex = (module: string): number | undefined => {
 }
 
 /** The linear layers of a model an adapter could target: [name without `.weight`, in, out], the head excluded. */
-export const linearModules = (config: Qwen2Config): ReadonlyArray<readonly [string, number, number]> =>
+const linearModules = (config: Qwen2Config): ReadonlyArray<readonly [string, number, number]> =>
   parameterSpecs(config)
     .filter((spec) => spec.transposed && spec.name !== "lm_head.weight")
     .map((spec) => [spec.name.slice(0, -".weight".length), spec.checkpointShape[1]!, spec.checkpointShape[0]!] as const)

@@ -438,7 +438,7 @@ export const lossFromLastHidden = (source: ParamSource, hidden: tf.Tensor2D, bat
   tf.tidy(() => lossFromHidden(source, hidden, batch, labels, normalizer === undefined ? {} : { normalizer }).dataSync()[0] ?? Number.NaN)
 
 /** target[ids[r]] += rows[r] for each row r, in place where the backend allows (`target` is a fresh gradient). */
-export const addRowsInPlace = (target: tf.Tensor, ids: Int32Array, rows: tf.Tensor): tf.Tensor => {
+const addRowsInPlace = (target: tf.Tensor, ids: Int32Array, rows: tf.Tensor): tf.Tensor => {
   const width = target.shape[1] ?? 0
   const vocab = target.shape[0] ?? 0
   return rewriteTensor(target, (values) => {

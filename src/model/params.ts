@@ -5,7 +5,7 @@
  * PyTorch's `Linear` keeps its weight as [out, in]. We keep every linear weight as
  * [in, out], so that `x @ W` is the untransposed product XNNPACK runs fast (and no
  * per-step transpose of a weight is needed). `modelLayoutValues` / `checkpointLayoutValues`
- * (and their tensor forms) are the only functions that know it. The embedding stays [vocab, hidden] both ways.
+ * (and `toCheckpointLayout`, for a tensor) are the only functions that know it. The embedding stays [vocab, hidden] both ways.
  */
 import * as tf from "@tensorflow/tfjs-core"
 import type { Qwen2Config } from "./config.ts"
@@ -100,10 +100,6 @@ export const checkpointLayoutValues = (spec: TensorSpec, data: Float32Array): Fl
   const [rows = 1, cols = 1] = spec.shape
   return spec.transposed ? transpose2d(data, rows, cols) : data
 }
-
-/** Checkpoint values (PyTorch layout) → a tensor in model layout. */
-export const toModelLayout = (spec: TensorSpec, data: Float32Array): tf.Tensor =>
-  tf.tensor(modelLayoutValues(spec, data), [...spec.shape], "float32")
 
 /** A parameter in model layout → checkpoint values (PyTorch layout). */
 export const toCheckpointLayout = (spec: TensorSpec, tensor: tf.Tensor): Float32Array => {

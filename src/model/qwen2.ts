@@ -170,14 +170,19 @@ const applyRotary = (x: tf.Tensor4D, cos: tf.Tensor4D, sin: tf.Tensor4D): tf.Ten
  * this module: PEFT's `lora.Linear.forward`, in its order of operations.
  */
 const linear = (source: ParamSource, name: string, x: tf.Tensor2D, step: Step): tf.Tensor2D => {
-  const base = tf.matMul(x, param(source, `${name}.weight`)) as tf.Tensor2D
-  const bias = source.params.get(`${name}.bias`)
-  const y = bias === undefined ? base : tf.add<tf.Tensor2D>(base, bias)
   const scaling = source.adapter?.scaling.get(name)
-  if (scaling === undefined) return y
-  const u = tf.matMul(step.dropout?.(name, x) ?? x, param(source, loraAName(name))) as tf.Tensor2D // [N, r]
-  step.record?.(`${name}.lora_u`, u)
-  return tf.add(y, tf.mul(tf.matMul(u, param(source, loraBName(name))), scaling))
+  // In a tidy of its own: the [N × out] intermediates (x W, (u B), its scaled copy) go at
+  // once, not at the end of the block (the tape keeps copies of what its gradients need).
+  const { y, u } = tf.tidy(() => {
+    const base = tf.matMul(x, param(source, `${name}.weight`)) as tf.Tensor2D
+    const bias = source.params.get(`${name}.bias`)
+    const plain = bias === undefined ? base : tf.add<tf.Tensor2D>(base, bias)
+    if (scaling === undefined) return { y: plain, u: undefined }
+    const u = tf.matMul(step.dropout?.(name, x) ?? x, param(source, loraAName(name))) as tf.Tensor2D // [N, r]
+    return { y: tf.add<tf.Tensor2D>(plain, tf.mul(tf.matMul(u, param(source, loraBName(name))), scaling)), u }
+  })
+  if (u !== undefined) step.record?.(`${name}.lora_u`, u)
+  return y
 }
 
 /** What one forward pass shares across layers: shapes, rotary tables, the mask, and the training hooks. */
@@ -215,9 +220,12 @@ const attention = (source: ParamSource, layer: number, x: tf.Tensor2D, step: Ste
     tf.transpose(tf.reshape(tf.mul(q, 1 / Math.sqrt(hD)), [b, t, nKV, rep, hD]), [0, 2, 3, 1, 4]), // [B, nKV, rep, T, hD]
     [b * nKV, rep * t, hD]
   ) // [B*nKV, rep*T, hD]
-  const scores = tf.matMul(grouped, tf.reshape(keysT, [b * nKV, hD, s])) // [B*nKV, rep*T, S]
-  const masked = tf.add(tf.reshape(scores, [b, nH, t, s]), step.mask) // [B, nH, T, S]
-  const probs = tf.reshape(tf.softmax(masked), [b * nKV, rep * t, s]) // [B*nKV, rep*T, S]
+  // The scores and their masked copy are as large as the probabilities: gone once those exist.
+  const probs = tf.tidy(() => {
+    const scores = tf.matMul(grouped, tf.reshape(keysT, [b * nKV, hD, s])) // [B*nKV, rep*T, S]
+    const masked = tf.add(tf.reshape(scores, [b, nH, t, s]), step.mask) // [B, nH, T, S]
+    return tf.reshape(tf.softmax(masked), [b * nKV, rep * t, s]) // [B*nKV, rep*T, S]
+  })
   const context = tf.matMul(probs, tf.reshape(values, [b * nKV, s, hD])) // [B*nKV, rep*T, hD]
   const merged = tf.reshape<tf.Rank.R2>(
     tf.transpose(tf.reshape(context, [b, nKV, rep, t, hD]), [0, 3, 1, 2, 4]), // [B, T, nKV, rep, hD]
@@ -234,11 +242,11 @@ const attention = (source: ParamSource, layer: number, x: tf.Tensor2D, step: Ste
 const mlp = (source: ParamSource, layer: number, x: tf.Tensor2D, step: Step): tf.Tensor2D => {
   const name = `model.layers.${layer}.mlp`
   const gate = linear(source, `${name}.gate_proj`, x, step) // [B*T, I]
-  const silu = tf.mul(gate, tf.sigmoid(gate))
   const up = linear(source, `${name}.up_proj`, x, step) // [B*T, I]
   step.record?.("gate", gate)
   step.record?.("up", up)
-  return linear(source, `${name}.down_proj`, tf.mul(silu, up), step) // [B*T, H]
+  const act = tf.tidy(() => tf.mul(tf.mul(gate, tf.sigmoid(gate)), up)) as tf.Tensor2D // [B*T, I]; its temporaries go at once
+  return linear(source, `${name}.down_proj`, act, step) // [B*T, H]
 }
 
 // ---------------------------------------------------------------------------------------

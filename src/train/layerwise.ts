@@ -25,7 +25,7 @@ import { readView } from "../backend/in-place.ts"
 import { wasmHeapSize } from "../backend/wasm-internals.ts"
 import { decoderLayerBackward } from "../model/backward.ts"
 import type { Qwen2Config } from "../model/config.ts"
-import { EMBEDDING, FINAL_NORM, headLossAndGrads, lossFromLastHidden, scoredPositions } from "../model/loss.ts"
+import { EMBEDDING, FINAL_NORM, headLossAndGrads, lossFromLastHidden } from "../model/loss.ts"
 import type { LoraPlan } from "../model/lora.ts"
 import { parameterSpecs, type TensorSpec } from "../model/params.ts"
 import { attentionBlock, decoderLayer, mlpBlock, type ParamSource, prepareStep, type Step, type TokenBatch } from "../model/qwen2.ts"
@@ -420,6 +420,3 @@ const tokenBatch = (batch: Batch): TokenBatch => ({
   inputIds: batch.inputIds,
   attentionMask: batch.attentionMask
 })
-
-/** Scored tokens of a batch (what its loss averages over): the trainer counts them for the normalizer. */
-export const scoredTokens = (batch: Batch): number => scoredPositions(batch.labels, batch.size, batch.length).rows.length
