@@ -4,7 +4,7 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Effect, Layer } from "effect"
 import * as Hub from "../src/hub/index.ts"
 import { spawn, spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { runCommand } from "../src/program.ts"
@@ -91,6 +91,19 @@ export const cliAsync = (args: ReadonlyArray<string>, options: { cwd?: string; e
 export const cliSpawn = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   spawn(process.execPath, [BIN, ...args], { cwd: REPO, env: { ...process.env, ...env, FORCE_COLOR: "0" }, stdio: ["ignore", "pipe", "pipe"] })
 
+/** Lists a folder, or nothing when it is gone: the engine renames stages' work folders away as it commits them. */
+const listing = (dir: string): ReadonlyArray<string> => {
+  try {
+    return readdirSync(dir)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return []
+    throw error
+  }
+}
+
+const hasCheckpoint = (work: string, checkpoint: RegExp): boolean =>
+  listing(work).some((fp) => listing(join(work, fp)).some((name) => checkpoint.test(name)))
+
 /**
  * Starts `pipeline run` and kills it (SIGKILL) as soon as a training checkpoint whose
  * name matches `checkpoint` appears in the cache's work folders: mid-training.
@@ -100,16 +113,19 @@ export const runAndKillAtCheckpoint = async (args: ReadonlyArray<string>, cache:
   const exited = new Promise<void>((done) => child.on("exit", () => done()))
   await new Promise<void>((done, fail) => {
     const started = Date.now()
+    const stop = (error?: Error) => {
+      clearInterval(poll)
+      child.kill("SIGKILL")
+      if (error) fail(error)
+      else done()
+    }
     const poll = setInterval(() => {
-      const work = join(cache, "work")
-      if (existsSync(work) && readdirSync(work).some((fp) => readdirSync(join(work, fp)).some((name) => checkpoint.test(name)))) {
-        clearInterval(poll)
-        child.kill("SIGKILL")
-        done()
-      } else if (Date.now() - started > 120_000) {
-        clearInterval(poll)
-        child.kill("SIGKILL")
-        fail(new Error("no checkpoint appeared"))
+      try {
+        if (hasCheckpoint(join(cache, "work"), checkpoint)) stop()
+        else if (child.exitCode !== null) stop(new Error(`pipeline run exited (${child.exitCode}) before a checkpoint appeared`))
+        else if (Date.now() - started > 240_000) stop(new Error("no checkpoint appeared in 240 s"))
+      } catch (error) {
+        stop(error as Error)
       }
     }, 10)
   })
