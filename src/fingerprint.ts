@@ -2,7 +2,9 @@
  * The fingerprint of a stage run: the sha256 of the canonical JSON of all its
  * meaningful inputs (after wireit's `fingerprint.ts`):
  *
- * - the stage's identity and code version (declared version + module source hash),
+ * - the stage's identity and code version: its declared version and its module's whole
+ *   import closure (each local file by content, each package by installed version; see
+ *   code-version.ts),
  * - its params, decoded then re-encoded (defaults filled in, secrets removed),
  * - the content digest of each upstream stage's outputs, by `needs` name,
  * - the sha256 of each local file it reads,
@@ -15,12 +17,14 @@
 import { createHash } from "node:crypto"
 
 /** Bump when the meaning of an entry changes in a way no stage version captures. */
-export const ENGINE_VERSION = "1"
+export const ENGINE_VERSION = "2"
 
 export interface FingerprintMaterial {
   readonly engine: string
   readonly stage: string
   readonly code: string
+  /** What `code` covers, for explanations: file (relative to the stage module) → hash, `npm:<package>` → version. */
+  readonly sources?: Readonly<Record<string, string>>
   readonly params: Readonly<Record<string, unknown>>
   /** upstream id → output digest */
   readonly inputs: Readonly<Record<string, string>>
@@ -56,7 +60,7 @@ export const explainChange = (previous: FingerprintMaterial | undefined, current
   const reasons: Array<string> = []
   if (previous.engine !== current.engine) reasons.push("engine version changed")
   if (previous.stage !== current.stage) reasons.push(`stage changed ${previous.stage}→${current.stage}`)
-  else if (previous.code !== current.code) reasons.push("code version changed")
+  else if (previous.code !== current.code) reasons.push(codeChange(previous, current))
   reasons.push(...diffValues(previous.params, current.params, "").map(({ path, before, after }) =>
     before === undefined
       ? `param \`${path}\` added (${show(after)})`
@@ -82,6 +86,23 @@ export const explainChange = (previous: FingerprintMaterial | undefined, current
     else if (before !== after) reasons.push(`external \`${name}\` changed ${short(before)}→${short(after)}`)
   }
   return reasons
+}
+
+/** "code changed: ../src/random.ts", "code changed: package effect 3.1.0→3.2.0", or the declared version. */
+const codeChange = (previous: FingerprintMaterial, current: FingerprintMaterial): string => {
+  const [before, after] = [previous.code.split("+")[0], current.code.split("+")[0]]
+  if (before !== after) return `code version changed ${before}→${after}`
+  if (previous.sources === undefined || current.sources === undefined) return "code version changed"
+  const changed = union(previous.sources, current.sources).filter((name) => previous.sources![name] !== current.sources![name])
+  const described = changed.map((name) => {
+    if (!name.startsWith("npm:")) {
+      return !(name in previous.sources!) ? `${name} (new import)` : !(name in current.sources!) ? `${name} (no longer imported)` : name
+    }
+    const [was, now] = [previous.sources![name], current.sources![name]]
+    return `package ${name.slice(4)} ${was ?? "(new)"}→${now ?? "(dropped)"}`
+  })
+  const shown = described.length > 4 ? [...described.slice(0, 4), `and ${described.length - 4} more`] : described
+  return shown.length === 0 ? "code version changed" : `code changed: ${shown.join(", ")}`
 }
 
 const short = (version: string): string => (/^[0-9a-f]{40,64}$/.test(version) ? version.slice(0, 8) : version)

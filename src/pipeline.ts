@@ -7,7 +7,7 @@ import { Effect, Either, Schema } from "effect"
 import { checkGraph, topoOrder } from "./dag.ts"
 import { decodeWithDiagnostics } from "./diagnostics.ts"
 import { type Diagnostic, SpecError, suggestion } from "./errors.ts"
-import { BUILTIN_STAGES, resolveStage, type ResolvedImpl } from "./registry.ts"
+import { BUILTIN_STAGES, codeVersions, type ResolvedDefinition, resolveStage, type ResolvedImpl } from "./registry.ts"
 import { loadSpec, type Override, type PipelineSpec } from "./spec.ts"
 
 export interface ResolvedStage {
@@ -31,7 +31,7 @@ export const loadPipeline = (file: string, overrides: ReadonlyArray<Override> = 
   Effect.gen(function* () {
     const spec = yield* loadSpec(file, overrides)
     const diagnostics: Array<Diagnostic> = [...checkGraph(spec.stages, spec.locate)]
-    const resolved: Array<ResolvedStage> = []
+    const resolved: Array<Omit<ResolvedStage, "impl"> & { readonly impl: ResolvedDefinition }> = []
     for (const stage of spec.stages) {
       const impl = yield* resolveStage(stage.uses, spec.baseDir).pipe(Effect.either)
       if (Either.isLeft(impl)) {
@@ -63,11 +63,15 @@ export const loadPipeline = (file: string, overrides: ReadonlyArray<Override> = 
     }
     if (diagnostics.length === 0) diagnostics.push(...checkKinds(spec, resolved))
     if (diagnostics.length > 0) return yield* new SpecError({ file: spec.file, diagnostics })
-    return { spec, stages: topoOrder(resolved) } satisfies Pipeline
+    const impls = yield* codeVersions(resolved.map((stage) => stage.impl)).pipe(
+      Effect.mapError((failure) => new SpecError({ file: spec.file, diagnostics: [{ location: spec.file, path: "", message: failure.message }] }))
+    )
+    const stages = resolved.map((stage, i): ResolvedStage => ({ ...stage, impl: impls[i]! }))
+    return { spec, stages: topoOrder(stages) } satisfies Pipeline
   })
 
 /** Each stage gets the number and kinds of upstream artifacts it accepts. */
-const checkKinds = (spec: PipelineSpec, stages: ReadonlyArray<ResolvedStage>): ReadonlyArray<Diagnostic> => {
+const checkKinds = (spec: PipelineSpec, stages: ReadonlyArray<{ readonly id: string; readonly needs: ReadonlyArray<string>; readonly impl: ResolvedDefinition }>): ReadonlyArray<Diagnostic> => {
   const byId = new Map(stages.map((s) => [s.id, s]))
   return stages.flatMap((stage): ReadonlyArray<Diagnostic> => {
     const { accepts, name } = stage.impl.definition

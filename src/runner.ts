@@ -50,6 +50,10 @@ export const computeMaterial = (pipeline: Pipeline, stage: ResolvedStage, upstre
       engine: ENGINE_VERSION,
       stage: stage.impl.identity,
       code: stage.impl.codeVersion,
+      sources: {
+        ...stage.impl.code.files,
+        ...Object.fromEntries(Object.entries(stage.impl.code.packages).map(([name, version]) => [`npm:${name}`, version]))
+      },
       params: stage.recordedParams,
       inputs: Object.fromEntries(stage.needs.map((need) => [need, upstream.get(need)!.manifest.outputDigest])),
       files,

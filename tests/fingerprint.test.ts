@@ -28,7 +28,13 @@ describe("fingerprint", () => {
   it("explains each kind of change in words", () => {
     expect(explainChange(undefined, material)).toEqual(["never run"])
     expect(explainChange(material, { ...material, params: { ...material.params, seed: 7 } })).toEqual(["param `seed` changed 42→7"])
-    expect(explainChange(material, { ...material, code: "2+def" })).toEqual(["code version changed"])
+    expect(explainChange(material, { ...material, code: "2+def" })).toEqual(["code version changed 1→2"])
+    // The same declared version, another import closure: which files and packages changed.
+    const code = { ...material, code: "1+abc", sources: { "shuffle.ts": "s1", "../src/random.ts": "r1", "npm:effect": "3.1.0" } }
+    expect(explainChange(code, { ...code, code: "1+def", sources: { ...code.sources, "../src/random.ts": "r2" } }))
+      .toEqual(["code changed: ../src/random.ts"])
+    expect(explainChange(code, { ...code, code: "1+def", sources: { "shuffle.ts": "s1", "../src/random.ts": "r1", "npm:effect": "3.2.0", "lib.ts": "l" } }))
+      .toEqual(["code changed: lib.ts (new import), package effect 3.1.0→3.2.0"])
     expect(explainChange(material, { ...material, inputs: { data: "d2" } })).toEqual(["input `data` changed"])
     expect(explainChange(material, { ...material, files: { "a.jsonl": "x" } })).toEqual(["file `a.jsonl` added"])
     expect(explainChange(material, { ...material, params: { seed: 42 } })).toEqual(['param `splits` removed (was ["train"])'])
