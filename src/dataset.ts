@@ -30,10 +30,29 @@ export const readSplit = (dataset: DatasetArtifact, split: string) =>
     }
     const tables = yield* Effect.forEach(files, (file) =>
       fs.readFile(file.path).pipe(
-        Effect.map(decodeIpc),
-        Effect.mapError((cause) => new StageError({ message: `cannot read ${file.path}: ${cause.message}`, cause }))
+        Effect.mapError((cause) => new StageError({ message: `cannot read ${file.path}: ${cause.message}`, cause })),
+        Effect.flatMap((bytes) => decodeSplitFile(bytes, file))
       ))
     return concatTables(tables)
+  })
+
+/**
+ * One Arrow file of a split, checked against the row count its entry recorded. A file
+ * damaged in the cache (bytes changed with the mtime restored get past the quick check)
+ * is a clean error that names it, never a crash.
+ */
+const decodeSplitFile = (bytes: Uint8Array, file: SplitFile) =>
+  Effect.try({
+    try: () => {
+      const table = decodeIpc(bytes)
+      if (table.numRows !== file.rows) throw new Error(`it holds ${table.numRows} rows where ${file.rows} were written`)
+      return table
+    },
+    catch: (cause) =>
+      new StageError({
+        message: `${file.path} is not a readable Arrow file (${cause instanceof Error ? cause.message : String(cause)}): the cache entry is damaged. Run \`pipeline verify --repair\` to remove damaged entries; the next run rebuilds them.`,
+        cause
+      })
   })
 
 const concatTables = (tables: ReadonlyArray<Table>): Table => {

@@ -14,40 +14,98 @@
  */
 import { FileSystem, Path } from "@effect/platform"
 import type { PlatformError } from "@effect/platform/Error"
-import { Context, Effect, Layer, Option, Stream } from "effect"
+import { Context, Effect, Either, Layer, Option, ParseResult, Schema, Stream } from "effect"
 import { createHash, randomBytes } from "node:crypto"
 import type { Metrics, Outputs } from "./artifact.ts"
 import { StoreError } from "./errors.ts"
 import { canonicalJson, type FingerprintMaterial, sha256 } from "./fingerprint.ts"
 import { acquireLock } from "./lock.ts"
 
-export const MANIFEST = "manifest.json"
+const MANIFEST = "manifest.json"
 
 /** How long `gc` keeps the work folder of an interrupted run. */
 const WORK_RETENTION_MS = 7 * 24 * 3600 * 1000
 
-export interface ContentFile {
-  readonly bytes: number
-  readonly sha256: string
-  readonly mtimeMs: number
-}
+// What the store writes, as Schemas: everything read back is decoded, never cast. A
+// file that does not decode is damaged (a manifest) or ignored (a run record), and said so.
 
-export interface Manifest {
-  readonly format: 1
-  readonly fingerprint: string
-  readonly pipeline: string
-  readonly stage: string
-  readonly material: FingerprintMaterial
+const Hex64 = Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/))
+const Strings = Schema.Record({ key: Schema.String, value: Schema.String })
+
+const MaterialSchema = Schema.Struct({
+  engine: Schema.String,
+  stage: Schema.String,
+  code: Schema.String,
+  sources: Schema.optional(Strings),
+  params: Schema.Record({ key: Schema.String, value: Schema.Unknown }),
+  inputs: Strings,
+  files: Strings,
+  external: Schema.optionalWith(Strings, { default: () => ({}) })
+})
+
+const OutputsSchema = Schema.Struct({
+  dataset: Schema.optional(Schema.Struct({
+    kind: Schema.Literal("dataset"),
+    splits: Schema.Record({ key: Schema.String, value: Schema.Array(Schema.Struct({ path: Schema.String, rows: Schema.NonNegativeInt })) })
+  })),
+  model: Schema.optional(Schema.Struct({ kind: Schema.Literal("model"), dir: Schema.String })),
+  files: Schema.optional(Schema.Struct({ kind: Schema.Literal("files"), dir: Schema.String, files: Schema.Array(Schema.String) }))
+})
+
+const ContentFileSchema = Schema.Struct({ bytes: Schema.NonNegativeInt, sha256: Hex64, mtimeMs: Schema.Number })
+
+const ManifestSchema = Schema.Struct({
+  format: Schema.Literal(1),
+  fingerprint: Hex64,
+  pipeline: Schema.String,
+  stage: Schema.String,
+  material: MaterialSchema,
   /** Outputs with paths relative to the entry folder. */
+  outputs: OutputsSchema,
+  metrics: Schema.Record({ key: Schema.String, value: Schema.Number }),
+  /** Every file of the entry but the manifest, by relative path. */
+  contents: Schema.Record({ key: Schema.String, value: ContentFileSchema }),
+  /** sha256 over `contents` and `outputs`: what downstream fingerprints see. */
+  outputDigest: Hex64,
+  createdAt: Schema.String,
+  durationMs: Schema.Number
+})
+
+const RunRecordSchema = Schema.Struct({
+  pipeline: Schema.String,
+  file: Schema.String,
+  updatedAt: Schema.String,
+  stages: Schema.Record({
+    key: Schema.String,
+    value: Schema.Struct({ fingerprint: Hex64, material: MaterialSchema, outputDigest: Hex64, finishedAt: Schema.String })
+  })
+})
+
+export type ContentFile = typeof ContentFileSchema.Type
+
+export interface Manifest extends Omit<typeof ManifestSchema.Type, "material" | "outputs" | "metrics"> {
+  readonly material: FingerprintMaterial
   readonly outputs: Outputs
   readonly metrics: Metrics
-  /** Every file of the entry but the manifest, by relative path. */
-  readonly contents: Readonly<Record<string, ContentFile>>
-  /** sha256 over `contents` and `outputs`: what downstream fingerprints see. */
-  readonly outputDigest: string
-  readonly createdAt: string
-  readonly durationMs: number
 }
+
+/** JSON text → a value of `schema`, or why not, in one line. */
+const decodeJson = <A, I>(schema: Schema.Schema<A, I>, text: string): Either.Either<A, string> => {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (error) {
+    return Either.left(`not valid JSON (${(error as Error).message})`)
+  }
+  return Schema.decodeUnknownEither(schema, { onExcessProperty: "ignore" })(value).pipe(
+    Either.mapLeft((error) => ParseResult.TreeFormatter.formatErrorSync(error).split("\n").map((l) => l.trim()).filter((l) => l !== "").slice(-2).join(": "))
+  )
+}
+
+/** A relative path that stays inside its folder: no `..`, not absolute, no NUL. */
+const isInside = (relative: string): boolean =>
+  relative !== "" && !relative.includes("\0") && !relative.startsWith("/") && !relative.includes("\\") &&
+  relative.split("/").every((part) => part !== "..")
 
 export interface Entry {
   readonly dir: string
@@ -102,6 +160,20 @@ export interface ArtifactStoreService {
   /** The writer lock, held for the enclosing scope; staging left by dead runs is cleared on taking it. */
   readonly lock: (command: string) => Effect.Effect<void, import("./errors.ts").LockError | StoreError, import("effect/Scope").Scope>
   readonly gc: (options: { readonly dryRun: boolean }) => Effect.Effect<GcReport, StoreError>
+  readonly verifyAll: (options: { readonly repair: boolean }) => Effect.Effect<VerifyReport, StoreError>
+}
+
+export interface DamagedEntry {
+  readonly fingerprint: string
+  readonly pipeline: string | undefined
+  readonly stage: string | undefined
+  readonly reason: string
+}
+
+export interface VerifyReport {
+  readonly checked: number
+  readonly bytes: number
+  readonly damaged: ReadonlyArray<DamagedEntry>
 }
 
 export class ArtifactStore extends Context.Tag("ArtifactStore")<ArtifactStore, ArtifactStoreService>() {}
@@ -109,8 +181,45 @@ export class ArtifactStore extends Context.Tag("ArtifactStore")<ArtifactStore, A
 const storeError = (what: string) => (cause: PlatformError) =>
   new StoreError({ message: `${what}: ${cause.message}`, cause })
 
-export const make = (root: string) =>
+/** The first path of a manifest that would leave its entry folder, if any. */
+const outsidePath = (manifest: Manifest): string | undefined =>
+  [
+    ...Object.keys(manifest.contents),
+    ...Object.values(manifest.outputs.dataset?.splits ?? {}).flatMap((files) => files.map((f) => f.path)),
+    ...(manifest.outputs.model ? [manifest.outputs.model.dir] : []),
+    ...(manifest.outputs.files ? [manifest.outputs.files.dir, ...manifest.outputs.files.files] : [])
+  ].find((p) => p !== "." && !isInside(p))
+
+/** The first output a stage returned without writing it (outputs relative to the staging folder). */
+const missingOutput = (outputs: Outputs, contents: Readonly<Record<string, ContentFile>>): string | undefined => {
+  const within = (dir: string) => dir === "." ? Object.keys(contents).length > 0 : Object.keys(contents).some((name) => name.startsWith(`${dir}/`))
+  for (const [split, files] of Object.entries(outputs.dataset?.splits ?? {})) {
+    const missing = files.find((f) => !(f.path in contents))
+    if (missing !== undefined) return `the file ${missing.path} of dataset split "${split}"`
+  }
+  if (outputs.model !== undefined && !within(outputs.model.dir)) return `the model folder ${outputs.model.dir} (empty or missing)`
+  if (outputs.files !== undefined) {
+    const { dir, files } = outputs.files
+    // Each listed name is a file, or a folder with files in it (a model beside the report).
+    const missing = files.find((f) => {
+      const name = dir === "." ? f : `${dir}/${f}`
+      return !(name in contents) && !within(name)
+    })
+    if (missing !== undefined) return `the file ${missing} in ${dir}`
+  }
+  return undefined
+}
+
+export interface StoreOptions {
+  /** Where warnings go (a damaged run record): stderr unless given. */
+  readonly warn?: (message: string) => void
+}
+
+const make = (root: string, options: StoreOptions = {}) =>
   Effect.gen(function* () {
+    const warn = (message: string) => Effect.sync(() => (options.warn ?? ((m) => process.stderr.write(`warning: ${m}\n`)))(message))
+    // Stages finishing together each update the run record: one at a time, or one is lost.
+    const recordLock = yield* Effect.makeSemaphore(1)
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const entriesDir = path.join(root, "entries")
@@ -153,7 +262,8 @@ export const make = (root: string) =>
       return rel.split(path.sep).join("/") || "."
     }
 
-    const verify = (dir: string, manifest: Manifest) =>
+    /** Each file against the manifest: sizes always, hashes of files whose mtime moved (or of all, `full`). */
+    const verify = (dir: string, manifest: Manifest, full = false) =>
       Effect.gen(function* () {
         for (const [name, expected] of Object.entries(manifest.contents)) {
           const file = path.join(dir, name)
@@ -163,7 +273,7 @@ export const make = (root: string) =>
           if (bytes !== expected.bytes) return `file ${name} has ${bytes} bytes, expected ${expected.bytes}`
           const mtime = Option.getOrUndefined(info.value.mtime)?.getTime()
           // A file untouched since commit keeps its mtime: re-hash only what may have changed.
-          if (mtime !== expected.mtimeMs) {
+          if (full || mtime !== expected.mtimeMs) {
             const actual = yield* hashFile(file)
             if (actual !== expected.sha256) return `file ${name} does not match its sha256`
           }
@@ -189,15 +299,16 @@ export const make = (root: string) =>
           }
           return { _tag: "Miss" } as const
         }
-        let manifest: Manifest
-        try {
-          manifest = JSON.parse(text.value) as Manifest
-        } catch {
+        const decoded = decodeJson(ManifestSchema, text.value)
+        if (Either.isLeft(decoded)) {
           yield* quarantine(dir)
-          return { _tag: "Damaged", reason: "the cached entry's manifest is not valid JSON" } as const
+          return { _tag: "Damaged", reason: `the cached entry's manifest is damaged (${decoded.left})` } as const
         }
+        const manifest = decoded.right as Manifest
         const problem = manifest.fingerprint !== fingerprint
           ? "the manifest belongs to another fingerprint"
+          : outsidePath(manifest) !== undefined
+          ? `the manifest names ${outsidePath(manifest)}, outside the entry`
           : yield* verify(dir, manifest).pipe(Effect.catchAll((e) => Effect.succeed(`cannot verify: ${e.message}`)))
         if (problem !== undefined) {
           yield* quarantine(dir)
@@ -236,6 +347,10 @@ export const make = (root: string) =>
           try: () => resolveOutputs(dir, request.outputs, relative),
           catch: (e) => new StoreError({ message: (e as Error).message })
         })
+        const unwritten = missingOutput(outputs, contents)
+        if (unwritten !== undefined) {
+          return yield* new StoreError({ message: `the stage returned ${unwritten}, which it never wrote: nothing was cached` })
+        }
         const digestOf = Object.fromEntries(Object.entries(contents).map(([name, c]) => [name, c.sha256]))
         const manifest: Manifest = {
           format: 1,
@@ -278,11 +393,17 @@ export const make = (root: string) =>
       return path.join(runsDir, `${base}-${sha256(file).slice(0, 12)}.json`)
     }
 
+    /** The latest run record of a pipeline file; a damaged one is ignored, with a warning. */
     const readRun = (file: string) =>
-      fs.readFileString(runFile(file)).pipe(
-        Effect.map((text) => JSON.parse(text) as RunRecord),
-        Effect.catchAll(() => Effect.succeed(undefined))
-      )
+      Effect.gen(function* () {
+        const recordPath = runFile(file)
+        const text = yield* fs.readFileString(recordPath).pipe(Effect.option)
+        if (Option.isNone(text)) return undefined
+        const decoded = decodeJson(RunRecordSchema, text.value)
+        if (Either.isRight(decoded)) return decoded.right as RunRecord
+        yield* warn(`the run record ${recordPath} is damaged (${decoded.left}): ignored; this run writes a new one`)
+        return undefined
+      })
 
     const writeAtomic = (target: string, text: string) =>
       Effect.gen(function* () {
@@ -292,7 +413,7 @@ export const make = (root: string) =>
       })
 
     const recordStage = (file: string, pipeline: string, stage: string, record: RunRecordStage) =>
-      Effect.gen(function* () {
+      recordLock.withPermits(1)(Effect.gen(function* () {
         yield* ensureDirs
         const previous = yield* readRun(file)
         const next: RunRecord = {
@@ -302,7 +423,7 @@ export const make = (root: string) =>
           stages: { ...previous?.stages, [stage]: record }
         }
         yield* writeAtomic(runFile(file), JSON.stringify(next, null, 2))
-      }).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("cannot write the run record")(e))))
+      })).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("cannot write the run record")(e))))
 
     const clearTmp = fs.readDirectory(tmpDir).pipe(
       Effect.flatMap((names) => Effect.forEach(names, (name) => fs.remove(path.join(tmpDir, name), { recursive: true }))),
@@ -317,6 +438,34 @@ export const make = (root: string) =>
         yield* clearTmp
       })
 
+    /** `pipeline verify`: every entry re-hashed in full, like `git fsck`; `repair` removes the damaged ones. */
+    const verifyAll = (verifyOptions: { readonly repair: boolean }) =>
+      Effect.gen(function* () {
+        yield* ensureDirs
+        const damaged: Array<DamagedEntry> = []
+        let checked = 0
+        let bytes = 0
+        for (const name of (yield* fs.readDirectory(entriesDir)).sort()) {
+          const dir = path.join(entriesDir, name)
+          checked++
+          const text = yield* fs.readFileString(path.join(dir, MANIFEST)).pipe(Effect.option)
+          const decoded = Option.isNone(text) ? Either.left("no manifest") : decodeJson(ManifestSchema, text.value).pipe(Either.mapLeft((why) => `the manifest is damaged (${why})`))
+          const manifest = Either.isRight(decoded) ? decoded.right as Manifest : undefined
+          const problem = manifest === undefined
+            ? Either.getLeft(decoded).pipe(Option.getOrElse(() => "unreadable"))
+            : manifest.fingerprint !== name
+            ? "the manifest belongs to another fingerprint"
+            : outsidePath(manifest) !== undefined
+            ? `the manifest names ${outsidePath(manifest)}, outside the entry`
+            : yield* verify(dir, manifest, true).pipe(Effect.catchAll((e) => Effect.succeed(`cannot verify: ${e.message}`)))
+          if (manifest !== undefined) bytes += Object.values(manifest.contents).reduce((sum, c) => sum + c.bytes, 0)
+          if (problem === undefined) continue
+          damaged.push({ fingerprint: name, pipeline: manifest?.pipeline, stage: manifest?.stage, reason: problem })
+          if (verifyOptions.repair) yield* quarantine(dir)
+        }
+        return { checked, bytes, damaged } satisfies VerifyReport
+      }).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("cannot verify the cache")(e))))
+
     const sizeOf = (dir: string) =>
       listFiles(dir).pipe(
         Effect.flatMap((names) => Effect.forEach(names, (name) => fs.stat(path.join(dir, name)))),
@@ -324,7 +473,7 @@ export const make = (root: string) =>
         Effect.orElseSucceed(() => 0)
       )
 
-    const gc = (options: { readonly dryRun: boolean }) =>
+    const gc = (gcOptions: { readonly dryRun: boolean }) =>
       Effect.gen(function* () {
         yield* ensureDirs
         const keep = new Set<string>()
@@ -332,14 +481,18 @@ export const make = (root: string) =>
         for (const name of yield* fs.readDirectory(runsDir)) {
           if (!name.endsWith(".json")) continue
           const recordPath = path.join(runsDir, name)
-          const record = yield* fs.readFileString(recordPath).pipe(
-            Effect.map((text) => JSON.parse(text) as RunRecord),
-            Effect.orElseSucceed(() => undefined)
-          )
-          if (record === undefined || !(yield* fs.exists(record.file))) {
+          const decoded = decodeJson(RunRecordSchema, yield* fs.readFileString(recordPath).pipe(Effect.orElseSucceed(() => "")))
+          if (Either.isLeft(decoded)) {
+            yield* warn(`the run record ${recordPath} is damaged (${decoded.left}): ${gcOptions.dryRun ? "would be removed" : "removed"}; its pipeline's entries count as unused`)
+            forgottenRuns.push(`${name} (damaged)`)
+            if (!gcOptions.dryRun) yield* fs.remove(recordPath)
+            continue
+          }
+          const record = decoded.right
+          if (!(yield* fs.exists(record.file))) {
             // The pipeline file is gone: nothing will ask for its entries again.
-            forgottenRuns.push(record?.file ?? name)
-            if (!options.dryRun) yield* fs.remove(recordPath)
+            forgottenRuns.push(record.file)
+            if (!gcOptions.dryRun) yield* fs.remove(recordPath)
             continue
           }
           for (const stage of Object.values(record.stages)) keep.add(stage.fingerprint)
@@ -355,7 +508,7 @@ export const make = (root: string) =>
           const dir = path.join(entriesDir, name)
           bytesFreed += yield* sizeOf(dir)
           removedEntries++
-          if (!options.dryRun) yield* fs.remove(dir, { recursive: true })
+          if (!gcOptions.dryRun) yield* fs.remove(dir, { recursive: true })
         }
         // Work folders hold the checkpoints of interrupted runs: keep a week's worth to resume.
         let removedWork = 0
@@ -365,13 +518,13 @@ export const make = (root: string) =>
           if (keep.has(name) || Date.now() - modified < WORK_RETENTION_MS) continue
           bytesFreed += yield* sizeOf(dir)
           removedWork++
-          if (!options.dryRun) yield* fs.remove(dir, { recursive: true })
+          if (!gcOptions.dryRun) yield* fs.remove(dir, { recursive: true })
         }
-        if (!options.dryRun) yield* clearTmp
+        if (!gcOptions.dryRun) yield* clearTmp
         return { removedEntries, removedWork, keptEntries, bytesFreed, forgottenRuns } satisfies GcReport
       }).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("garbage collection failed")(e))))
 
-    return ArtifactStore.of({ root, lookup, staging, commit, workDir, readRun, recordStage, lock, gc })
+    return ArtifactStore.of({ root, lookup, staging, commit, workDir, readRun, recordStage, lock, gc, verifyAll })
   })
 
-export const layer = (root: string) => Layer.effect(ArtifactStore, make(root))
+export const layer = (root: string, options: StoreOptions = {}) => Layer.effect(ArtifactStore, make(root, options))
