@@ -5,34 +5,21 @@
  * default, and LoRA's are PEFT's. Checkpoints go to the stage's work folder, so an
  * interrupted run resumes where it stopped; the finished model is a Hugging Face folder
  * that transformers loads as it is, or a PEFT adapter folder that `PeftModel` loads.
- * The work is in src/train/ (setup, the layer-wise loop, checkpoints, the report).
+ * This file is the params and the wiring; the work is in src/train/ (setup.ts: the
+ * starting model; session.ts: resume, the loop, the outputs; trainer.ts: the loop).
  */
-import { FileSystem, Path } from "@effect/platform"
 import { Effect, Schema } from "effect"
-import { encodeIpcFile } from "../src/arrow.ts"
 import { checkTrainingFit } from "../src/backend/memory.ts"
 import { describeBackend, ensureBackend } from "../src/backend/runtime.ts"
 import { StageError } from "../src/errors.ts"
-import { saveHostFolder } from "../src/model/hf-folder.ts"
-import { ALL_LINEAR, DEFAULT_LORA, mergeAdapter, targetNames } from "../src/model/lora.ts"
+import { padTokenId } from "../src/model/config.ts"
+import { ALL_LINEAR, DEFAULT_LORA } from "../src/model/lora.ts"
 import { localModelFiles, modelRevision } from "../src/model/source.ts"
 import { defineStage, type StageContext } from "../src/stage.ts"
-import {
-  checkpointName,
-  latestCheckpoint,
-  type LogRow,
-  readState,
-  restoreOptimizer,
-  rotateCheckpoints,
-  saveCheckpoint,
-  saveTrainedModel,
-  type TrainerState
-} from "../src/train/checkpoint.ts"
 import { loadExamples } from "../src/train/data.ts"
-import type { LayerwiseModel } from "../src/train/layerwise.ts"
-import { formatRow, lastLogged, lossChart, metricsTable } from "../src/train/report.ts"
-import { initialWeights, loadTrainee, resolveStart, restoreTrained } from "../src/train/setup.ts"
-import { newOptimizer, planSteps, train, type TrainingArguments } from "../src/train/trainer.ts"
+import { trainSession } from "../src/train/session.ts"
+import { resolveStart } from "../src/train/setup.ts"
+import type { TrainingArguments } from "../src/train/trainer.ts"
 
 const Positive = Schema.Number.pipe(Schema.positive())
 const Count = Schema.Int.pipe(Schema.positive())
@@ -42,7 +29,9 @@ const withDefault = <A, I>(schema: Schema.Schema<A, I>, value: A, description: s
 
 const Init = Schema.Struct({
   vocab_size: Schema.optional(Count).annotations({
-    description: "Rows of the embedding; defaults to the tokenizer's vocabulary. Qwen2 checkpoints pad it (151936 for 151665 tokens) to a multiple of 128"
+    description:
+        "Rows of the embedding; defaults to the tokenizer's vocabulary. Qwen2 checkpoints pad it " +
+        "(151936 for 151665 tokens) to a multiple of 128"
   }),
   hidden_size: Count,
   intermediate_size: Count,
@@ -56,29 +45,50 @@ const Init = Schema.Struct({
   tie_word_embeddings: withDefault(Schema.Boolean, true, "Share the embedding with the LM head")
 })
 
-const TargetModules = Schema.Union(Schema.Array(Schema.String.pipe(Schema.minLength(1))).pipe(Schema.minItems(1)), Schema.String.pipe(Schema.minLength(1)))
+const NonEmpty = Schema.String.pipe(Schema.minLength(1))
+const TargetModules = Schema.Union(Schema.Array(NonEmpty).pipe(Schema.minItems(1)), NonEmpty)
+const LayerIndices = Schema.Array(Schema.Int.pipe(Schema.nonNegative())).pipe(Schema.minItems(1))
+const orNull = <A, I>(schema: Schema.Schema<A, I>, description: string) =>
+  Schema.optionalWith(Schema.NullOr(schema), { default: () => null }).annotations({ description })
 
 /** PEFT's LoraConfig, with its names and defaults. */
 const Lora = Schema.Struct({
   r: withDefault(Count, DEFAULT_LORA.r, "Rank of the update matrices (8)"),
   lora_alpha: withDefault(Positive, DEFAULT_LORA.lora_alpha, "The update is scaled by lora_alpha / r (8)"),
-  lora_dropout: withDefault(Schema.Number.pipe(Schema.greaterThanOrEqualTo(0), Schema.lessThan(1)), DEFAULT_LORA.lora_dropout, "Dropout on each adapted layer's input, in training only (0)"),
-  target_modules: withDefault(TargetModules, ["q_proj", "v_proj"], `Layers to adapt: names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj), a regular expression over full names (model.layers.0.self_attn.q_proj), or ${ALL_LINEAR}: every linear layer but the head. PEFT's default for Qwen2 and Llama is [q_proj, v_proj]`),
-  exclude_modules: Schema.optionalWith(Schema.NullOr(TargetModules), { default: () => null }).annotations({ description: "Layers not to adapt, matched as target_modules" }),
-  layers_to_transform: Schema.optionalWith(Schema.NullOr(Schema.Array(Schema.Int.pipe(Schema.nonNegative())).pipe(Schema.minItems(1))), { default: () => null }).annotations({ description: "Adapt only these layer indices" }),
+  lora_dropout: withDefault(Schema.Number.pipe(Schema.greaterThanOrEqualTo(0), Schema.lessThan(1)), DEFAULT_LORA.lora_dropout,
+      "Dropout on each adapted layer's input, in training only (0)"),
+  target_modules: withDefault(TargetModules, ["q_proj", "v_proj"],
+      `Layers to adapt: names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj), a ` +
+      `regular expression over full names (model.layers.0.self_attn.q_proj), or ${ALL_LINEAR}: ` +
+      `every linear layer but the head. PEFT's default for Qwen2 and Llama is [q_proj, v_proj]`),
+  exclude_modules: orNull(TargetModules, "Layers not to adapt, matched as target_modules"),
+  layers_to_transform: orNull(LayerIndices, "Adapt only these layer indices"),
   use_rslora: withDefault(Schema.Boolean, false, "rsLoRA: scale by lora_alpha / √r"),
-  rank_pattern: withDefault(Schema.Record({ key: Schema.String, value: Count }), {}, "Per-layer ranks, keyed by a pattern for the end of the layer's name (q_proj: 16)"),
+  rank_pattern: withDefault(Schema.Record({ key: Schema.String, value: Count }), {},
+      "Per-layer ranks, keyed by a pattern for the end of the layer's name (q_proj: 16)"),
   alpha_pattern: withDefault(Schema.Record({ key: Schema.String, value: Positive }), {}, "Per-layer lora_alpha, keyed the same way")
 })
 
 const Params = Schema.Struct({
-  model: Schema.optional(Schema.String).annotations({ description: "The base model: a hub id (Qwen/Qwen2.5-0.5B) or a local Hugging Face folder. Or take it from an upstream stage, or use `init`." }),
+  model: Schema.optional(Schema.String).annotations({ description:
+      "The base model: a hub id (Qwen/Qwen2.5-0.5B) or a local Hugging Face folder. Or take it " +
+      "from an upstream stage, or use `init`." }),
   init: Schema.optional(Init).annotations({ description: "Train from scratch: a Qwen2 config (the vocabulary comes from `tokenizer`)" }),
-  tokenizer: Schema.optional(Schema.String).annotations({ description: "With `init`: the tokenizer folder or hub id (its vocabulary sizes the model; its files are saved with it)" }),
-  lora: Schema.optional(Lora).annotations({ description: "Train a LoRA adapter (PEFT's LoraConfig names and defaults) instead of every weight: the base stays frozen and the output is a PEFT adapter folder" }),
-  adapter: Schema.optional(Schema.String).annotations({ description: "Go on training an existing PEFT LoRA adapter: a folder or hub id (adapter_config.json + adapter_model.safetensors). Its base is `model`, else the one its config names" }),
-  merge: withDefault(Schema.Boolean, false, "With lora or adapter: write the merged full model (a Hugging Face folder) instead of the adapter"),
-  neftune_noise_alpha: Schema.optional(Positive).annotations({ description: "NEFTune: add uniform noise of scale alpha / sqrt(length × hidden) to the input embeddings while training (5 is common)" }),
+  tokenizer: Schema.optional(Schema.String).annotations({ description:
+      "With `init`: the tokenizer folder or hub id (its vocabulary sizes the model; its files " +
+      "are saved with it)" }),
+  lora: Schema.optional(Lora).annotations({ description:
+      "Train a LoRA adapter (PEFT's LoraConfig names and defaults) instead of every weight: the " +
+      "base stays frozen and the output is a PEFT adapter folder" }),
+  adapter: Schema.optional(Schema.String).annotations({ description:
+      "Go on training an existing PEFT LoRA adapter: a folder or hub id (adapter_config.json + " +
+      "adapter_model.safetensors). Its base is `model`, else the one its config names" }),
+  merge: withDefault(Schema.Boolean, false,
+      "With lora or adapter: write the merged full model (a Hugging Face folder) instead of the " +
+      "adapter"),
+  neftune_noise_alpha: Schema.optional(Positive).annotations({ description:
+      "NEFTune: add uniform noise of scale alpha / sqrt(length × hidden) to the input embeddings " +
+      "while training (5 is common)" }),
   split: withDefault(Schema.String, "train", "The split to train on"),
   eval_split: withDefault(Schema.String, "test", "The split for eval_loss (skipped if the dataset has none)"),
   epochs: withDefault(Positive, 3, "num_train_epochs (fractions allowed)"),
@@ -103,17 +113,24 @@ const Params = Schema.Struct({
   greater_is_better: withDefault(Schema.Boolean, false, "Whether a larger metric is better"),
   logging_steps: withDefault(Count, 500, "Log the mean loss every N steps"),
   logging_first_step: withDefault(Schema.Boolean, false, "Also log the first step"),
-  seed: withDefault(Schema.Int.pipe(Schema.nonNegative()), 42, "Seeds initialisation, LoRA's A matrices, dropout, NEFTune and the data order")
+  seed: withDefault(Schema.Int.pipe(Schema.nonNegative()), 42,
+      "Seeds initialisation, LoRA's A matrices, dropout, NEFTune and the data order")
 }).pipe(
   Schema.filter((p) => {
     const sources = [p.model !== undefined, p.init !== undefined].filter(Boolean).length
     if (sources > 1) return "give `model` (a base model) or `init` (from scratch), not both"
     if (p.init !== undefined && p.tokenizer === undefined) return "`init` needs `tokenizer`: its vocabulary sizes the model"
-    if (p.init !== undefined && (p.lora !== undefined || p.adapter !== undefined)) return "LoRA adapts a trained model: give `model` (or a stage in `needs` that trains one) instead of `init`"
-    if (p.lora !== undefined && p.adapter !== undefined) return "give `lora` (a new adapter) or `adapter` (an existing one to train further; its settings come from its folder), not both"
+    if (p.init !== undefined && (p.lora !== undefined || p.adapter !== undefined)) return
+        "LoRA adapts a trained model: give `model` (or a stage in `needs` that trains one) instead " +
+        "of `init`"
+    if (p.lora !== undefined && p.adapter !== undefined) return
+        "give `lora` (a new adapter) or `adapter` (an existing one to train further; its settings " +
+        "come from its folder), not both"
     if (p.merge && p.lora === undefined && p.adapter === undefined) return "`merge` applies to an adapter: give `lora` or `adapter`"
-    if (p.init !== undefined && p.init.num_attention_heads % p.init.num_key_value_heads !== 0) return "init.num_attention_heads must be a multiple of init.num_key_value_heads"
-    if (p.init !== undefined && p.init.hidden_size % p.init.num_attention_heads !== 0) return "init.hidden_size must be a multiple of init.num_attention_heads"
+    if (p.init !== undefined && p.init.num_attention_heads % p.init.num_key_value_heads !== 0) return
+        "init.num_attention_heads must be a multiple of init.num_key_value_heads"
+    if (p.init !== undefined && p.init.hidden_size % p.init.num_attention_heads !== 0) return
+        "init.hidden_size must be a multiple of init.num_attention_heads"
     if (p.load_best_model_at_end && (p.eval_steps === undefined ? p.metric_for_best_model === "eval_loss" : p.save_steps % p.eval_steps !== 0)) {
       return "load_best_model_at_end needs eval_steps, and save_steps must be a multiple of it (as in the Trainer)"
     }
@@ -146,8 +163,6 @@ const toArgs = (p: Params): TrainingArguments => ({
   neftuneNoiseAlpha: p.neftune_noise_alpha
 })
 
-const stageError = (e: { readonly message: string }) => new StageError({ message: e.message })
-
 const splitOf = (ctx: StageContext<Params>, split: string) =>
   Effect.gen(function* () {
     const dataset = ctx.inputs.find((input) => input.outputs.dataset !== undefined)?.outputs.dataset
@@ -160,7 +175,9 @@ const modelParams = (p: Params) => [p.model, p.adapter].filter((m): m is string 
 export default defineStage({
   name: "train",
   version: "2",
-  description: "Fine-tunes (fully or with a LoRA adapter) or trains from scratch a Qwen2/Llama model with the Hugging Face Trainer's semantics, layer by layer; resumable",
+  description:
+      "Fine-tunes (fully or with a LoRA adapter) or trains from scratch a Qwen2/Llama model with " +
+      "the Hugging Face Trainer's semantics, layer by layer; resumable",
   params: Params,
   accepts: { kinds: ["dataset", "model"], min: 1, max: 2 },
   produces: ["model", "files"],
@@ -168,103 +185,27 @@ export default defineStage({
   externalInputs: (params, baseDir) =>
     Effect.map(Effect.forEach(modelParams(params), (m) => modelRevision(m, baseDir)), (records) => Object.assign({}, ...records) as Record<string, string>),
   run: Effect.fn("Train.run")(function* (ctx) {
-    const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
     const backend = yield* ensureBackend
     yield* ctx.log(describeBackend(backend))
-    const args = toArgs(ctx.params)
-    const trainExamples = yield* splitOf(ctx, ctx.params.split)
-    if (trainExamples === undefined || trainExamples.length === 0) {
+    const train = yield* splitOf(ctx, ctx.params.split)
+    if (train === undefined || train.length === 0) {
       return yield* new StageError({ message: `the dataset has no rows in split "${ctx.params.split}"` })
     }
-    const evalExamples = yield* splitOf(ctx, ctx.params.eval_split)
     const start = yield* resolveStart(ctx)
     const { config } = start.base
-    const maxLength = Math.max(...trainExamples.map((e) => e.inputIds.length))
-    yield* checkTrainingFit(config, backend.name, { adapter: start.adapter?.plan, batchSize: ctx.params.batch_size, seqLen: maxLength }).pipe(Effect.mapError(stageError))
-    const padId = config.pad_token_id ?? (Array.isArray(config.eos_token_id) ? config.eos_token_id[0] : config.eos_token_id) ?? 0
-    const plan = planSteps(args, trainExamples.length)
-    const optimizer = newOptimizer(args)
-    const resumeFrom = yield* latestCheckpoint(ctx.workDir)
-    const folder = { copyFrom: start.base.copyFrom, adapterBase: start.base.kind === "folder" ? start.base.record : undefined }
-    return yield* Effect.acquireUseRelease(loadTrainee(start, ctx.params.seed, resumeFrom), (model) => Effect.gen(function* () {
-      let begin: TrainerState = { global_step: 0, max_steps: plan.total, adam_step: 0, log_history: [], best_metric: null, best_model_checkpoint: null, tokens_seen: 0, train_seconds: 0 }
-      if (resumeFrom !== undefined) {
-        begin = yield* readState(resumeFrom)
-        yield* restoreOptimizer(resumeFrom, optimizer, model.trainable)
-        yield* ctx.log(`resuming from ${path.basename(resumeFrom)} (step ${begin.global_step} of ${plan.total})`)
-      } else {
-        yield* ctx.log(`training ${start.description} on ${trainExamples.length} examples${evalExamples ? `, evaluating on ${evalExamples.length}` : ""}: ${plan.total} steps (${plan.perEpoch} per epoch), warmup ${plan.warmup}`)
-      }
-      if (model.adapter !== undefined) yield* ctx.log(describeAdapter(model))
-      let lastLoss: number | undefined
-      const metric = (row: LogRow) => (ctx.params.metric_for_best_model === "eval_loss" ? row.eval_loss : row.loss)
-      const better = (value: number, best: number | null) => best === null || (ctx.params.greater_is_better ? value > best : value < best)
-      const final = yield* train(model, optimizer, { train: trainExamples, eval: evalExamples, padId }, args, begin, {
-        save: (state) =>
-          Effect.gen(function* () {
-            const latest = [...state.log_history].reverse().find((row) => row.step === state.global_step && metric(row) !== undefined)
-            const value = latest === undefined ? undefined : metric(latest)!
-            const name = checkpointName(state.global_step)
-            const withBest = value !== undefined && better(value, state.best_metric) ? { ...state, best_metric: value, best_model_checkpoint: name } : state
-            yield* saveCheckpoint(ctx.workDir, model, optimizer, withBest, folder)
-            yield* rotateCheckpoints(ctx.workDir, ctx.params.save_total_limit, withBest.best_model_checkpoint === null ? null : path.join(ctx.workDir, withBest.best_model_checkpoint))
-            begin = withBest
-          }).pipe(Effect.provideService(FileSystem.FileSystem, fs), Effect.provideService(Path.Path, path)),
-        log: (row) => {
-          if (row.loss !== undefined) lastLoss = row.loss
-          return ctx.log(formatRow(row))
-        },
-        progress: (step, total) => ctx.progress(step, total, lastLoss === undefined ? "steps" : `steps, loss ${lastLoss.toFixed(4)}`)
-      })
-      const state: TrainerState = { ...final, best_metric: begin.best_metric, best_model_checkpoint: begin.best_model_checkpoint }
-      if (ctx.params.load_best_model_at_end && state.best_model_checkpoint !== null) {
-        yield* restoreTrained(model, path.join(ctx.workDir, state.best_model_checkpoint))
-        yield* ctx.log(`loaded the best model: ${state.best_model_checkpoint} (${ctx.params.metric_for_best_model} ${state.best_metric})`)
-      }
-      const modelDir = path.join(ctx.outDir, "model")
-      if (ctx.params.merge && model.adapter !== undefined) {
-        mergeAdapter(model.weights, model.adapter, model.weights)
-        yield* saveHostFolder(config, model.weights, modelDir, { copyFrom: start.base.copyFrom }).pipe(Effect.mapError(stageError))
-      } else {
-        yield* saveTrainedModel(model, modelDir, folder).pipe(Effect.mapError(stageError))
-      }
-      const filesDir = path.join(ctx.outDir, "files")
-      yield* fs.makeDirectory(filesDir, { recursive: true })
-      yield* fs.writeFile(path.join(filesDir, "metrics.arrow"), encodeIpcFile(metricsTable(state.log_history)))
-      yield* fs.writeFileString(path.join(filesDir, "loss.svg"), lossChart(state.log_history))
-      // The model training started from, for evaluate's `compare_base`: a from-scratch run
-      // keeps its (seeded, so re-creatable) initial weights beside the metrics.
-      if (start.base.kind === "init") {
-        yield* saveHostFolder(config, initialWeights(config, ctx.params.seed), path.join(filesDir, "initial_model"), { copyFrom: start.base.copyFrom }).pipe(Effect.mapError(stageError))
-      }
-      yield* fs.writeFileString(path.join(filesDir, "trainer_state.json"), `${JSON.stringify({ ...state, base_model: start.baseModelRecord }, null, 2)}\n`)
-      const finalLoss = lastLogged(state.log_history, "loss")
-      const lastEval = lastLogged(state.log_history, "eval_loss")
-      return {
-        outputs: {
-          model: { kind: "model" as const, dir: modelDir },
-          files: { kind: "files" as const, dir: filesDir, files: ["metrics.arrow", "loss.svg", "trainer_state.json", ...(start.base.kind === "init" ? ["initial_model"] : [])] }
-        },
-        metrics: {
-          steps: state.global_step,
-          ...(finalLoss !== undefined && { loss: finalLoss }),
-          ...(lastEval !== undefined && { eval_loss: lastEval }),
-          ...(state.best_metric !== null && { best_metric: state.best_metric }),
-          tokens_per_second: Math.round(state.tokens_seen / Math.max(state.train_seconds, 1e-9)),
-          tokens: state.tokens_seen,
-          train_seconds: Math.round(state.train_seconds * 1000) / 1000,
-          trainable_parameters: model.trainableCount
-        }
-      }
-    }), (model) => Effect.sync(() => model.dispose()))
+    const fit = { adapter: start.adapter?.plan, batchSize: ctx.params.batch_size, seqLen: Math.max(...train.map((e) => e.inputIds.length)) }
+    yield* checkTrainingFit(config, backend.name, fit).pipe(Effect.mapError((e) => new StageError({ message: e.message })))
+    return yield* trainSession({
+      start,
+      args: toArgs(ctx.params),
+      data: { train, eval: yield* splitOf(ctx, ctx.params.eval_split), padId: padTokenId(config) },
+      best: { loadAtEnd: ctx.params.load_best_model_at_end, metric: ctx.params.metric_for_best_model, greaterIsBetter: ctx.params.greater_is_better },
+      saveTotalLimit: ctx.params.save_total_limit,
+      merge: ctx.params.merge,
+      workDir: ctx.workDir,
+      outDir: ctx.outDir,
+      log: ctx.log,
+      progress: ctx.progress
+    })
   }, (effect) => Effect.catchTag(effect, "SystemError", "BadArgument", (e) => Effect.fail(new StageError({ message: e.message }))))
 })
-
-/** "LoRA r 16 on 168 layers (q_proj, …): 8,798,208 trainable parameters, 1.75% of 502,830,976". */
-const describeAdapter = (model: LayerwiseModel): string => {
-  const plan = model.adapter!
-  const total = [...model.weights.values()].reduce((sum, values) => sum + values.length, 0)
-  const ranks = [...new Set(plan.modules.map((m) => m.r))].join("/")
-  return `LoRA r ${ranks} on ${plan.modules.length} layers (${targetNames(plan).join(", ")}), scaling ${[...new Set(plan.modules.map((m) => m.scaling))].join("/")}: ${model.trainableCount.toLocaleString("en-US")} trainable parameters, ${(100 * model.trainableCount / total).toFixed(2)}% of ${total.toLocaleString("en-US")}`
-}

@@ -8,7 +8,7 @@
  */
 import { Data, Effect, ParseResult, Schema } from "effect"
 
-export const ARCHITECTURES = ["Qwen2ForCausalLM", "LlamaForCausalLM"] as const
+const ARCHITECTURES = ["Qwen2ForCausalLM", "LlamaForCausalLM"] as const
 export type Architecture = (typeof ARCHITECTURES)[number]
 
 const MODEL_TYPES: Record<Architecture, string> = { Qwen2ForCausalLM: "qwen2", LlamaForCausalLM: "llama" }
@@ -150,3 +150,7 @@ export const configJson = (config: Qwen2Config, extra: Readonly<Record<string, u
   }
   return { ...extra, architectures: [architecture], ...fields, ...implied, torch_dtype: "float32" }
 }
+
+/** The id a batch is padded with: pad_token_id, else the (first) EOS id, as the Trainer's collator falls back. */
+export const padTokenId = (config: Qwen2Config): number =>
+  config.pad_token_id ?? (Array.isArray(config.eos_token_id) ? config.eos_token_id[0] : config.eos_token_id) ?? 0

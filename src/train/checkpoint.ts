@@ -6,16 +6,17 @@
  * looks whole; resuming picks the newest complete one.
  */
 import { FileSystem, Path } from "@effect/platform"
-import { Effect } from "effect"
+import { Effect, Either, Schema } from "effect"
 import { StageError } from "../errors.ts"
 import { type AdapterBase, writeAdapterFolder } from "../model/adapter-folder.ts"
 import { saveHostFolder } from "../model/hf-folder.ts"
 import { openSafetensors, writeSafetensors } from "../model/safetensors.ts"
 import type { AdamW } from "./adamw.ts"
 import type { LayerwiseModel } from "./layerwise.ts"
+import { loadTrainee, type TrainingStart } from "./setup.ts"
 
-export const OPTIMIZER_FILE = "optimizer.safetensors"
-export const STATE_FILE = "trainer_state.json"
+const OPTIMIZER_FILE = "optimizer.safetensors"
+const STATE_FILE = "trainer_state.json"
 
 /** One row of the log: what the Trainer's `log_history` holds. */
 export interface LogRow {
@@ -83,8 +84,8 @@ export const saveCheckpoint = (
     return final
   }).pipe(Effect.mapError(failure("cannot save the checkpoint")))
 
-/** The newest complete checkpoint in `workDir`, if any. */
-export const latestCheckpoint = (workDir: string) =>
+/** The complete checkpoints in `workDir` (those with a trainer state), newest first. */
+const checkpointsNewestFirst = (workDir: string) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
@@ -93,29 +94,92 @@ export const latestCheckpoint = (workDir: string) =>
       const match = /^checkpoint-(\d+)$/.exec(name)
       return match ? [Number(match[1])] : []
     }).sort((a, b) => b - a)
+    const found: Array<string> = []
     for (const step of steps) {
       const dir = path.join(workDir, checkpointName(step))
-      if (yield* fs.exists(path.join(dir, STATE_FILE)).pipe(Effect.orElseSucceed(() => false))) return dir
+      if (yield* fs.exists(path.join(dir, STATE_FILE)).pipe(Effect.orElseSucceed(() => false))) found.push(dir)
     }
-    return undefined
+    return found
   })
 
-export const readState = (dir: string) =>
+const Num = Schema.Number
+const TrainerStateSchema = Schema.Struct({
+  global_step: Schema.NonNegativeInt,
+  max_steps: Schema.NonNegativeInt,
+  adam_step: Schema.NonNegativeInt,
+  log_history: Schema.Array(Schema.Struct({
+    step: Num,
+    epoch: Num,
+    loss: Schema.optionalWith(Num, { exact: true }),
+    learning_rate: Schema.optionalWith(Num, { exact: true }),
+    grad_norm: Schema.optionalWith(Num, { exact: true }),
+    eval_loss: Schema.optionalWith(Num, { exact: true }),
+    tokens_per_second: Schema.optionalWith(Num, { exact: true })
+  })),
+  best_metric: Schema.NullOr(Num),
+  best_model_checkpoint: Schema.NullOr(Schema.String.pipe(Schema.pattern(/^checkpoint-\d+$/))),
+  tokens_seen: Num,
+  train_seconds: Num
+})
+
+const readState = (dir: string) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     const text = yield* fs.readFileString(`${dir}/${STATE_FILE}`)
-    return JSON.parse(text) as TrainerState
-  }).pipe(Effect.mapError((e) => new StageError({ message: `cannot read the checkpoint ${dir}: ${String((e as { message?: string }).message ?? e)}` })))
+    const json = yield* Effect.try(() => JSON.parse(text) as unknown)
+    return yield* Schema.decodeUnknown(TrainerStateSchema, { onExcessProperty: "ignore" })(json)
+  }).pipe(Effect.mapError((e) => new StageError({ message: `cannot read ${STATE_FILE} in ${dir}: ${firstLine(e)}` })))
 
-/** Restores the optimizer's moments and step count from a checkpoint. */
-export const restoreOptimizer = (dir: string, optimizer: AdamW, names: ReadonlyArray<string>) =>
+const firstLine = (e: unknown): string => String((e as { message?: string }).message ?? e).split("\n")[0]!
+
+export interface Resumed {
+  readonly model: LayerwiseModel
+  /** The checkpoint training goes on from, and its state; none when starting over. */
+  readonly from: { readonly dir: string; readonly state: TrainerState } | undefined
+}
+
+/**
+ * The model to train: from the newest checkpoint that loads whole (its state, its
+ * weights and the optimizer's moments), else from the start. A damaged checkpoint is
+ * skipped, and said so, instead of failing every run until the work folder is deleted.
+ */
+export const resumeOrStart = (workDir: string, start: TrainingStart, seed: number, optimizer: AdamW, log: (message: string) => Effect.Effect<void>) =>
+  Effect.gen(function* () {
+    const path = yield* Path.Path
+    const candidates = yield* checkpointsNewestFirst(workDir)
+    for (const [i, dir] of candidates.entries()) {
+      const attempt = yield* Effect.either(Effect.gen(function* () {
+        const state = yield* readState(dir)
+        const model = yield* loadTrainee(start, seed, dir)
+        optimizer.step = 0
+        optimizer.state.clear()
+        yield* restoreOptimizer(dir, optimizer, model).pipe(Effect.tapError(() => Effect.sync(() => model.dispose())))
+        return { model, from: { dir, state } } satisfies Resumed
+      }))
+      if (Either.isRight(attempt)) return attempt.right
+      optimizer.step = 0
+      optimizer.state.clear()
+      const next = candidates[i + 1]
+      yield* log(`${path.basename(dir)} is damaged (${attempt.left.message}): ${next === undefined ? "starting over" : `falling back to ${path.basename(next)}`}`)
+    }
+    return { model: yield* loadTrainee(start, seed, undefined), from: undefined } satisfies Resumed
+  })
+
+/** Restores the optimizer's moments and step count from a checkpoint; each moment must fit its parameter. */
+const restoreOptimizer = (dir: string, optimizer: AdamW, model: LayerwiseModel) =>
   Effect.scoped(
     Effect.gen(function* () {
       const reader = yield* openSafetensors(`${dir}/${OPTIMIZER_FILE}`)
-      optimizer.step = Number(reader.header.metadata.adam_step ?? 0)
-      for (const name of names) {
+      const step = Number(reader.header.metadata.adam_step ?? Number.NaN)
+      if (!Number.isSafeInteger(step) || step < 0) return yield* Effect.fail({ message: `its adam_step is ${reader.header.metadata.adam_step}` })
+      optimizer.step = step
+      for (const name of model.trainable) {
         if (!reader.header.tensors.has(`exp_avg.${name}`)) continue
-        optimizer.state.set(name, { m: yield* reader.read(`exp_avg.${name}`), v: yield* reader.read(`exp_avg_sq.${name}`) })
+        const size = model.weights.get(name)?.length
+        const m = yield* reader.read(`exp_avg.${name}`)
+        const v = yield* reader.read(`exp_avg_sq.${name}`)
+        if (m.length !== size || v.length !== size) return yield* Effect.fail({ message: `the moments of ${name} hold ${m.length} values, the parameter ${size}` })
+        optimizer.state.set(name, { m, v })
       }
     })
   ).pipe(Effect.mapError(failure(`cannot restore the optimizer from ${dir}`)))
