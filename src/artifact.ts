@@ -5,7 +5,7 @@
  */
 export type ArtifactKind = "dataset" | "model" | "files"
 
-export const ARTIFACT_KINDS: ReadonlyArray<ArtifactKind> = ["dataset", "model", "files"]
+const ARTIFACT_KINDS: ReadonlyArray<ArtifactKind> = ["dataset", "model", "files"]
 
 /** One Arrow IPC file of a split. */
 export interface SplitFile {

@@ -42,7 +42,7 @@ export const checkGraph = (nodes: ReadonlyArray<Node>, locate: Locate): Readonly
 }
 
 /** A cycle as `[a, b, c, a]` (each needs the next), or undefined. */
-export const findCycle = (nodes: ReadonlyArray<Node>): ReadonlyArray<string> | undefined => {
+const findCycle = (nodes: ReadonlyArray<Node>): ReadonlyArray<string> | undefined => {
   const byId = new Map(nodes.map((n) => [n.id, n]))
   const state = new Map<string, "visiting" | "done">()
   const stack: Array<string> = []
@@ -89,22 +89,6 @@ export const ancestorsOf = (nodes: ReadonlyArray<Node>, id: string): ReadonlySet
     for (const need of byId.get(current)?.needs ?? []) walk(need)
   }
   walk(id)
-  return seen
-}
-
-/** `id` and everything downstream of it. */
-export const descendantsOf = (nodes: ReadonlyArray<Node>, id: string): ReadonlySet<string> => {
-  const seen = new Set<string>([id])
-  let grew = true
-  while (grew) {
-    grew = false
-    for (const node of nodes) {
-      if (!seen.has(node.id) && node.needs.some((need) => seen.has(need))) {
-        seen.add(node.id)
-        grew = true
-      }
-    }
-  }
   return seen
 }
 

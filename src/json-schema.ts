@@ -7,6 +7,7 @@
  */
 import { JSONSchema, Schema, SchemaAST } from "effect"
 import type { AnyStage } from "./registry.ts"
+import { STAGE_ID } from "./constants.ts"
 
 type JsonObject = Record<string, unknown>
 
@@ -66,11 +67,11 @@ export const pipelineJsonSchema = (stages: ReadonlyArray<readonly [string, AnySt
     additionalProperties: false,
     required: ["stages"],
     properties: {
-      name: { type: "string", pattern: "^[A-Za-z_][A-Za-z0-9_-]*$" },
+      name: { type: "string", pattern: STAGE_ID.source },
       description: { type: "string" },
       stages: {
         type: "object",
-        propertyNames: { pattern: "^[A-Za-z_][A-Za-z0-9_-]*$" },
+        propertyNames: { pattern: STAGE_ID.source },
         additionalProperties: {
           type: "object",
           required: ["uses"],

@@ -19,7 +19,7 @@ export class Reporter extends Context.Tag("Reporter")<Reporter, ReporterService>
 
 const seconds = (ms: number) => (ms < 1000 ? `${Math.round(ms)}ms` : `${(ms / 1000).toFixed(1)}s`)
 
-export const describeOutcome = (outcome: StageOutcome): string => {
+const describeOutcome = (outcome: StageOutcome): string => {
   switch (outcome._tag) {
     case "Ran":
       return `✔ ${outcome.id}: ran in ${seconds(outcome.durationMs)} (${outcome.reason})${summarize(outcome.outputs)}`
@@ -97,7 +97,7 @@ const tty = (stream: NodeJS.WriteStream): ReporterService => {
   }
 }
 
-export const make = (options: { readonly quiet?: boolean } = {}): ReporterService => {
+const make = (options: { readonly quiet?: boolean } = {}): ReporterService => {
   if (options.quiet) {
     return { started: () => Effect.void, progress: () => Effect.void, log: () => Effect.void, finished: () => Effect.void, close: Effect.void }
   }

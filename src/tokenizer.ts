@@ -11,6 +11,7 @@ import { Template } from "@huggingface/jinja"
 import { Tokenizer as UntypedHfTokenizer } from "@huggingface/tokenizers"
 import { Data, Effect } from "effect"
 import { installWordMemo } from "./tokenizer/word-memo.mjs"
+import { REQUIRED_TOKENIZER_FILES } from "./constants.ts"
 
 export type TokenizerErrorReason = "NotFound" | "Invalid" | "NoChatTemplate" | "ChatTemplate" | "HubUnavailable"
 
@@ -21,8 +22,6 @@ export class TokenizerError extends Data.TaggedError("TokenizerError")<{
   readonly cause?: unknown
 }> {}
 
-/** The two files of a tokenizer folder, both required. */
-export const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json"] as const
 
 /** Where transformers ≥ 4.50 saves the chat template; it takes precedence over tokenizer_config.json's. */
 const CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -256,14 +255,14 @@ export const tokenizerFiles = (dir: string) =>
     const path = yield* Path.Path
     const info = yield* fs.stat(dir).pipe(Effect.mapError(() => notFound(`no tokenizer folder at ${dir}`)))
     if (info.type !== "Directory") {
-      return yield* notFound(`${dir} is not a folder: give the folder that holds ${TOKENIZER_FILES.join(" and ")}`)
+      return yield* notFound(`${dir} is not a folder: give the folder that holds ${REQUIRED_TOKENIZER_FILES.join(" and ")}`)
     }
     const present = (name: string) =>
       Effect.map(fs.exists(path.join(dir, name)).pipe(Effect.orElseSucceed(() => false)), (exists) => (exists ? path.join(dir, name) : undefined))
-    const required = (name: (typeof TOKENIZER_FILES)[number]) =>
+    const required = (name: (typeof REQUIRED_TOKENIZER_FILES)[number]) =>
       Effect.flatMap(present(name), (file) =>
         file !== undefined ? Effect.succeed(file) : Effect.fail(notFound(
-          `${dir} has no ${name}: a tokenizer folder holds ${TOKENIZER_FILES.join(" and ")} (vocab.json/merges.txt or tokenizer.model alone are not supported)`
+          `${dir} has no ${name}: a tokenizer folder holds ${REQUIRED_TOKENIZER_FILES.join(" and ")} (vocab.json/merges.txt or tokenizer.model alone are not supported)`
         )))
     return {
       json: yield* required("tokenizer.json"),

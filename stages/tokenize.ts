@@ -16,7 +16,7 @@ import { defineStage } from "../src/stage.ts"
 import { availableParallelism } from "node:os"
 import { fileList, loadTokenizer, resolveTokenizerDir, type Tokenizer, type TokenizerError, tokenizerFiles, tokenizerRevision, tokenizerSource } from "../src/tokenizer.ts"
 import { encodePool } from "../src/tokenizer/pool.ts"
-import { IGNORE_INDEX } from "../src/train/collate.ts"
+import { IGNORE_INDEX } from "../src/constants.ts"
 import { Splits } from "./common.ts"
 import { parseTemplate, type TemplatePart } from "../src/template.ts"
 

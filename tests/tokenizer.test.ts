@@ -12,7 +12,7 @@ import { join } from "node:path"
 
 import * as Hub from "../src/hub/index.ts"
 import { fileList, loadTokenizer, resolveTokenizerDir, type TokenizerError, tokenizerFiles, tokenizerSource } from "../src/tokenizer.ts"
-import { ASCII_ALPHABET, tinyTokenizerFiles, writeTinyTokenizer } from "../src/tokenizer/tiny.ts"
+import { ASCII_ALPHABET, tinyTokenizerFiles, writeTinyTokenizer } from "./support/tiny-tokenizer.ts"
 import { QWEN_TOKENIZER_JSON, qwenTokenizerDir } from "./fixtures/tokenizers/folders.ts"
 import { tempDir, writeFile } from "./helpers.ts"
 

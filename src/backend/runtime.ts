@@ -10,7 +10,7 @@ import { type BackendInfo, initBackend, parseBackendChoice } from "./select.ts"
 
 let chosen: Promise<BackendInfo> | undefined
 
-export const backendOptionsFromEnv = () => {
+const backendOptionsFromEnv = () => {
   const requested = process.env.PIPELINE_BACKEND ?? "auto"
   const backend = parseBackendChoice(requested)
   const threads = process.env.PIPELINE_THREADS === undefined ? undefined : Number(process.env.PIPELINE_THREADS)

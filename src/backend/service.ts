@@ -8,7 +8,7 @@ import { type BackendInfo, type BackendOptions, BackendUnavailable, initBackend 
 
 export class ComputeBackend extends Context.Tag("ComputeBackend")<ComputeBackend, BackendInfo>() {}
 
-export const make = (options: BackendOptions = {}): Effect.Effect<BackendInfo, BackendUnavailable> =>
+const make = (options: BackendOptions = {}): Effect.Effect<BackendInfo, BackendUnavailable> =>
   Effect.tryPromise({
     try: () => initBackend(options),
     catch: (error) =>

@@ -9,7 +9,7 @@ import { extractAnswer, isCorrect } from "./gsm8k.ts"
 export type Scoring = "number" | "label"
 
 /** A classifier's answer: its first word, lower-cased, without punctuation. */
-export const extractLabel = (text: string): string | undefined => {
+const extractLabel = (text: string): string | undefined => {
   const word = text.trim().split(/\s+/)[0]?.toLowerCase().replace(/[^\p{L}\p{N}_-]/gu, "")
   return word === undefined || word === "" ? undefined : word
 }

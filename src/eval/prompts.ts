@@ -13,11 +13,11 @@ export type PromptSource =
   | { readonly _tag: "Column"; readonly column: string }
   | { readonly _tag: "Template"; readonly parts: ReadonlyArray<TemplatePart> }
 
-export const sourceColumns = (source: PromptSource): ReadonlyArray<string> =>
+const sourceColumns = (source: PromptSource): ReadonlyArray<string> =>
   source._tag === "Column" ? [source.column] : source.parts.flatMap((part) => ("column" in part ? [part.column] : []))
 
 /** Fails naming the split's columns when one of `columns` is missing or not text. */
-export const requireTextColumns = (table: Table, split: string, columns: ReadonlyArray<string>) => {
+const requireTextColumns = (table: Table, split: string, columns: ReadonlyArray<string>) => {
   const fields = new Map(table.schema.fields.map((f) => [f.name, f]))
   const missing = [...new Set(columns)].filter((c) => !fields.has(c))
   if (missing.length > 0) {

@@ -16,13 +16,14 @@
 import { FileSystem, Path } from "@effect/platform"
 import { Data, Effect, Either, ParseResult, Schema } from "effect"
 import type { Qwen2Config } from "./config.ts"
-import { copyExisting, TOKENIZER_FILES } from "./hf-folder.ts"
+import { TOKENIZER_FILES } from "../constants.ts"
+import { copyExisting } from "./hf-folder.ts"
 import { ALL_LINEAR, DEFAULT_LORA, type LoraPlan, type LoraSettings, planLora, targetNames } from "./lora.ts"
 import { checkpointLayoutValues, modelLayoutValues } from "./params.ts"
 import { openSafetensors, type SafetensorsError, writeSafetensors } from "./safetensors.ts"
 
-export const ADAPTER_CONFIG_FILE = "adapter_config.json"
-export const ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+const ADAPTER_CONFIG_FILE = "adapter_config.json"
+const ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 /** What a hub download of an adapter needs. */
 export const ADAPTER_FILES = [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE] as const
 
@@ -30,7 +31,7 @@ export const ADAPTER_FILES = [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE] as cons
 const PEFT_PREFIX = "base_model.model."
 
 /** An adapter folder that cannot be read, or that asks for what we do not do. */
-export class AdapterError extends Data.TaggedError("AdapterError")<{
+class AdapterError extends Data.TaggedError("AdapterError")<{
   readonly path: string
   readonly message: string
 }> {}

@@ -44,7 +44,7 @@ export interface Generation {
 /** Picks the next token from one row of logits. */
 export type TokenChooser = (logits: Float32Array) => number
 
-export const argmax = (logits: Float32Array): number => {
+const argmax = (logits: Float32Array): number => {
   let best = 0
   for (let i = 1; i < logits.length; i++) if ((logits[i] ?? -Infinity) > (logits[best] ?? -Infinity)) best = i
   return best

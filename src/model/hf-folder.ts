@@ -13,24 +13,13 @@ import { configJson, decodeConfig, type ModelConfigError, type Qwen2Config } fro
 import { checkpointLayoutValues, modelLayoutValues, type ParamSpec, parameterSpecs, toCheckpointLayout } from "./params.ts"
 import { createModel, type Qwen2 } from "./qwen2.ts"
 import { openSafetensors, type SafetensorsError, type SafetensorsReader, writeSafetensors } from "./safetensors.ts"
+import { TOKENIZER_FILES } from "../constants.ts"
 
-export const WEIGHTS_FILE = "model.safetensors"
-export const WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
-/** What `save_pretrained` of a tokenizer may write; copied along when present. */
-export const TOKENIZER_FILES = [
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "added_tokens.json",
-  "vocab.json",
-  "merges.txt",
-  "tokenizer.model",
-  "chat_template.json",
-  "chat_template.jinja"
-] as const
+const WEIGHTS_FILE = "model.safetensors"
+const WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 
 /** A model folder that is missing a file or is inconsistent. */
-export class ModelFolderError extends Data.TaggedError("ModelFolderError")<{
+class ModelFolderError extends Data.TaggedError("ModelFolderError")<{
   readonly path: string
   readonly message: string
 }> {}

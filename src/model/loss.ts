@@ -14,8 +14,8 @@
 import * as tf from "@tensorflow/tfjs-core"
 import { readView, rewriteTensor } from "../backend/in-place.ts"
 import { decode, embed, finalNorm, headWeight, param, type ParamSource, type Qwen2, type Step, type TokenBatch } from "./qwen2.ts"
+import { IGNORE_INDEX } from "../constants.ts"
 
-export const IGNORE_INDEX = -100
 
 export interface LossOptions {
   /**

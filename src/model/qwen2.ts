@@ -103,7 +103,7 @@ export const param = (source: ParamSource, name: string): tf.Tensor => {
 // ---------------------------------------------------------------------------------------
 // RMSNorm, in float32 as Qwen2RMSNorm computes it (everything here is float32).
 
-export const rmsNorm = (x: tf.Tensor2D, weight: tf.Tensor, eps: number, record?: (rsqrt: tf.Tensor2D) => void): tf.Tensor2D => {
+const rmsNorm = (x: tf.Tensor2D, weight: tf.Tensor, eps: number, record?: (rsqrt: tf.Tensor2D) => void): tf.Tensor2D => {
   const r = tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps)) as tf.Tensor2D // [N, 1]
   record?.(r)
   return tf.mul(tf.mul(x, r), weight)

@@ -10,7 +10,7 @@
 import { FileSystem } from "@effect/platform"
 import { Data, Effect, type Scope } from "effect"
 
-export const DTYPES = { F32: 4, F16: 2, BF16: 2 } as const
+const DTYPES = { F32: 4, F16: 2, BF16: 2 } as const
 export type Dtype = keyof typeof DTYPES
 
 export interface TensorEntry {
@@ -46,10 +46,10 @@ const isDtype = (value: unknown): value is Dtype => typeof value === "string" &&
 const isShape = (value: unknown): value is Array<number> =>
   Array.isArray(value) && value.every((dim) => Number.isSafeInteger(dim) && dim >= 0)
 
-export const elementCount = (shape: ReadonlyArray<number>): number => shape.reduce((a, b) => a * b, 1)
+const elementCount = (shape: ReadonlyArray<number>): number => shape.reduce((a, b) => a * b, 1)
 
 /** The length of the JSON header, from the file's first 8 bytes. */
-export const headerLength = (prefix: Uint8Array, fileSize: number, path: string): Effect.Effect<number, SafetensorsError> => {
+const headerLength = (prefix: Uint8Array, fileSize: number, path: string): Effect.Effect<number, SafetensorsError> => {
   if (prefix.byteLength < HEADER_LENGTH_BYTES || fileSize < HEADER_LENGTH_BYTES) {
     return Effect.fail(fail(path, `truncated: ${fileSize} bytes, too short for the 8-byte header length`))
   }
@@ -63,7 +63,7 @@ export const headerLength = (prefix: Uint8Array, fileSize: number, path: string)
 }
 
 /** Parses and checks the JSON header; `fileSize` lets it tell a truncated file. */
-export const parseHeader = (json: Uint8Array, fileSize: number, path: string): Effect.Effect<SafetensorsHeader, SafetensorsError> =>
+const parseHeader = (json: Uint8Array, fileSize: number, path: string): Effect.Effect<SafetensorsHeader, SafetensorsError> =>
   Effect.gen(function* () {
     const parsed = yield* Effect.try({
       try: () => JSON.parse(new TextDecoder().decode(json)) as unknown,

@@ -15,7 +15,7 @@ import { type HostModel, readHfFolder } from "./hf-folder.ts"
 import { mergeAdapter } from "./lora.ts"
 
 /** The files of a model folder: weights, config and tokenizer, or an adapter's. */
-export const MODEL_PATTERNS = [
+const MODEL_PATTERNS = [
   "config.json",
   "generation_config.json",
   "model.safetensors",
@@ -97,7 +97,7 @@ export const upstreamModelDir = (inputs: ReadonlyArray<Upstream>): string | unde
   inputs.find((input) => input.outputs.model !== undefined)?.outputs.model?.dir
 
 /** The folder of an adapter's base model: a local path is read relative to the adapter folder. */
-export const adapterBaseDir = (adapterDir: string, base: AdapterBase | undefined) =>
+const adapterBaseDir = (adapterDir: string, base: AdapterBase | undefined) =>
   base === undefined
     ? Effect.fail(new StageError({ message: `${adapterDir}/adapter_config.json names no base model (base_model_name_or_path): give \`model\`` }))
     : resolveModelDir(base.nameOrPath, adapterDir, base.revision)

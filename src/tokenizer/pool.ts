@@ -9,7 +9,7 @@ import { Worker } from "node:worker_threads"
 import { sourceUrl } from "../paths.ts"
 import type { TokenizerFiles } from "../tokenizer.ts"
 
-export class EncodePoolError extends Data.TaggedError("EncodePoolError")<{ readonly message: string }> {}
+class EncodePoolError extends Data.TaggedError("EncodePoolError")<{ readonly message: string }> {}
 
 export interface EncodePool {
   readonly size: number

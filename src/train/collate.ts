@@ -4,6 +4,8 @@
  * attention mask. Also counts the label tokens the loss will average over (after
  * the shift inside the loss), which gradient accumulation needs across micro-batches.
  */
+import { IGNORE_INDEX } from "../constants.ts"
+
 export interface Example {
   readonly inputIds: Int32Array
   readonly labels: Int32Array
@@ -22,7 +24,6 @@ export interface Batch {
   readonly tokens: number
 }
 
-export const IGNORE_INDEX = -100
 
 export const collate = (examples: ReadonlyArray<Example>, padId: number): Batch => {
   const length = Math.max(1, ...examples.map((e) => e.inputIds.length))

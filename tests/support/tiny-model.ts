@@ -5,7 +5,7 @@ import { decodeConfig } from "../../src/model/config.ts"
 import { saveHfFolder } from "../../src/model/hf-folder.ts"
 import { disposeModel, initModel } from "../../src/model/qwen2.ts"
 import { loadTokenizer } from "../../src/tokenizer.ts"
-import { ASCII_ALPHABET, writeTinyTokenizer } from "../../src/tokenizer/tiny.ts"
+import { ASCII_ALPHABET, writeTinyTokenizer } from "./tiny-tokenizer.ts"
 import { runNode } from "../helpers.ts"
 
 export interface TinyModelOptions {

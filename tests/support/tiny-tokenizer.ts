@@ -7,7 +7,7 @@
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Effect } from "effect"
-import { TokenizerError } from "../tokenizer.ts"
+import { TokenizerError } from "../../src/tokenizer.ts"
 
 /** Newline and the printable ASCII characters: enough for GSM8K-style word problems. */
 export const ASCII_ALPHABET = "\n" + Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("")
