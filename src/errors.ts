@@ -2,9 +2,11 @@
  * Every failure a user can meet, as a tagged value, and the one place that maps
  * them to an exit code and a message.
  *
- * Exit codes: 0 success, 1 a stage failed, 2 a bad command or a bad pipeline file.
+ * Exit codes: 0 success, 1 a stage failed, 2 a bad command or a bad pipeline file
+ * (130 interrupted; 70 a bug of ours: main.ts).
  */
 import { Data } from "effect"
+import type { HubError } from "./hub/errors.ts"
 
 /** A problem located in a pipeline file (or in a `--set` override). */
 export interface Diagnostic {
@@ -61,27 +63,26 @@ export class StoreError extends Data.TaggedError("StoreError")<{ readonly messag
 /** Another process holds the cache lock. */
 export class LockError extends Data.TaggedError("LockError")<{ readonly message: string }> {}
 
-/** The Hugging Face hub's settings or answers (see src/hub/errors.ts); only its tag and message matter here. */
-interface HubFailure {
-  readonly _tag: "HubError"
-  readonly message: string
+export type UserError = SpecError | UsageError | StageError | RunFailed | StoreError | LockError | HubError
+
+/**
+ * The exit code of each error a user can meet: 2 for a bad command or file, 1 for a
+ * failure while working. The compiler checks that every tag of UserError is here.
+ */
+const EXIT_CODES: { readonly [Tag in UserError["_tag"]]: 1 | 2 } = {
+  SpecError: 2,
+  UsageError: 2,
+  StageError: 1,
+  HubError: 1,
+  RunFailed: 1,
+  StoreError: 1,
+  LockError: 1
 }
 
-export type UserError = SpecError | UsageError | StageError | RunFailed | StoreError | LockError | HubFailure
+export const exitCodeOf = (error: UserError): number => EXIT_CODES[error._tag]
 
-export const exitCodeOf = (error: UserError): number => {
-  switch (error._tag) {
-    case "SpecError":
-    case "UsageError":
-      return 2
-    case "StageError":
-    case "HubError":
-    case "RunFailed":
-    case "StoreError":
-    case "LockError":
-      return 1
-  }
-}
+export const isUserError = (error: unknown): error is UserError =>
+  typeof error === "object" && error !== null && Object.hasOwn(EXIT_CODES, (error as { _tag?: unknown })._tag as PropertyKey)
 
 /** Levenshtein distance, for "did you mean" suggestions. */
 const distance = (a: string, b: string): number => {

@@ -6,12 +6,7 @@
 import { ValidationError } from "@effect/cli"
 import { Effect } from "effect"
 import { cli } from "./cli.ts"
-import { exitCodeOf, type UserError } from "./errors.ts"
-
-const USER_ERRORS = new Set(["SpecError", "UsageError", "StageError", "RunFailed", "StoreError", "LockError", "HubError"])
-
-const isUserError = (error: unknown): error is UserError =>
-  typeof error === "object" && error !== null && USER_ERRORS.has((error as { _tag?: string })._tag ?? "")
+import { exitCodeOf, isUserError } from "./errors.ts"
 
 const say = (text: string) => Effect.sync(() => process.stderr.write(text))
 
