@@ -18,7 +18,7 @@ import { causalLmLoss } from "../src/model/loss.ts"
 import { disposeModel, type Qwen2 } from "../src/model/qwen2.ts"
 import type { Tokenizer } from "../src/tokenizer.ts"
 import { writeTinyModel } from "./support/tiny-model.ts"
-import { cli, cliInProcess, runNode, tempDir, writeFile } from "./helpers.ts"
+import { cliAsync, cliInProcess, runNode, tempDir, writeFile } from "./helpers.ts"
 
 // One wasm thread: test files run two at a time on two cores.
 const saved = { backend: process.env.PIPELINE_BACKEND, threads: process.env.PIPELINE_THREADS }
@@ -215,7 +215,7 @@ ${stages}`)
     with: { model: tiny-model, metrics: [loss], eval_batch_size: 3 }
 `)
     const onWasm = await run(file, cache)
-    const onCpu = cli(["run", file, "--cache-dir", tempDir(), "--json", "--backend", "cpu", "--threads", "1"])
+    const onCpu = await cliAsync(["run", file, "--cache-dir", tempDir(), "--json", "--backend", "cpu", "--threads", "1"])
     expect(onCpu.code, onCpu.stderr).toBe(0)
     expect(onCpu.stderr).toContain("evaluate: backend cpu")
     const stage = (JSON.parse(onCpu.stdout) as { stages: Array<StageJson> }).stages.find((s) => s.id === "evaluate")!

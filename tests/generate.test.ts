@@ -18,9 +18,9 @@ import { generate, type GenerateOptions } from "../src/model/generate.ts"
 import { loadHfFolder } from "../src/model/hf-folder.ts"
 import { disposeModel, type Qwen2 } from "../src/model/qwen2.ts"
 import type { Tokenizer } from "../src/tokenizer.ts"
-import { writeTinyTokenizer } from "../src/tokenizer/tiny.ts"
+import { writeTinyTokenizer } from "./support/tiny-tokenizer.ts"
 import { writeTinyModel } from "./support/tiny-model.ts"
-import { cli, cliInProcess, runNode, runWithHub, SHARED, tempDir, writeFile } from "./helpers.ts"
+import { cliAsync, cliInProcess, runNode, runWithHub, SHARED, tempDir, writeFile } from "./helpers.ts"
 
 // One wasm thread: test files run two at a time on two cores.
 const saved = { backend: process.env.PIPELINE_BACKEND, threads: process.env.PIPELINE_THREADS }
@@ -101,7 +101,7 @@ stages:
     expect(stage.metrics.tokens_per_second).toBeGreaterThan(0)
     expect(result.stderr).toContain(`answers: prompt: ${JAMES}`)
 
-    const command = cli(["generate", "--model", modelDir, "--prompt", JAMES, "--max-new-tokens", "16", "--backend", "wasm", "--threads", "1"])
+    const command = await cliAsync(["generate", "--model", modelDir, "--prompt", JAMES, "--max-new-tokens", "16", "--backend", "wasm", "--threads", "1"])
     expect(command.code, command.stderr).toBe(0)
     expect(command.stdout).toBe(`${expected[0]!.text}\n`)
     expect(command.stderr).toContain("backend wasm (1 thread)")

@@ -6,11 +6,10 @@
  * Qwen/Qwen2.5-0.5B (its real tokenizer and vocabulary, hidden 32: see
  * tests/support/standin-model.ts; `npm run bench -- --cases gsm8k` runs the full size).
  */
-import { spawnSync } from "node:child_process"
 import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { BIN, cliAsync, cliInProcess, REPO, tempDir } from "./helpers.ts"
+import { cliAsync, cliInProcess, REPO, tempDir } from "./helpers.ts"
 import { defaultRepos, type RepoSpec, startHubServer } from "./support/hub-server.ts"
 import { standInCheckpoint } from "./support/standin-model.ts"
 
@@ -77,12 +76,10 @@ describe("pipelines/gsm8k.yaml against a loopback hub", () => {
     expect(DATA.map((id) => statusOf(JSON.parse(second.stdout).stages as Array<StageJson>)[id])).toEqual(["cached", "cached", "cached", "cached"])
 
     await server.close()
-    const offline = spawnSync(process.execPath, [BIN, "run", file, "--until", "shuffled", "--cache-dir", cache, "--json"], {
-      cwd: REPO,
-      env: { ...process.env, HF_HUB_OFFLINE: "1", HF_ENDPOINT: "http://127.0.0.1:9" },
-      encoding: "utf8"
+    const offline = await cliAsync(["run", file, "--until", "shuffled", "--cache-dir", cache, "--json"], {
+      env: { HF_HUB_OFFLINE: "1", HF_ENDPOINT: "http://127.0.0.1:9" }
     })
-    expect(offline.status, offline.stderr).toBe(0)
+    expect(offline.code, offline.stderr).toBe(0)
     expect(DATA.map((id) => statusOf(JSON.parse(offline.stdout).stages as Array<StageJson>)[id])).toEqual(["cached", "cached", "cached", "cached"])
   }, 180_000)
 })

@@ -6,13 +6,13 @@ import * as Hub from "../src/hub/index.ts"
 import { spawn, spawnSync } from "node:child_process"
 import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { join, resolve } from "node:path"
+import { dirname, join, resolve } from "node:path"
 import { runCommand } from "../src/program.ts"
 
 export const REPO = resolve(__dirname, "..")
 export const SHARED = resolve(REPO, "../shared")
 export const GSM8K_TEST = join(SHARED, "data/gsm8k/test.jsonl")
-export const BIN = join(REPO, "bin/pipeline.js")
+const BIN = join(REPO, "bin/pipeline.js")
 
 export const tempDir = (prefix = "pipeline-test-"): string => mkdtempSync(join(tmpdir(), prefix))
 
@@ -27,6 +27,7 @@ export const projectTempDir = (): string => {
 
 export const writeFile = (dir: string, name: string, text: string): string => {
   const file = join(dir, name)
+  mkdirSync(dirname(file), { recursive: true })
   writeFileSync(file, text)
   return file
 }

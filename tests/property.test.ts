@@ -82,6 +82,11 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
 
 let counter = 0
 
+/** Reproduce a failure with PROPERTY_SEED=<the seed printed> (and PROPERTY_RUNS to run more or fewer cases). */
+const SEED = process.env.PROPERTY_SEED !== undefined ? Number(process.env.PROPERTY_SEED) : Date.now() % 2 ** 31
+if (!Number.isSafeInteger(SEED)) throw new Error(`PROPERTY_SEED must be an integer, got ${process.env.PROPERTY_SEED}`)
+console.info(`property test: seed ${SEED} (PROPERTY_SEED=${SEED} npx vitest run tests/property.test.ts reproduces this run)`)
+
 describe("mutated pipeline files", () => {
   it("always end in a clean outcome", async () => {
     await fc.assert(
@@ -100,7 +105,7 @@ describe("mutated pipeline files", () => {
         }
         if (code === 1) expect(stderr, context).toMatch(/✖ \w[\w-]*: failed: \S/)
       }),
-      { numRuns: Number(process.env.PROPERTY_RUNS ?? 2000), seed: Number(process.env.PROPERTY_SEED ?? Date.now() % 2 ** 31) }
+      { numRuns: Number(process.env.PROPERTY_RUNS ?? 2000), seed: SEED }
     )
   }, 600_000)
 })

@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
-import { cli, cliInProcess, cliSpawn, GSM8K_TEST, projectTempDir, samplePipeline, slowPlugin, tempDir, writeFile } from "./helpers.ts"
+import { cliAsync, cliInProcess, cliSpawn, GSM8K_TEST, projectTempDir, samplePipeline, slowPlugin, tempDir, writeFile } from "./helpers.ts"
 
 const slowPipeline = (dir: string) => {
   slowPlugin(dir)
@@ -91,11 +91,11 @@ describe("artifact store", () => {
 
   it("a second run against a locked cache fails with a clear message; Ctrl-C releases it and keeps finished stages", async () => {
     const { cache, file, child, exited } = await startSlowRun()
-    const blocked = cli(["run", file, "--cache-dir", cache])
+    const blocked = await cliAsync(["run", file, "--cache-dir", cache])
     expect(blocked.code).toBe(1)
     expect(blocked.stderr).toMatch(new RegExp(`error: the cache .* is in use by pid ${child.pid} on .* \\(pipeline run sample, started \\d+s ago\\)\\. Wait for it to finish, or give this run another --cache-dir\\.`))
     // Read-only commands do not need the lock.
-    expect(cli(["status", file, "--cache-dir", cache]).code).toBe(0)
+    expect((await cliAsync(["status", file, "--cache-dir", cache])).code).toBe(0)
     child.kill("SIGINT")
     const { code, stderr } = await exited
     expect(code).toBe(130)

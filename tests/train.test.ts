@@ -6,7 +6,7 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Effect } from "effect"
 import { createHash } from "node:crypto"
-import { readdirSync, readFileSync } from "node:fs"
+import { readdirSync, readFileSync, truncateSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { type BackendName, initBackend } from "../src/backend/select.ts"
@@ -15,7 +15,7 @@ import { disposeModel, type Qwen2 } from "../src/model/qwen2.ts"
 import { AdamW } from "../src/train/adamw.ts"
 import type { Batch } from "../src/train/collate.ts"
 import { updateStep } from "../src/train/trainer.ts"
-import { cli, REPO, runAndKillAtCheckpoint, SHARED, tempDir, writeFile } from "./helpers.ts"
+import { cliAsync, REPO, runAndKillAtCheckpoint, SHARED, tempDir, writeFile } from "./helpers.ts"
 
 const FIXTURE = join(SHARED, "fixtures/qwen2-tiny")
 const golden = JSON.parse(readFileSync(join(FIXTURE, "golden.json"), "utf8")) as {
@@ -113,7 +113,7 @@ const weightsHash = (run: RunJson) => {
 
 describe("train stage", () => {
   it("resumes after kill -9 from the last checkpoint and ends with the same weights as an uninterrupted run", async () => {
-    const reference = cli(["run", trainPipeline(tempDir()), "--cache-dir", tempDir(), "--json"], { env: { PIPELINE_THREADS: "1" } })
+    const reference = await cliAsync(["run", trainPipeline(tempDir()), "--cache-dir", tempDir(), "--json"], { env: { PIPELINE_THREADS: "1" } })
     expect(reference.code, reference.stderr).toBe(0)
     const uninterrupted = JSON.parse(reference.stdout) as RunJson
     const train = uninterrupted.stages.find((s) => s.id === "train")!
@@ -125,7 +125,7 @@ describe("train stage", () => {
     const file = trainPipeline(dir)
     // Killed as soon as a checkpoint exists, mid-training.
     await runAndKillAtCheckpoint([file], cache, { PIPELINE_THREADS: "1" })
-    const resumed = cli(["run", file, "--cache-dir", cache, "--json"], { env: { PIPELINE_THREADS: "1" } })
+    const resumed = await cliAsync(["run", file, "--cache-dir", cache, "--json"], { env: { PIPELINE_THREADS: "1" } })
     expect(resumed.code, resumed.stderr).toBe(0)
     expect(resumed.stderr).toMatch(/train: resuming from checkpoint-(10|20|30) \(step \d+ of 40\)/)
     const json = JSON.parse(resumed.stdout) as RunJson
@@ -135,8 +135,28 @@ describe("train stage", () => {
     expect(readdirSync(join(cache, "work"))).toEqual([])
   }, 300_000)
 
-  it("stops with the step named when training diverges", () => {
-    const result = cli(["run", trainPipeline(tempDir(), "1.0e+30"), "--cache-dir", tempDir()], {
+  it("falls back to the previous checkpoint when the newest is damaged, and says so", async () => {
+    const reference = await cliAsync(["run", trainPipeline(tempDir()), "--cache-dir", tempDir(), "--json"], { env: { PIPELINE_THREADS: "1" } })
+    expect(reference.code, reference.stderr).toBe(0)
+    const dir = tempDir()
+    const cache = tempDir()
+    const file = trainPipeline(dir)
+    await runAndKillAtCheckpoint([file], cache, { PIPELINE_THREADS: "1" }, /^checkpoint-20$/)
+    const work = join(cache, "work", readdirSync(join(cache, "work")).find((fp) => readdirSync(join(cache, "work", fp)).includes("checkpoint-20"))!)
+    // On a busy machine the kill may come a checkpoint later: damage the newest, whichever it is.
+    const [newest, previous] = readdirSync(work).filter((n) => /^checkpoint-\d+$/.test(n)).sort((a, b) => Number(b.slice(11)) - Number(a.slice(11)))
+    // A torn write: the weights cut short (the state file says the checkpoint is complete).
+    truncateSync(join(work, newest!, "model.safetensors"), 1000)
+    const resumed = await cliAsync(["run", file, "--cache-dir", cache, "--json"], { env: { PIPELINE_THREADS: "1" } })
+    expect(resumed.code, resumed.stderr).toBe(0)
+    expect(resumed.stderr).toContain(`train: ${newest} is damaged (`)
+    expect(resumed.stderr).toMatch(new RegExp(`train: ${newest} is damaged \\(.*model\\.safetensors.*\\): falling back to ${previous}`))
+    expect(resumed.stderr).toContain(`train: resuming from ${previous} (step ${previous!.slice(11)} of 40)`)
+    expect(weightsHash(JSON.parse(resumed.stdout) as RunJson)).toBe(weightsHash(JSON.parse(reference.stdout) as RunJson))
+  }, 300_000)
+
+  it("stops with the step named when training diverges", async () => {
+    const result = await cliAsync(["run", trainPipeline(tempDir(), "1.0e+30"), "--cache-dir", tempDir()], {
       env: { PIPELINE_THREADS: "1" }
     })
     expect(result.code).toBe(1)
@@ -145,24 +165,24 @@ describe("train stage", () => {
 })
 
 describe("train from scratch (init)", () => {
-  it("pads the vocabulary to init.vocab_size, and refuses one smaller than the tokenizer's", () => {
+  it("pads the vocabulary to init.vocab_size, and refuses one smaller than the tokenizer's", async () => {
     const dir = tempDir()
     const base = readFileSync(trainPipeline(dir), "utf8").replace("max_steps: 40", "max_steps: 1").replace(/ {6}eval_steps: 10\n {6}save_steps: 10\n/, "")
     writeFile(dir, "p.yaml", base.replace("init: { hidden_size: 32,", "init: { vocab_size: 128, hidden_size: 32,"))
-    const padded = cli(["run", join(dir, "p.yaml"), "--cache-dir", tempDir(), "--json"], { env: { PIPELINE_THREADS: "1" } })
+    const padded = await cliAsync(["run", join(dir, "p.yaml"), "--cache-dir", tempDir(), "--json"], { env: { PIPELINE_THREADS: "1" } })
     expect(padded.code, padded.stderr).toBe(0)
     const model = (JSON.parse(padded.stdout) as RunJson).stages.find((s) => s.id === "train")!.outputs!.model!.dir
     expect(JSON.parse(readFileSync(join(model, "config.json"), "utf8")).vocab_size).toBe(128)
 
     writeFile(dir, "p.yaml", base.replace("init: { hidden_size: 32,", "init: { vocab_size: 8, hidden_size: 32,"))
-    const small = cli(["run", join(dir, "p.yaml"), "--cache-dir", tempDir()], { env: { PIPELINE_THREADS: "1" } })
+    const small = await cliAsync(["run", join(dir, "p.yaml"), "--cache-dir", tempDir()], { env: { PIPELINE_THREADS: "1" } })
     expect(small.code).toBe(1)
     expect(small.stderr).toMatch(/train\.init\.vocab_size is 8, but the tokenizer has \d+ tokens: give at least \d+, or leave it out/)
   }, 120_000)
 })
 
 describe("train, evaluate and generate in one pipeline", () => {
-  it("--set evaluate.limit re-runs only evaluate; a new learning rate re-runs train, evaluate and generate but no data stage", () => {
+  it("--set evaluate.limit re-runs only evaluate; a new learning rate re-runs train, evaluate and generate but no data stage", async () => {
     const dir = tempDir()
     const cache = tempDir()
     const file = trainPipeline(dir)
@@ -175,19 +195,19 @@ describe("train, evaluate and generate in one pipeline", () => {
     needs: [train]
     with: { prompts: ["Ava has 2 apples."], max_new_tokens: 8 }
 `)
-    const statuses = (...args: Array<string>) => {
-      const result = cli(["run", file, "--cache-dir", cache, "--json", ...args], { env: { PIPELINE_THREADS: "1" } })
+    const statuses = async (...args: Array<string>) => {
+      const result = await cliAsync(["run", file, "--cache-dir", cache, "--json", ...args], { env: { PIPELINE_THREADS: "1" } })
       expect(result.code, result.stderr).toBe(0)
       const json = JSON.parse(result.stdout) as RunJson
       return { statuses: Object.fromEntries(json.stages.map((s) => [s.id, s.status])), json }
     }
-    const first = statuses()
+    const first = await statuses()
     expect(Object.values(first.statuses)).toEqual(["ran", "ran", "ran", "ran", "ran"])
     const metrics = first.json.stages.find((s) => s.id === "evaluate")!.metrics
     expect(metrics.perplexity).toBeCloseTo(Math.exp(metrics.eval_loss!), 6)
     expect(metrics.accuracy).toBeGreaterThanOrEqual(0)
     expect(first.json.stages.find((s) => s.id === "train")!.metrics.tokens_per_second).toBeGreaterThan(0)
-    expect(statuses("--set", "evaluate.limit=2").statuses).toEqual({ problems: "cached", tokenized: "cached", train: "cached", evaluate: "ran", generate: "cached" })
-    expect(statuses("--set", "train.learning_rate=0.001").statuses).toEqual({ problems: "cached", tokenized: "cached", train: "ran", evaluate: "ran", generate: "ran" })
+    expect((await statuses("--set", "evaluate.limit=2")).statuses).toEqual({ problems: "cached", tokenized: "cached", train: "cached", evaluate: "ran", generate: "cached" })
+    expect((await statuses("--set", "train.learning_rate=0.001")).statuses).toEqual({ problems: "cached", tokenized: "cached", train: "ran", evaluate: "ran", generate: "ran" })
   }, 300_000)
 })
