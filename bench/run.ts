@@ -38,6 +38,7 @@ Options:
   --presets LIST      ${PRESET_NAMES.join(",")} (default: all but ${LONG_PRESETS.join(", ")}, whose four cases
                       (full and LoRA r 16, at 4×256 and 5×512) take about an hour with PyTorch)
   --backends LIST     tensorflow,wasm,cpu (default: every one present; cpu trains only tiny)
+  --shapes LIST       batch×sequence shapes for qwen2.5-0.5b (default 4x256,5x512; 5x512 is the tutorial's)
   --repeats N         alternating repeats per training case (default 3)
   --quick             1 repeat, tiny and small only
   --e2e-examples N    GSM8K training examples for the end-to-end case (default 2000)
@@ -59,6 +60,7 @@ const { values: flags } = parseArgs({
     repeats: { type: "string" },
     quick: { type: "boolean", default: false },
     "e2e-examples": { type: "string", default: "2000" },
+    shapes: { type: "string", default: "4x256,5x512" },
     python: { type: "string" },
     "no-torch": { type: "boolean", default: false },
     out: { type: "string", default: join(REPO, "bench/results") },
@@ -87,6 +89,8 @@ const list = <T extends string>(value: string | undefined, allowed: ReadonlyArra
 
 const cases = list(flags.cases, ALL_CASES, ALL_CASES.filter((c) => !LONG_CASES.includes(c)), "--cases")
 const presets = list(flags.presets, PRESET_NAMES, flags.quick ? ["tiny", "small"] : PRESET_NAMES.filter((p) => !LONG_PRESETS.includes(p)), "--presets")
+const SHAPE_NAMES = ["4x256", "5x512"] as const
+const shapes = list(flags.shapes, SHAPE_NAMES, SHAPE_NAMES, "--shapes").map((name) => name.split("x").map(Number) as [number, number])
 const repeats = flags.repeats === undefined ? (flags.quick ? 1 : 3) : Number(flags.repeats)
 if (!(Number.isInteger(repeats) && repeats >= 1)) fail(`--repeats ${flags.repeats}: expected a whole number, 1 or more`)
 const e2eExamples = Number(flags["e2e-examples"])
@@ -252,7 +256,7 @@ interface TrainShape {
 const trainShapes = (): ReadonlyArray<TrainShape> =>
   presets.flatMap((preset): ReadonlyArray<TrainShape> =>
     preset === "qwen2.5-0.5b"
-      ? [[4, 256], [5, 512]].flatMap(([batch, seq]) => (["lora", "full"] as const).map((mode) => ({ preset, mode, batch: batch!, seq: seq!, warmup: 1, steps: STEPS[preset] })))
+      ? shapes.flatMap(([batch, seq]) => (["lora", "full"] as const).map((mode) => ({ preset, mode, batch: batch!, seq: seq!, warmup: 1, steps: STEPS[preset] })))
       : [{ preset, mode: "full", batch: 4, seq: 256, warmup: 2, steps: STEPS[preset] }]
   )
 
