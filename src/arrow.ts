@@ -83,7 +83,8 @@ export const toPlain = (value: unknown): unknown => {
 
 /** Row `index` of `table` as a plain object (a copy: safe to keep after the file buffer goes). */
 export const rowAt = (table: Table, index: number): Record<string, unknown> => {
-  const row: Record<string, unknown> = {}
+  // Null prototype: a column named like an Object.prototype key is data, never a setter.
+  const row: Record<string, unknown> = Object.create(null) as Record<string, unknown>
   for (const field of table.schema.fields) {
     row[field.name] = toPlain(table.getChild(field.name)!.get(index))
   }

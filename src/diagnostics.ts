@@ -45,13 +45,16 @@ export const decodeWithDiagnostics = <A, I>(
   )
 
 /**
- * An optional key's schema is a union with `undefined`, so a bad value reports
- * once per member; the "expected undefined" half says nothing to a user.
+ * A union reports a bad value once per member. An optional key's schema is a union
+ * with `undefined`, whose "expected undefined" half says nothing to a user; and where
+ * one member names a bad item inside the value (`needs[0]`), another member's "expected
+ * a string" at the value itself is noise too.
  */
 const withoutOptionalNoise = (issues: ReadonlyArray<ParseResult.ArrayFormatterIssue>) =>
   issues.filter((issue) =>
     !(issue.message.startsWith("Expected undefined, actual") &&
-      issues.some((other) => other !== issue && formatPath(other.path).startsWith(formatPath(issue.path))))
+      issues.some((other) => other !== issue && formatPath(other.path).startsWith(formatPath(issue.path)))) &&
+    !(issue._tag === "Type" && issues.some((other) => other.path.length > issue.path.length && issue.path.every((key, i) => other.path[i] === key)))
   )
 
 /** Schema messages are written for developers; shorten the common ones for users. */

@@ -8,7 +8,7 @@ import { checkGraph, topoOrder } from "./dag.ts"
 import { decodeWithDiagnostics } from "./diagnostics.ts"
 import { type Diagnostic, SpecError, suggestion } from "./errors.ts"
 import { BUILTIN_STAGES, codeVersions, type ResolvedDefinition, resolveStage, type ResolvedImpl } from "./registry.ts"
-import { loadSpec, type Override, type PipelineSpec } from "./spec.ts"
+import { type Override, type PipelineSpec, readSpec } from "./spec.ts"
 
 export interface ResolvedStage {
   readonly id: string
@@ -29,13 +29,14 @@ export interface Pipeline {
 
 export const loadPipeline = (file: string, overrides: ReadonlyArray<Override> = []) =>
   Effect.gen(function* () {
-    const spec = yield* loadSpec(file, overrides)
-    const diagnostics: Array<Diagnostic> = [...checkGraph(spec.stages, spec.locate)]
+    // Problems of the file's own keys (`name: [1]`) come with the stages' params' problems, not before them.
+    const { spec, diagnostics: fileProblems } = yield* readSpec(file, overrides)
+    const diagnostics: Array<Diagnostic> = [...fileProblems, ...checkGraph(spec.stages, spec.locate)]
     const resolved: Array<Omit<ResolvedStage, "impl"> & { readonly impl: ResolvedDefinition }> = []
     for (const stage of spec.stages) {
       const impl = yield* resolveStage(stage.uses, spec.baseDir).pipe(Effect.either)
       if (Either.isLeft(impl)) {
-        const builtin = stage.uses in BUILTIN_STAGES
+        const builtin = Object.hasOwn(BUILTIN_STAGES, stage.uses)
         const hint = builtin || stage.uses.includes("/") ? "" : suggestion(stage.uses, Object.keys(BUILTIN_STAGES))
         diagnostics.push({
           location: spec.locate(["stages", stage.id, "uses"], "value"),

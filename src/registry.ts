@@ -1,13 +1,14 @@
 /**
  * Resolves `uses:` to a stage definition: a built-in name, or a path to a
  * TypeScript/JavaScript module whose default export is a `defineStage(...)`.
- * Each resolved stage carries a code version: its declared version plus a hash
- * of its module source, so editing a stage re-runs it.
+ * `codeVersions` then gives each its code version: the declared version plus a hash of
+ * the module's whole import closure (code-version.ts), so editing a stage, or anything
+ * it imports, re-runs it. Built-in stages are keyed the same way as plug-ins.
  */
 import { FileSystem, Path } from "@effect/platform"
-import { Effect, Schema } from "effect"
-import { createHash } from "node:crypto"
+import { Duration, Effect, Schema } from "effect"
 import { fileURLToPath, pathToFileURL } from "node:url"
+import { closureHash, type CodeClosure, ClosureFailure, codeClosures } from "./code-version.ts"
 import { sourceUrl } from "./paths.ts"
 import type { StageDefinition } from "./stage.ts"
 
@@ -33,13 +34,18 @@ export const BUILTIN_STAGES: Readonly<Record<string, { readonly source: string; 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyStage = StageDefinition<any, any>
 
-export interface ResolvedImpl {
+export interface ResolvedDefinition {
   readonly definition: AnyStage
   /** `fetch` for a built-in, the module path relative to the pipeline file for a plug-in. */
   readonly identity: string
   readonly modulePath: string
-  /** `<version>+<sha256 of the module source, 16 hex>`. */
+}
+
+export interface ResolvedImpl extends ResolvedDefinition {
+  /** `<version>+<16 hex over the module's import closure>`. */
   readonly codeVersion: string
+  /** What the code version covers: each file of the closure and each package, for "why did this re-run". */
+  readonly code: CodeClosure
 }
 
 export const isModulePath = (uses: string): boolean =>
@@ -50,13 +56,13 @@ export class ResolveFailure {
   constructor(readonly message: string) {}
 }
 
-const loaded = new Map<string, ResolvedImpl>()
+const loaded = new Map<string, ResolvedDefinition>()
 
 export const resolveStage = (uses: string, baseDir: string) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const builtin = BUILTIN_STAGES[uses]
+    const builtin = Object.hasOwn(BUILTIN_STAGES, uses) ? BUILTIN_STAGES[uses] : undefined
     const modulePath = builtin !== undefined
       ? fileURLToPath(sourceUrl(builtin.source))
       : isModulePath(uses)
@@ -67,29 +73,69 @@ export const resolveStage = (uses: string, baseDir: string) =>
     }
     const cached = loaded.get(modulePath)
     if (cached) return cached
-    const source = yield* fs.readFile(modulePath).pipe(
-      Effect.mapError(() => new ResolveFailure(`cannot read the stage module ${uses} (resolved to ${modulePath})`))
-    )
+    if (!(yield* fs.exists(modulePath).pipe(Effect.orElseSucceed(() => false)))) {
+      return yield* Effect.fail(new ResolveFailure(`cannot read the stage module ${uses} (resolved to ${modulePath})`))
+    }
+    const timeout = loadTimeout()
+    if (typeof timeout === "string") return yield* Effect.fail(new ResolveFailure(timeout))
     const imported = yield* Effect.tryPromise({
       try: () => (builtin !== undefined ? builtin.load() : importPlugin(modulePath)),
       catch: (cause) => new ResolveFailure(`the stage module ${uses} failed to load: ${firstLine(cause)}`)
-    })
+    }).pipe(
+      Effect.timeoutFail({
+        duration: Duration.seconds(timeout),
+        onTimeout: () =>
+          new ResolveFailure(
+            `the stage module ${uses} did not finish loading within ${timeout} s (does its top-level code wait for something, such as a top-level await that never settles?); if it needs longer, set ${LOAD_TIMEOUT_VARIABLE}=<seconds>`
+          )
+      })
+    )
     const definition = imported.default
     if (!isStageDefinition(definition)) {
       return yield* Effect.fail(
         new ResolveFailure(`the stage module ${uses} does not export a stage: its default export must be defineStage({ name, version, params, accepts, produces, run })`)
       )
     }
-    const hash = createHash("sha256").update(source).digest("hex").slice(0, 16)
-    const impl: ResolvedImpl = {
+    const resolved: ResolvedDefinition = {
       definition,
       identity: builtin !== undefined ? uses : path.relative(baseDir, modulePath).split(path.sep).join("/"),
-      modulePath,
-      codeVersion: `${definition.version}+${hash}`
+      modulePath
     }
-    loaded.set(modulePath, impl)
-    return impl
+    loaded.set(modulePath, resolved)
+    return resolved
   })
+
+/**
+ * The code versions of resolved stages, found together (one esbuild pass). The files are
+ * read afresh on every call: a module edited since it was imported still changes the
+ * fingerprint, and `status` says which file changed.
+ */
+export const codeVersions = (stages: ReadonlyArray<ResolvedDefinition>) =>
+  Effect.tryPromise({
+    try: () => codeClosures(stages.map((s) => s.modulePath)),
+    catch: (cause) => new ResolveFailure(cause instanceof ClosureFailure ? `cannot read the imports of a stage module: ${cause.message}` : `cannot read the imports of a stage module: ${String(cause)}`)
+  }).pipe(
+    Effect.map((closures) =>
+      stages.map((stage): ResolvedImpl => {
+        const code = closures.get(stage.modulePath)!
+        return { ...stage, code, codeVersion: `${stage.definition.version}+${closureHash(code)}` }
+      })
+    )
+  )
+
+/** How long a stage module may take to load (its top-level code), in seconds. */
+export const LOAD_TIMEOUT_VARIABLE = "PIPELINE_PLUGIN_LOAD_TIMEOUT"
+const DEFAULT_LOAD_TIMEOUT_SECONDS = 60
+
+/** The load timeout from the environment, or why its value is not one. */
+const loadTimeout = (): number | string => {
+  const text = process.env[LOAD_TIMEOUT_VARIABLE]
+  if (text === undefined || text.trim() === "") return DEFAULT_LOAD_TIMEOUT_SECONDS
+  const seconds = Number(text)
+  return Number.isFinite(seconds) && seconds > 0
+    ? seconds
+    : `${LOAD_TIMEOUT_VARIABLE}=${text}: expected a number of seconds greater than 0 (default ${DEFAULT_LOAD_TIMEOUT_SECONDS})`
+}
 
 /**
  * A plug-in module, by path. TypeScript needs a loader: from source (bin/pipeline.js

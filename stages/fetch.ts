@@ -151,7 +151,7 @@ export default defineStage({
         for (const file of files) {
           const bytes = yield* fs.readFile(file).pipe(Effect.mapError((e) => new StageError({ message: `cannot read ${file}: ${e.message}` })))
           const format = yield* formatOf(file, ctx.params)
-          tables.push(yield* readTable(bytes, format, file).pipe(Effect.mapError((e) => new StageError({ message: formatMessage(e) }))))
+          tables.push(yield* readTable(bytes, format, file).pipe(Effect.mapError((e) => new StageError({ message: e.message }))))
         }
         const table = yield* concat(tables, files, split)
         splits[split] = yield* keepColumns(table, ctx.params.columns, split)
@@ -160,6 +160,3 @@ export default defineStage({
       return { outputs: { dataset: yield* writeDataset(ctx.outDir, splits) } }
     })
 })
-
-const formatMessage = (e: { readonly path: string; readonly line?: number | undefined; readonly column?: number | undefined; readonly message: string }) =>
-  `${e.path}${e.line !== undefined ? `:${e.line}` : ""}${e.column !== undefined ? `:${e.column}` : ""}: ${e.message}`

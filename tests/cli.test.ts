@@ -1,6 +1,6 @@
 import { appendFileSync, readFileSync } from "node:fs"
 import { describe, expect, it } from "vitest"
-import { cli, cliInProcess, GSM8K_TEST, samplePipeline, tempDir, writeFile } from "./helpers.ts"
+import { cliAsync, cliInProcess, GSM8K_TEST, samplePipeline, tempDir, writeFile } from "./helpers.ts"
 
 interface RunJson {
   pipeline: string
@@ -14,12 +14,12 @@ const localData = (dir: string) =>
   writeFile(dir, "gsm8k.jsonl", readFileSync(GSM8K_TEST, "utf8").split("\n").slice(0, 60).join("\n") + "\n")
 
 describe("pipeline CLI, end to end in a child process", () => {
-  it("runs the example, caches it, re-runs only what --set changed, and explains status", () => {
+  it("runs the example, caches it, re-runs only what --set changed, and explains status", async () => {
     const dir = tempDir()
     const cache = tempDir()
     const file = writeFile(dir, "p.yaml", samplePipeline(GSM8K_TEST))
 
-    const first = cli(["run", file, "--cache-dir", cache, "--json"])
+    const first = await cliAsync(["run", file, "--cache-dir", cache, "--json"])
     expect(first.code).toBe(0)
     const run1 = JSON.parse(first.stdout) as RunJson
     expect(run1.pipeline).toBe("sample")
@@ -30,23 +30,23 @@ describe("pipeline CLI, end to end in a child process", () => {
     expect(first.stderr).toContain("✔ data: ran in")
     expect(first.stderr).toContain("short: train: 1319 → ")
 
-    const second = cli(["run", file, "--cache-dir", cache, "--json"])
+    const second = await cliAsync(["run", file, "--cache-dir", cache, "--json"])
     expect(statuses(JSON.parse(second.stdout) as RunJson)).toEqual({ data: "cached", shuffled: "cached", short: "cached" })
     expect(second.stderr).toContain("sample: 3 cached in")
 
-    const third = cli(["run", file, "--cache-dir", cache, "--json", "--set", "shuffled.seed=7"])
+    const third = await cliAsync(["run", file, "--cache-dir", cache, "--json", "--set", "shuffled.seed=7"])
     const run3 = JSON.parse(third.stdout) as RunJson
     expect(statuses(run3)).toEqual({ data: "cached", shuffled: "ran", short: "ran" })
     expect(run3.stages[1]!.reason).toBe("param `seed` changed 42→7")
     expect(run3.stages[2]!.reason).toBe("input `shuffled` changed")
 
     // The file still says 42: against the latest run (seed 7), status explains the difference.
-    const status = cli(["status", file, "--cache-dir", cache])
+    const status = await cliAsync(["status", file, "--cache-dir", cache])
     expect(status.code).toBe(0)
     expect(status.stdout).toMatch(/^data +fresh +\(cached \d+s ago, [0-9a-f]{12}\)$/m)
     expect(status.stdout).toMatch(/^shuffled +fresh/m)
     const changed = writeFile(dir, "p.yaml", samplePipeline(GSM8K_TEST).replace("seed: 42", "seed: 9"))
-    const stale = cli(["status", changed, "--cache-dir", cache])
+    const stale = await cliAsync(["status", changed, "--cache-dir", cache])
     expect(stale.stdout).toMatch(/^shuffled +stale +param `seed` changed 7→9$/m)
     expect(stale.stdout).toMatch(/^short +stale +upstream `shuffled` is stale$/m)
   })
@@ -122,16 +122,16 @@ describe("pipeline CLI, end to end in a child process", () => {
     expect(select.then.properties.with.required).toEqual(["rows"])
   })
 
-  it("exits 2 on a bad command or file and 1 on a failed stage, with one clear message and no stack trace", () => {
+  it("exits 2 on a bad command or file and 1 on a failed stage, with one clear message and no stack trace", async () => {
     const dir = tempDir()
     const cache = tempDir()
-    const unknownFlag = cli(["run", "x.yaml", "--frobnicate"])
+    const unknownFlag = await cliAsync(["run", "x.yaml", "--frobnicate"])
     expect(unknownFlag.code).toBe(2)
-    const missing = cli(["run", `${dir}/nope.yaml`, "--cache-dir", cache])
+    const missing = await cliAsync(["run", `${dir}/nope.yaml`, "--cache-dir", cache])
     expect(missing.code).toBe(2)
     expect(missing.stderr).toBe(`error: ${dir}/nope.yaml: cannot read the pipeline file (does it exist?)\n`)
     const failing = writeFile(dir, "f.yaml", samplePipeline("no-such-file.jsonl"))
-    const failed = cli(["run", failing, "--cache-dir", cache, "--json"])
+    const failed = await cliAsync(["run", failing, "--cache-dir", cache, "--json"])
     expect(failed.code).toBe(1)
     expect(failed.stderr).toContain(`✖ data: failed: no such file: no-such-file.jsonl (resolved to ${dir}/no-such-file.jsonl)`)
     expect(failed.stderr).toContain("- shuffled: skipped (upstream `data` failed)")

@@ -422,3 +422,38 @@ describe("rowsToTable and Arrow IPC", () => {
     expect([table.numRows, table.numCols]).toEqual([0, 0])
   })
 })
+
+describe("hostile input", () => {
+  const deepArray = (levels: number) => `${"[".repeat(levels)}${"]".repeat(levels)}`
+  const deepObject = (levels: number) => `${"{\"a\":".repeat(levels)}1${"}".repeat(levels)}`
+
+  it("reports a value nested 100,000 levels deep at its line, like any malformed line", async () => {
+    const limit = "is nested more than 1000 levels deep (arrays or objects inside each other); this reader supports up to 1000"
+    expect((await failure("deep.jsonl", `{"a":1}\n{"x":${deepArray(100_000)}}\n`)).message).toBe(`${dir}/deep.jsonl:2: column "x" ${limit}`)
+    expect((await failure("deep-object.jsonl", `{"a":1}\n\n{"x":${deepObject(100_000)}}\n`)).message).toBe(`${dir}/deep-object.jsonl:3: column "x" ${limit}`)
+    expect((await failure("deep.json", `[{"a":1}, {"x":${deepArray(100_000)}}]`)).message).toBe(`${dir}/deep.json: row 2: column "x" ${limit}`)
+    // Malformed as well as deep: the syntax error's place, found without recursion.
+    const unclosed = await failure("unclosed.jsonl", `{"a":1}\n{"x":${"[".repeat(100_000)}\n`)
+    expect(unclosed.message).toBe(`${dir}/unclosed.jsonl:2:100006: invalid JSON: unexpected end of JSON`)
+    const stray = await failure("stray.jsonl", `{"x":${"[".repeat(50_000)}1,}${"]".repeat(50_000)}}\n`)
+    expect(stray.message).toBe(`${dir}/stray.jsonl:1:50008: invalid JSON: unexpected "}"`)
+  })
+
+  it("reads nesting up to the limit as JSON text", async () => {
+    const table = await load("nested.jsonl", `{"x":${deepArray(999)}}\n`)
+    expect(schemaOf(table)).toEqual(["x: Utf8"])
+    expect(rowsOf(table)[0]!.x).toBe(deepArray(999))
+  })
+
+  it("refuses a column named __proto__ at its line, which plain objects would drop", async () => {
+    const reason = "column name \"__proto__\" is reserved in JavaScript (its values would be lost): rename the column"
+    expect((await failure("proto.jsonl", `{"a":1}\n{"a":2,"__proto__":3}\n`)).message).toBe(`${dir}/proto.jsonl:2: ${reason}`)
+    expect((await failure("proto.json", `[{"a":1,"__proto__":{"b":2}}]`)).message).toBe(`${dir}/proto.json: row 1: ${reason}`)
+    expect((await failure("proto.csv", "a,__proto__\n1,2\n")).message).toBe(`${dir}/proto.csv:1: ${reason}`)
+    const parquet = parquetWriteBuffer({ columnData: [{ name: "a", data: [1], type: "INT32" }, { name: "__proto__", data: [2], type: "INT32" }] })
+    expect((await failure("proto.parquet", new Uint8Array(parquet))).message).toBe(`${dir}/proto.parquet: ${reason}`)
+    // Other names that Object.prototype has are ordinary columns.
+    const table = await load("names.jsonl", `{"constructor":"c","toString":1,"hasOwnProperty":true}\n`)
+    expect(schemaOf(table)).toEqual(["constructor: Utf8", "toString: Int32", "hasOwnProperty: Bool"])
+  })
+})

@@ -1,8 +1,8 @@
 import { Effect, Either } from "effect"
 import { describe, expect, it } from "vitest"
-import type { SpecError } from "../src/errors.ts"
+import type { SpecError, UsageError } from "../src/errors.ts"
 import { loadPipeline } from "../src/pipeline.ts"
-import { parseOverride } from "../src/spec.ts"
+import { parseOverride, readSpec } from "../src/spec.ts"
 import { GSM8K_TEST, runNode, samplePipeline, tempDir, writeFile } from "./helpers.ts"
 
 const specErrorOf = async (yaml: string, overrides: ReadonlyArray<string> = []) => {
@@ -33,6 +33,21 @@ describe("pipeline spec", () => {
     expect(error._tag).toBe("SpecError")
     expect(error.message).toMatch(/(^|\/)p\.yaml:\d+:\d+: /m)
     expect(error.message).toMatch(/Flow map/)
+  })
+
+  it("reports a wrong top-level key and the stages' param errors together", async () => {
+    const error = await specErrorOf(`name: [1]\n${samplePipeline(GSM8K_TEST).replace("name: sample\n", "").replace("{ seed: 42 }", "{ sed: 42 }")}`)
+    expect(error.message.split("\n")).toEqual([
+      expect.stringMatching(/p\.yaml:1:7 name: expected string, got \[1\]$/),
+      expect.stringMatching(/p\.yaml:9:13 stages\.shuffled\.with\.sed: unknown key \(did you mean "seed"\?\)$/)
+    ])
+  })
+
+  it("a stage called constructor or toString is not taken for a built-in", async () => {
+    for (const uses of ["constructor", "toString", "__proto__", "hasOwnProperty"]) {
+      const error = await specErrorOf(samplePipeline(GSM8K_TEST).replace("uses: shuffle", `uses: ${uses}`))
+      expect(error.message).toMatch(new RegExp(`stages\\.shuffled\\.uses: unknown stage "${uses.replace(/[_]/g, "_")}"`))
+    }
   })
 
   it("rejects an unknown key with its location and a suggestion", async () => {
@@ -119,5 +134,65 @@ describe("pipeline spec", () => {
     const message = Either.isLeft(result) ? result.left.message : ""
     expect(message).toContain("the stage module ./nothing.ts does not export a stage")
     expect(message).toContain("the stage module ./broken.ts failed to load")
+  })
+
+  it("rejects a --set that goes through a scalar, a list or an alias as a usage error naming the flag, the key path and what is there", async () => {
+    const dir = tempDir()
+    const file = writeFile(dir, "p.yaml", `${samplePipeline(GSM8K_TEST)}  scalar: { uses: shuffle, needs: [data], with: 5 }
+  listed: { uses: shuffle, needs: [data], with: [1, 2] }
+  shared: { uses: shuffle, needs: [data], with: *seed }
+`.replace("with: { seed: 42 }", "with: &seed { seed: 42 }"))
+    const usageError = async (...flags: ReadonlyArray<string>) => {
+      const result = await runNode(Effect.either(loadPipeline(file, flags.map((flag) => Either.getOrThrow(parseOverride(flag))))))
+      if (Either.isRight(result)) throw new Error(`expected ${flags.join(" ")} to be refused`)
+      expect(result.left._tag).toBe("UsageError")
+      return (result.left as UsageError).message
+    }
+    expect(await usageError("shuffled.seed.x=1")).toBe(
+      `--set shuffled.seed.x=1: stages.shuffled.with.seed is a number (42) at ${file}:9:25, not a map, so it has no key "x" to set`
+    )
+    expect(await usageError("scalar.seed=1")).toBe(
+      `--set scalar.seed=1: stages.scalar.with is a number (5) at ${file}:14:49, not a map of params, so it has no key "seed" to set`
+    )
+    expect(await usageError("listed.seed=1")).toContain(`stages.listed.with is a list at ${file}:15:49, so "seed" is not one of its indices (0 to 1)`)
+    expect(await usageError("shared.seed=1")).toContain("stages.shared.with is an alias (*seed)")
+    expect(await usageError("shuffled.seed=1", "shuffled.seed.x=2")).toBe(
+      "--set shuffled.seed.x=2: stages.shuffled.with.seed is a number (1) at --set shuffled.seed=1, not a map, so it has no key \"x\" to set"
+    )
+    // A key the flag creates is located at the flag.
+    const created = await specErrorOf(samplePipeline(GSM8K_TEST), ["shuffled.splits.x=1"])
+    expect(created.message).toContain("--set shuffled.splits.x=1 stages.shuffled.with.splits: expected")
+  })
+
+  it("rejects __proto__ as a stage id, a with: key, a nested key and a --set key, each located", async () => {
+    const error = await specErrorOf(`stages:
+  data: { uses: fetch, with: { path: x.jsonl } }
+  __proto__: { uses: shuffle, needs: [data] }
+  shuffled: { uses: shuffle, needs: [data], with: { seed: 1, __proto__: { seed: 7 } } }
+  cut: { uses: select, needs: [data], with: { rows: { __proto__: 5 } } }
+`)
+    const lines = error.message.split("\n")
+    expect(lines).toEqual([
+      expect.stringMatching(/p\.yaml:3:3 stages\.__proto__: invalid stage id "__proto__": JavaScript reserves the name/),
+      expect.stringMatching(/p\.yaml:4:62 stages\.shuffled\.with\.__proto__: invalid key "__proto__"/),
+      expect.stringMatching(/p\.yaml:5:55 stages\.cut\.with\.rows\.__proto__: invalid key "__proto__"/)
+    ])
+    const flag = parseOverride("shuffled.__proto__.seed=1")
+    expect(Either.isLeft(flag) && flag.left.message).toBe('--set shuffled.__proto__.seed=1: "__proto__" cannot be a key: JavaScript reserves the name (a value under it would be lost); rename it')
+    const inValue = await specErrorOf(samplePipeline(GSM8K_TEST), ["shuffled.splits={__proto__: [train]}"])
+    expect(inValue.message).toContain('--set shuffled.splits={__proto__: [train]} stages.shuffled.with.splits.__proto__: invalid key "__proto__"')
+  })
+
+  it("keeps the stages when only top-level keys are wrong, so that their params can be checked too", async () => {
+    const dir = tempDir()
+    const file = writeFile(dir, "p.yaml", `name: [1]\nunknown: 1\n${samplePipeline(GSM8K_TEST).replace("name: sample\n", "").replace("{ seed: 42 }", "{ sed: 42 }")}`)
+    const { diagnostics, spec } = await runNode(readSpec(file))
+    expect(diagnostics.map((d) => `${d.location} ${d.path}`)).toEqual(expect.arrayContaining([`${file}:1:7 name`, `${file}:2:1 unknown`]))
+    expect(spec.name).toBe("p")
+    expect(spec.stages.map((s) => [s.id, s.with])).toEqual([["data", { path: GSM8K_TEST }], ["shuffled", { sed: 42 }], ["short", { where: "question.length < 400" }]])
+    // A malformed `stages:` is still reported at once, with the rest.
+    writeFile(dir, "p.yaml", "name: [1]\nstages: { a: { uses: 5 } }\n")
+    const broken = await runNode(Effect.flip(readSpec(file)))
+    expect(broken.message.split("\n")).toHaveLength(2)
   })
 })

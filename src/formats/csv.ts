@@ -12,7 +12,7 @@ import type { Table } from "apache-arrow"
 import { parse } from "csv-parse/sync"
 import { Effect } from "effect"
 import { formatError, type FormatError } from "./error.ts"
-import { rowsToTable } from "./infer.ts"
+import { RESERVED_COLUMN, reservedColumnReason, rowsToTable } from "./infer.ts"
 import { decodeUtf8 } from "./text.ts"
 
 export const readCsv = (bytes: Uint8Array, path: string, delimiter: "," | "\t"): Effect.Effect<Table, FormatError> =>
@@ -25,6 +25,7 @@ export const readCsv = (bytes: Uint8Array, path: string, delimiter: "," | "\t"):
     const [header = [], ...body] = records
     const duplicate = header.find((name, i) => header.indexOf(name) !== i)
     if (duplicate !== undefined) return yield* formatError(path, `duplicate column name "${duplicate}" in the header`)
+    if (header.includes(RESERVED_COLUMN)) return yield* formatError(path, reservedColumnReason, { line: 1 })
     const columns = header.map((_, c) => typedCells(body.map((record) => record[c]!)))
     const rows = body.map((_, r) => Object.fromEntries(header.map((name, c) => [name, columns[c]![r]])))
     return yield* rowsToTable(rows, path, { columns: header.map((name) => ({ name, kind: undefined })) })

@@ -77,6 +77,21 @@ export const isPlainObject = (value: unknown): value is Record<string, unknown> 
   return proto === Object.prototype || proto === null
 }
 
+/**
+ * Deeper values than this are refused: their JSON text is written by recursive code
+ * (JSON.stringify), which would overflow the call stack a few thousand levels down.
+ * Real data (chat messages, metadata) nests a handful of levels.
+ */
+export const MAX_NESTING = 1000
+
+/**
+ * A column name that plain JavaScript objects cannot hold: `row["__proto__"] = v` sets
+ * the row's prototype, so the rows that stages build would lose the column silently.
+ */
+export const RESERVED_COLUMN = "__proto__"
+
+export const reservedColumnReason = `column name "${RESERVED_COLUMN}" is reserved in JavaScript (its values would be lost): rename the column`
+
 /** Builds one table from `rows`, inferring the schema from all of them. */
 export const rowsToTable = (
   rows: ReadonlyArray<Record<string, unknown>>,
@@ -85,8 +100,14 @@ export const rowsToTable = (
 ): Effect.Effect<Table, FormatError> =>
   Effect.gen(function* () {
     const kinds = new Map<string, Kind | undefined>(options.columns?.map((c) => [c.name, c.kind]))
+    if (kinds.has(RESERVED_COLUMN)) return yield* formatError(path, reservedColumnReason)
     for (let r = 0; r < rows.length; r++) {
+      const fail = (reason: string) => {
+        const line = options.lines?.[r]
+        return line === undefined ? formatError(path, `row ${r + 1}: ${reason}`) : formatError(path, reason, { line })
+      }
       for (const [name, value] of Object.entries(rows[r]!)) {
+        if (name === RESERVED_COLUMN) return yield* fail(reservedColumnReason)
         const seen = kinds.get(name)
         // A null tells no type, but still places its column in first-seen order.
         if (value === null || value === undefined) {
@@ -96,19 +117,33 @@ export const rowsToTable = (
         const kind = valueKind(value)
         const joined = kind === undefined || seen === undefined ? kind : join(seen, kind)
         if (joined === undefined) {
-          const reason = kind === undefined
+          return yield* fail(kind === undefined
             ? `column "${name}" holds a value of an unsupported type (${typeName(value)})`
-            : `column "${name}" mixes types: ${describe(seen!)} in earlier rows, ${describe(kind)} here`
-          const line = options.lines?.[r]
-          return yield* line === undefined
-            ? formatError(path, `row ${r + 1}: ${reason}`)
-            : formatError(path, reason, { line })
+            : `column "${name}" mixes types: ${describe(seen!)} in earlier rows, ${describe(kind)} here`)
+        }
+        if (kind === "json" && nestingDepth(value, MAX_NESTING) > MAX_NESTING) {
+          return yield* fail(`column "${name}" is nested more than ${MAX_NESTING} levels deep (arrays or objects inside each other); this reader supports up to ${MAX_NESTING}`)
         }
         kinds.set(name, joined)
       }
     }
     return buildTable(rows, kinds)
   })
+
+/** How many arrays and objects deep `value` goes (1 for a flat one), counted without recursion; stops once past `limit`. */
+const nestingDepth = (value: unknown, limit: number): number => {
+  let deepest = 0
+  const pending: Array<readonly [unknown, number]> = [[value, 1]]
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [node, depth] = next
+    deepest = Math.max(deepest, depth)
+    if (deepest > limit) break
+    for (const child of Array.isArray(node) ? node : Object.values(node as object)) {
+      if (typeof child === "object" && child !== null) pending.push([child, depth + 1])
+    }
+  }
+  return deepest
+}
 
 const typeName = (value: unknown): string =>
   typeof value === "object" ? Object.prototype.toString.call(value).slice("[object ".length, -1) : typeof value

@@ -56,7 +56,11 @@ const ESCAPE = /\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})/y
 const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y
 const WORDS = ["true", "false", "null"]
 
-/** Where `text` stops being JSON: a validating scanner, run only once JSON.parse has failed. */
+/**
+ * Where `text` stops being JSON: a validating scanner, run only once JSON.parse has
+ * failed. Open containers are kept on a stack of their own, not the call stack, so
+ * that a line nested 100,000 levels deep is reported like any other.
+ */
 const syntaxErrorOffset = (text: string): number => {
   let at = 0
   const space = (): void => {
@@ -84,29 +88,49 @@ const syntaxErrorOffset = (text: string): number => {
     }
     return false
   }
-  const members = (close: string, member: () => boolean): boolean => {
-    space()
-    if (eat(close)) return true
-    do {
-      if (!member()) return false
-      space()
-    } while (eat(","))
-    return eat(close)
-  }
-  const property = (): boolean => {
+  const key = (): boolean => {
     space()
     if (!string()) return false
     space()
-    return eat(":") && value()
+    return eat(":")
   }
-  const value = (): boolean => {
-    space()
-    if (eat("{")) return members("}", property)
-    if (eat("[")) return members("]", value)
+  const scalar = (): boolean => {
     if (text[at] === "\"") return string()
     const word = WORDS.find((w) => w[0] === text[at])
     return word === undefined ? matches(NUMBER) : [...word].every(eat)
   }
-  if (value()) space()
-  return at
+  /** The closing character of each open container, innermost last. */
+  const open: Array<"}" | "]"> = []
+  for (;;) {
+    // A value starts here: a container opens (its first member comes next round), or a whole value is read.
+    space()
+    if (eat("{")) {
+      space()
+      if (!eat("}")) {
+        open.push("}")
+        if (!key()) return at
+        continue
+      }
+    } else if (eat("[")) {
+      space()
+      if (!eat("]")) {
+        open.push("]")
+        continue
+      }
+    } else if (!scalar()) {
+      return at
+    }
+    // A value ended: close what it ends, until a comma starts the next member.
+    for (;;) {
+      space()
+      const close = open[open.length - 1]
+      if (close === undefined) return at
+      if (eat(",")) {
+        if (close === "}" && !key()) return at
+        break
+      }
+      if (!eat(close)) return at
+      open.pop()
+    }
+  }
 }
