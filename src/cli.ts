@@ -1,17 +1,19 @@
 /**
  * The `pipeline` commands. Each handler loads what it needs and returns an exit
- * code; errors are values mapped to codes in `main.ts`.
+ * code; errors are values mapped to codes by `errors.ts` (in `program.ts`).
  */
-import { Args, Command, Options } from "@effect/cli"
+import { Args, Command, Options, Prompt } from "@effect/cli"
 import { FetchHttpClient, FileSystem, Path } from "@effect/platform"
 import { Config, Effect, Either, Layer, Option } from "effect"
 import { decodeIpc } from "./arrow.ts"
 import { readSplit } from "./dataset.ts"
 import { renderDot, renderMermaid, renderText } from "./dag.ts"
-import { UsageError } from "./errors.ts"
+import { LockError, StoreError, UsageError } from "./errors.ts"
 import { statusOf, toJson } from "./events.ts"
+import * as Backend from "./backend/service.ts"
 import * as Hub from "./hub/index.ts"
 import { pipelineJsonSchema } from "./json-schema.ts"
+import { describeOwnerInFull, inspectLock, removeLock } from "./lock.ts"
 import { loadPipeline } from "./pipeline.ts"
 import { builtinDefinitions } from "./registry.ts"
 import * as Reporter from "./reporter.ts"
@@ -29,28 +31,33 @@ const cacheDir = Options.text("cache-dir").pipe(
   Options.withDescription("The artifact store (default ./cache, or $PIPELINE_CACHE_DIR)")
 )
 
-const backend = Options.choice("backend", ["auto", "tensorflow", "wasm", "cpu"]).pipe(
-  Options.optional,
+const BACKENDS = ["auto", "tensorflow", "wasm", "cpu"] as const
+const backend = Options.choice("backend", BACKENDS).pipe(
+  Options.withFallbackConfig(Config.literal(...BACKENDS)("PIPELINE_BACKEND")),
+  Options.withDefault("auto" as const),
   Options.withDescription("The compute backend (default $PIPELINE_BACKEND, else auto: tensorflow, then wasm, then cpu)")
 )
 const threads = Options.integer("threads").pipe(
+  Options.withFallbackConfig(Config.integer("PIPELINE_THREADS")),
   Options.optional,
-  Options.withDescription("wasm threads (default $PIPELINE_THREADS, else one per core)")
+  Options.withDescription("wasm threads, 1 or more (default $PIPELINE_THREADS, else one per core)")
 )
 
-/** `--backend` and `--threads` become the variables the runtime reads when a model stage first needs tensors. */
-const useBackend = (choice: Option.Option<string>, count: Option.Option<number>) =>
-  Effect.sync(() => {
-    if (Option.isSome(choice)) process.env.PIPELINE_BACKEND = choice.value
-    if (Option.isSome(count)) process.env.PIPELINE_THREADS = String(count.value)
-  })
+/**
+ * The compute backend of this command, from `--backend` and `--threads` (or their
+ * variables): built once here and provided to what computes, which starts it on first use.
+ */
+const backendLayer = (choice: (typeof BACKENDS)[number], count: Option.Option<number>) =>
+  Option.isSome(count) && !(count.value >= 1)
+    ? Effect.fail(new UsageError({ message: `--threads ${count.value}: expected a whole number of threads, 1 or more` }))
+    : Effect.succeed(Backend.layer({ backend: choice, ...(Option.isSome(count) && { threads: count.value }) }))
 
 const storeLayer = (dir: string) =>
   Layer.unwrapEffect(Effect.map(Path.Path, (path) => Store.layer(path.resolve(dir))))
 
-/** What stages need besides files: the store and the hub client (settings from HF_* variables). */
-const stageLayer = (dir: string) =>
-  Layer.merge(storeLayer(dir), Hub.layer.pipe(Layer.provide(FetchHttpClient.layer)))
+/** What stages need besides files: the store, the hub client (settings from HF_* variables) and the backend. */
+const stageLayer = (dir: string, compute: Layer.Layer<Backend.ComputeBackend> = Backend.layer({ backend: "cpu" })) =>
+  Layer.mergeAll(storeLayer(dir), Hub.layer.pipe(Layer.provide(FetchHttpClient.layer)), compute)
 
 const stdout = (text: string) => Effect.sync(() => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`))
 const stderr = (text: string) => Effect.sync(() => process.stderr.write(text.endsWith("\n") ? text : `${text}\n`))
@@ -77,7 +84,7 @@ const run = Command.make(
   },
   (args) =>
     Effect.gen(function* () {
-      yield* useBackend(args.backend, args.threads)
+      const compute = yield* backendLayer(args.backend, args.threads)
       const overrides = yield* parseOverrides(args.set)
       const pipeline = yield* loadPipeline(args.file, overrides)
       const started = performance.now()
@@ -87,7 +94,7 @@ const run = Command.make(
         until: Option.getOrUndefined(args.until),
         dryRun: args.dryRun,
         concurrency: args.jobs
-      }).pipe(Effect.provide(Reporter.layer()), Effect.provide(stageLayer(args.cacheDir)), Effect.scoped)
+      }).pipe(Effect.provide(Reporter.layer()), Effect.provide(stageLayer(args.cacheDir, compute)), Effect.scoped)
       const counts = new Map<string, number>()
       for (const outcome of outcomes) counts.set(statusOf(outcome), (counts.get(statusOf(outcome)) ?? 0) + 1)
       yield* stderr(`${pipeline.spec.name}: ${[...counts].map(([status, n]) => `${n} ${status}`).join(", ")} in ${((performance.now() - started) / 1000).toFixed(1)}s`)
@@ -104,6 +111,16 @@ const status = Command.make("status", { file, json, cacheDir }, (args) =>
       ? stdout(JSON.stringify({ pipeline: pipeline.spec.name, stages: statusJson(statuses) }, null, 2))
       : stdout(renderStatus(statuses))
   })).pipe(Command.withDescription("For each stage: fresh or stale, and why"))
+
+/** A cached table as text; a damaged file is a clean error that names it. */
+const rendered = (file: string, render: () => string) =>
+  Effect.try({
+    try: render,
+    catch: (cause) =>
+      new StoreError({
+        message: `${file} is not a readable Arrow file (${cause instanceof Error ? cause.message : String(cause)}): the cache entry is damaged. Run \`pipeline verify --repair\` to remove damaged entries; the next run rebuilds them.`
+      })
+  })
 
 const show = Command.make(
   "show",
@@ -135,8 +152,12 @@ const show = Command.make(
         const table = files?.files.find((name) => name.endsWith(".arrow"))
         if (files !== undefined && table !== undefined) {
           const fs = yield* FileSystem.FileSystem
-          const rows = decodeIpc(yield* fs.readFile(`${files.dir}/${table}`).pipe(Effect.mapError((e) => new UsageError({ message: e.message }))))
-          return yield* stdout(args.format === "jsonl" ? renderJsonl(rows, args.limit) : renderTable(rows, args.limit))
+          const where = `${files.dir}/${table}`
+          const bytes = yield* fs.readFile(where).pipe(Effect.mapError((e) => new StoreError({ message: e.message })))
+          return yield* stdout(yield* rendered(where, () => {
+            const rows = decodeIpc(bytes)
+            return args.format === "jsonl" ? renderJsonl(rows, args.limit) : renderTable(rows, args.limit)
+          }))
         }
         const other = target.entry.outputs.model?.dir ?? files?.dir ?? target.entry.dir
         return yield* stdout(`stage "${args.stage}" produced no dataset; its outputs are in ${other}`)
@@ -146,8 +167,9 @@ const show = Command.make(
       if (!splits.includes(split)) {
         return yield* new UsageError({ message: `stage "${args.stage}" has no split "${split}" (splits: ${splits.join(", ")})` })
       }
-      const table = yield* readSplit(dataset, split)
-      yield* stdout(args.format === "jsonl" ? renderJsonl(table, args.limit) : renderTable(table, args.limit))
+      const table = yield* readSplit(dataset, split).pipe(Effect.mapError((e) => new StoreError({ message: e.message })))
+      yield* stdout(yield* rendered(dataset.splits[split]!.map((f) => f.path).join(", "), () =>
+        args.format === "jsonl" ? renderJsonl(table, args.limit) : renderTable(table, args.limit)))
     })
 ).pipe(Command.withDescription("Print a stage's cached rows"))
 
@@ -189,6 +211,28 @@ const gc = Command.make(
     }).pipe(Effect.scoped, Effect.provide(storeLayer(args.cacheDir)))
 ).pipe(Command.withDescription("Remove cache entries that no pipeline's latest run references"))
 
+const verify = Command.make(
+  "verify",
+  {
+    cacheDir,
+    json,
+    repair: Options.boolean("repair").pipe(Options.withDescription("Remove the damaged entries (the next run rebuilds them)"))
+  },
+  (args) =>
+    Effect.gen(function* () {
+      const store = yield* Store.ArtifactStore
+      if (args.repair) yield* store.lock("pipeline verify --repair")
+      const report = yield* store.verifyAll({ repair: args.repair })
+      for (const entry of report.damaged) {
+        const owner = entry.stage === undefined ? "" : ` (${entry.pipeline}: ${entry.stage})`
+        yield* stderr(`damaged ${entry.fingerprint.slice(0, 12)}${owner}: ${entry.reason}${args.repair ? ": removed" : ""}`)
+      }
+      yield* stderr(`checked ${report.checked} entr${report.checked === 1 ? "y" : "ies"} (${formatBytes(report.bytes)}): ${report.damaged.length === 0 ? "all intact" : `${report.damaged.length} damaged${args.repair ? ", removed; the next run rebuilds them" : "; run pipeline verify --repair to remove them"}`}`)
+      if (args.json) yield* stdout(JSON.stringify(report))
+      if (report.damaged.length > 0 && !args.repair) return yield* new StoreError({ message: `${report.damaged.length} damaged cache entr${report.damaged.length === 1 ? "y" : "ies"}` })
+    }).pipe(Effect.scoped, Effect.provide(storeLayer(args.cacheDir)))
+).pipe(Command.withDescription("Re-hash every cache entry against its manifest (like git fsck); exit 1 if any is damaged"))
+
 const generate = Command.make(
   "generate",
   {
@@ -207,7 +251,7 @@ const generate = Command.make(
   },
   (args) =>
     Effect.gen(function* () {
-      yield* useBackend(args.backend, args.threads)
+      const compute = yield* backendLayer(args.backend, args.threads)
       const sampling = { temperature: args.temperature, "top-k": args.topK, "top-p": args.topP, seed: args.seed }
       const ignored = Object.entries(sampling).filter(([, value]) => Option.isSome(value)).map(([name]) => `--${name}`)
       if (!args.sample && ignored.length > 0) yield* stderr(`${ignored.join(", ")} ignored without --sample (greedy decoding)`)
@@ -226,9 +270,46 @@ const generate = Command.make(
           batchSize: 1,
           useCache: !args.noCache
         }
-      }).pipe(Effect.provide(Hub.layer.pipe(Layer.provide(FetchHttpClient.layer))))
+      }).pipe(Effect.provide(Layer.merge(Hub.layer.pipe(Layer.provide(FetchHttpClient.layer)), compute)))
     })
 ).pipe(Command.withDescription("Continue a prompt with a model, as the generate stage does (the continuation on stdout)"))
+
+const unlock = Command.make(
+  "unlock",
+  {
+    cacheDir,
+    yes: Options.boolean("yes").pipe(Options.withAlias("y"), Options.withDescription("Remove the lock without asking"))
+  },
+  (args) =>
+    Effect.gen(function* () {
+      const path = yield* Path.Path
+      const root = path.resolve(args.cacheDir)
+      const lockFile = path.join(root, "lock")
+      const lock = yield* inspectLock(lockFile)
+      if (lock === undefined) return yield* stderr(`the cache ${root} is not locked`)
+      if (lock.owner === undefined || lock.state === undefined) {
+        yield* stderr(`${lockFile} names no holder (it holds ${JSON.stringify(lock.text.slice(0, 120))}): it is stale`)
+      } else {
+        yield* stderr(`${lockFile} is held by:\n${describeOwnerInFull(lock.owner, lock.state)}`)
+        if (lock.state._tag === "Running") {
+          return yield* new LockError({
+            message: `pid ${lock.owner.pid} is a pipeline running on this host: wait for it to finish, or stop it (Ctrl-C, or kill ${lock.owner.pid}: finished stages stay cached). pipeline unlock does not remove a running pipeline's lock.`
+          })
+        }
+      }
+      if (!args.yes) {
+        if (!process.stdin.isTTY || !process.stdout.isTTY) {
+          return yield* new UsageError({ message: `not removing the lock without a terminal to ask on: run pipeline unlock --yes${args.cacheDir === "cache" ? "" : ` --cache-dir ${args.cacheDir}`} to remove it` })
+        }
+        const confirmed = yield* Prompt.confirm({ message: `Remove ${lockFile}?`, initial: false }).pipe(
+          Effect.catchTag("QuitException", () => Effect.succeed(false))
+        )
+        if (!confirmed) return yield* new LockError({ message: `kept ${lockFile}` })
+      }
+      yield* removeLock(lockFile, lock.text)
+      yield* stderr(`removed ${lockFile}`)
+    })
+).pipe(Command.withDescription("Show who holds the cache lock and, if that process is gone, remove the lock (asks first; --yes to skip)"))
 
 const schema = Command.make("schema", {}, () =>
   Effect.gen(function* () {
@@ -238,9 +319,9 @@ const schema = Command.make("schema", {}, () =>
     yield* stdout(JSON.stringify(pipelineJsonSchema(definitions), null, 2))
   })).pipe(Command.withDescription("Print the JSON Schema of pipeline files (for yaml-language-server)"))
 
-export const command = Command.make("pipeline").pipe(
+const command = Command.make("pipeline").pipe(
   Command.withDescription("A declarative, cached pipeline for fine-tuning language models"),
-  Command.withSubcommands([run, status, show, dag, generate, gc, schema])
+  Command.withSubcommands([run, status, show, dag, generate, gc, verify, unlock, schema])
 )
 
 export const cli = Command.run(command, { name: "pipeline", version: "0.1.0" })

@@ -6,6 +6,7 @@
 import type { FileSystem, Path } from "@effect/platform"
 import type { Effect, Schema } from "effect"
 import type { ArtifactKind, Metrics, Outputs } from "./artifact.ts"
+import type { ComputeBackend } from "./backend/service.ts"
 import type { Hub } from "./hub/index.ts"
 import type { StageError } from "./errors.ts"
 
@@ -44,8 +45,8 @@ export interface StageResult {
   readonly metrics?: Metrics
 }
 
-/** The services a stage's `run` may use: files, paths, and the Hugging Face hub client. */
-export type StageServices = FileSystem.FileSystem | Path.Path | Hub
+/** The services a stage's `run` may use: files, paths, the Hugging Face hub client and the compute backend. */
+export type StageServices = FileSystem.FileSystem | Path.Path | Hub | ComputeBackend
 
 export interface StageDefinition<P = unknown, I = unknown> {
   /** How the stage is named in `uses:` (built-ins) or reported (plug-ins). */

@@ -8,7 +8,8 @@
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Effect, Either, Schema } from "effect"
-import { describeBackend, ensureBackend } from "../src/backend/runtime.ts"
+import { describeBackend } from "../src/backend/runtime.ts"
+import { backendReady } from "../src/backend/service.ts"
 import type { BackendInfo } from "../src/backend/select.ts"
 import { inputDataset, readSplit, writeDataset } from "../src/dataset.ts"
 import { StageError } from "../src/errors.ts"
@@ -191,7 +192,7 @@ export default defineStage({
   inputFiles,
   externalInputs,
   run: Effect.fn("Evaluate.run")(function* (ctx) {
-    const backend = yield* ensureBackend
+    const backend = yield* backendReady
     yield* ctx.log(describeBackend(backend))
     const wanted = new Set(ctx.params.metrics)
     const evaluated = yield* modelToRun(ctx.inputs, ctx.params.model, ctx.baseDir)

@@ -6,7 +6,8 @@
  * `return_full_text=False`.
  */
 import { Effect, Either, Schema } from "effect"
-import { describeBackend, ensureBackend } from "../src/backend/runtime.ts"
+import { describeBackend } from "../src/backend/runtime.ts"
+import { backendReady } from "../src/backend/service.ts"
 import { inputDataset, readSplit, writeDataset } from "../src/dataset.ts"
 import { StageError } from "../src/errors.ts"
 import { completePrompts, preview } from "../src/eval/generation.ts"
@@ -76,7 +77,7 @@ export default defineStage({
   externalInputs: (params, baseDir) => (params.model === undefined ? Effect.succeed({}) : modelRevision(params.model, baseDir)),
   run: Effect.fn("Generate.run")(function* (ctx) {
     const { params } = ctx
-    const backend = yield* ensureBackend
+    const backend = yield* backendReady
     yield* ctx.log(describeBackend(backend))
     const prompts = yield* promptsOf(ctx)
     if (prompts.length === 0) return yield* new StageError({ message: "no prompts: the split has no rows" })

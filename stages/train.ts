@@ -10,7 +10,8 @@
  */
 import { Effect, Schema } from "effect"
 import { checkTrainingFit } from "../src/backend/memory.ts"
-import { describeBackend, ensureBackend } from "../src/backend/runtime.ts"
+import { describeBackend } from "../src/backend/runtime.ts"
+import { backendReady } from "../src/backend/service.ts"
 import { StageError } from "../src/errors.ts"
 import { padTokenId } from "../src/model/config.ts"
 import { ALL_LINEAR, DEFAULT_LORA } from "../src/model/lora.ts"
@@ -185,7 +186,7 @@ export default defineStage({
   externalInputs: (params, baseDir) =>
     Effect.map(Effect.forEach(modelParams(params), (m) => modelRevision(m, baseDir)), (records) => Object.assign({}, ...records) as Record<string, string>),
   run: Effect.fn("Train.run")(function* (ctx) {
-    const backend = yield* ensureBackend
+    const backend = yield* backendReady
     yield* ctx.log(describeBackend(backend))
     const train = yield* splitOf(ctx, ctx.params.split)
     if (train === undefined || train.length === 0) {

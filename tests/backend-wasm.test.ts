@@ -7,7 +7,7 @@ import * as tf from "@tensorflow/tfjs-core"
 import { Effect, Either } from "effect"
 import { beforeAll, describe, expect, it } from "vitest"
 import { initBackend, parseBackendChoice } from "../src/backend/select.ts"
-import { ComputeBackend, layer } from "../src/backend/service.ts"
+import { backendReady, ComputeBackend, layer } from "../src/backend/service.ts"
 import { heapFloat32, wasmInternals } from "../src/backend/wasm-internals.ts"
 import { assignWeight, updateWeightInPlace } from "../src/backend/in-place.ts"
 
@@ -49,14 +49,21 @@ describe("backend selection", () => {
     expect(tf.getBackend()).toBe("cpu")
   })
 
-  it("is an Effect service that fails with BackendUnavailable", async () => {
-    const info = await Effect.runPromise(Effect.provide(ComputeBackend, layer({ backend: "cpu" })))
+  it("is an Effect service that starts the backend on first use, once", async () => {
+    const info = await Effect.runPromise(Effect.provide(backendReady, layer({ backend: "cpu" })))
     expect(info).toEqual({ name: "cpu", threads: 1, notes: [] })
-    const tensorflow = await Effect.runPromise(Effect.either(Effect.provide(ComputeBackend, layer({ backend: "tensorflow" }))))
-    if (Either.isLeft(tensorflow)) {
-      expect(tensorflow.left._tag).toBe("BackendUnavailable")
-      expect(tensorflow.left.message).toMatch(/^backend tensorflow is unavailable: @tensorflow\/tfjs-node does not load/)
+    // Building the layer starts nothing; asking for the backend does, and a failure is the stage's.
+    let attempts = 0
+    const counted = Effect.flatMap(ComputeBackend, (backend) => Effect.zipRight(Effect.sync(() => attempts++), Effect.either(backend.ready)))
+    const [first, second] = await Effect.runPromise(Effect.provide(Effect.all([counted, counted]), layer({ backend: "tensorflow" })))
+    expect(attempts).toBe(2)
+    for (const result of [first!, second!]) {
+      if (Either.isLeft(result)) {
+        expect(result.left._tag).toBe("StageError")
+        expect(result.left.message).toMatch(/^backend tensorflow is unavailable: @tensorflow\/tfjs-node does not load/)
+      }
     }
+    expect(second).toEqual(first)
   })
 
   it("parses --backend values", () => {

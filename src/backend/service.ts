@@ -1,24 +1,29 @@
 /**
- * The compute backend as an Effect service. The entry point builds the layer once, from
- * `--backend` / `PIPELINE_BACKEND`, and prints the `BackendInfo` it gets; model code
- * then runs on whatever tfjs backend is current.
+ * The compute backend as an Effect service. The entry point builds its layer once, from
+ * `--backend` / `--threads` (or PIPELINE_BACKEND / PIPELINE_THREADS), and provides it to
+ * the stages; a model stage asks for `ready` before its first tensor. The backend starts
+ * on that first ask, once: a run whose model stages are all cached never loads
+ * TensorFlow.js.
  */
 import { Context, Effect, Layer } from "effect"
-import { type BackendInfo, type BackendOptions, BackendUnavailable, initBackend } from "./select.ts"
+import { StageError } from "../errors.ts"
+import { type BackendInfo, type BackendOptions, initBackend } from "./select.ts"
 
-export class ComputeBackend extends Context.Tag("ComputeBackend")<ComputeBackend, BackendInfo>() {}
+export interface ComputeBackendService {
+  /** The backend, started on first use and the same afterwards. */
+  readonly ready: Effect.Effect<BackendInfo, StageError>
+}
 
-const make = (options: BackendOptions = {}): Effect.Effect<BackendInfo, BackendUnavailable> =>
+export class ComputeBackend extends Context.Tag("ComputeBackend")<ComputeBackend, ComputeBackendService>() {}
+
+const start = (options: BackendOptions): Effect.Effect<BackendInfo, StageError> =>
   Effect.tryPromise({
     try: () => initBackend(options),
-    catch: (error) =>
-      error instanceof BackendUnavailable
-        ? error
-        : new BackendUnavailable({
-          backend: options.backend === undefined || options.backend === "auto" ? "cpu" : options.backend,
-          reason: error instanceof Error ? error.message : String(error)
-        })
+    catch: (error) => new StageError({ message: error instanceof Error ? error.message : String(error), cause: error })
   })
 
-export const layer = (options: BackendOptions = {}): Layer.Layer<ComputeBackend, BackendUnavailable> =>
-  Layer.effect(ComputeBackend, make(options))
+export const layer = (options: BackendOptions = {}): Layer.Layer<ComputeBackend> =>
+  Layer.effect(ComputeBackend, Effect.map(Effect.cached(start(options)), (ready) => ComputeBackend.of({ ready })))
+
+/** The backend, from the service: what model stages call before they compute. */
+export const backendReady: Effect.Effect<BackendInfo, StageError, ComputeBackend> = Effect.flatMap(ComputeBackend, (backend) => backend.ready)
