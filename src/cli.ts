@@ -5,6 +5,7 @@
 import { Args, Command, Options, Prompt } from "@effect/cli"
 import { FetchHttpClient, FileSystem, Path } from "@effect/platform"
 import { Config, Effect, Either, Layer, Option } from "effect"
+import * as nodePath from "node:path"
 import { decodeIpc } from "./arrow.ts"
 import { readSplit } from "./dataset.ts"
 import { renderDot, renderMermaid, renderText } from "./dag.ts"
@@ -59,6 +60,9 @@ const storeLayer = (dir: string) =>
 const stageLayer = (dir: string, compute: Layer.Layer<Backend.ComputeBackend> = Backend.layer({ backend: "cpu" })) =>
   Layer.mergeAll(storeLayer(dir), Hub.layer.pipe(Layer.provide(FetchHttpClient.layer)), compute)
 
+/** Where `run`, `status` and `show` remember stage modules' import graphs (see code-version.ts). */
+const codeMemo = (dir: string): string => nodePath.resolve(dir, "code-graphs.json")
+
 const stdout = (text: string) => Effect.sync(() => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`))
 const stderr = (text: string) => Effect.sync(() => process.stderr.write(text.endsWith("\n") ? text : `${text}\n`))
 
@@ -86,7 +90,7 @@ const run = Command.make(
     Effect.gen(function* () {
       const compute = yield* backendLayer(args.backend, args.threads)
       const overrides = yield* parseOverrides(args.set)
-      const pipeline = yield* loadPipeline(args.file, overrides)
+      const pipeline = yield* loadPipeline(args.file, overrides, { codeMemo: codeMemo(args.cacheDir) })
       const started = performance.now()
       const outcomes = yield* runPipeline(pipeline, {
         force: splitList(args.force),
@@ -105,7 +109,7 @@ const run = Command.make(
 
 const status = Command.make("status", { file, json, cacheDir }, (args) =>
   Effect.gen(function* () {
-    const pipeline = yield* loadPipeline(args.file)
+    const pipeline = yield* loadPipeline(args.file, [], { codeMemo: codeMemo(args.cacheDir) })
     const statuses = yield* pipelineStatus(pipeline).pipe(Effect.provide(stageLayer(args.cacheDir)))
     yield* args.json
       ? stdout(JSON.stringify({ pipeline: pipeline.spec.name, stages: statusJson(statuses) }, null, 2))
@@ -134,7 +138,7 @@ const show = Command.make(
   },
   (args) =>
     Effect.gen(function* () {
-      const pipeline = yield* loadPipeline(args.file)
+      const pipeline = yield* loadPipeline(args.file, [], { codeMemo: codeMemo(args.cacheDir) })
       if (!pipeline.stages.some((s) => s.id === args.stage)) {
         return yield* new UsageError({ message: `there is no stage "${args.stage}" in ${args.file} (stages: ${pipeline.stages.map((s) => s.id).join(", ")})` })
       }

@@ -13,7 +13,7 @@
  */
 import { build, type Metafile } from "esbuild"
 import { createHash } from "node:crypto"
-import { existsSync, readFileSync } from "node:fs"
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path"
 import { fileURLToPath } from "node:url"
 import { sourceUrl } from "./paths.ts"
@@ -96,10 +96,12 @@ const absolute = (p: string): string => (isAbsolute(p) ? p : resolve("/", p))
  * The closures of several modules (absolute paths) at once: one esbuild pass, then
  * another for each round of files loaded by URL.
  */
-export const codeClosures = async (modules: ReadonlyArray<string>): Promise<ReadonlyMap<string, CodeClosure>> => {
-  // The import graph is a function of the files' contents: a graph found before is reused
-  // while every file in it reads the same (the files are read and hashed each time).
-  const known = remembered.get(graphKey(modules))
+export const codeClosures = async (modules: ReadonlyArray<string>, memoFile?: string): Promise<ReadonlyMap<string, CodeClosure>> => {
+  // The import graph is a function of the files' contents: a graph found before (in this
+  // process, or by an earlier one in `memoFile`) is reused while every file in it reads
+  // the same. The files are read and hashed each time; only esbuild's pass is saved.
+  const key = graphKey(modules)
+  const known = remembered.get(key) ?? (memoFile === undefined ? undefined : readMemo(memoFile, key))
   const graph: Map<string, GraphNode> = known !== undefined && unchanged(known) ? known.graph : new Map()
   let pending = graph.size > 0 ? [] : [...new Set(modules)]
   while (pending.length > 0) {
@@ -144,8 +146,63 @@ export const codeClosures = async (modules: ReadonlyArray<string>): Promise<Read
     }
     closures.set(module, { files: sorted(files), packages: sorted(packages) })
   }
-  remembered.set(graphKey(modules), { graph, hashes: new Map([...graph.keys()].map((file) => [file, hashOf(file)])) })
+  const found = { graph, hashes: new Map([...graph.keys()].map((file) => [file, hashOf(file)])) }
+  remembered.set(key, found)
+  if (memoFile !== undefined && found !== known) writeMemo(memoFile, key, found)
   return closures
+}
+
+interface Remembered {
+  readonly graph: Map<string, GraphNode>
+  readonly hashes: ReadonlyMap<string, string>
+}
+
+/** What `memoFile` holds: import graphs by the modules they were found for (at most MEMO_GRAPHS). */
+interface MemoFile {
+  readonly format: 1
+  readonly graphs: Record<string, Record<string, GraphNode & { readonly hash: string }>>
+}
+
+const MEMO_GRAPHS = 32
+
+const loadMemo = (memoFile: string): MemoFile | undefined => {
+  try {
+    const memo = JSON.parse(readFileSync(memoFile, "utf8")) as MemoFile
+    return memo.format === 1 && typeof memo.graphs === "object" && memo.graphs !== null ? memo : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** A graph from the memo file; anything malformed there is simply not used (esbuild runs instead). */
+const readMemo = (memoFile: string, key: string): Remembered | undefined => {
+  const nodes = loadMemo(memoFile)?.graphs[key]
+  if (typeof nodes !== "object" || nodes === null) return undefined
+  const graph = new Map<string, GraphNode>()
+  const hashes = new Map<string, string>()
+  for (const [file, node] of Object.entries(nodes)) {
+    const strings = (v: unknown): v is ReadonlyArray<string> => Array.isArray(v) && v.every((x) => typeof x === "string")
+    if (!isAbsolute(file) || typeof node?.hash !== "string" || !strings(node.imports) || !strings(node.packages)) return undefined
+    graph.set(file, { imports: node.imports, packages: node.packages })
+    hashes.set(file, node.hash)
+  }
+  return graph.size > 0 ? { graph, hashes } : undefined
+}
+
+/** Best effort: a memo that cannot be written costs the next run one esbuild pass. */
+const writeMemo = (memoFile: string, key: string, found: Remembered): void => {
+  if (!existsSync(dirname(memoFile))) return
+  const previous = loadMemo(memoFile)?.graphs ?? {}
+  const kept = Object.entries(previous).filter(([k]) => k !== key).slice(-(MEMO_GRAPHS - 1))
+  const nodes = Object.fromEntries([...found.graph].map(([file, node]) => [file, { ...node, hash: found.hashes.get(file)! }]))
+  const memo: MemoFile = { format: 1, graphs: { ...Object.fromEntries(kept), [key]: nodes } }
+  const temp = `${memoFile}.${process.pid}.${Date.now()}.tmp`
+  try {
+    writeFileSync(temp, JSON.stringify(memo))
+    renameSync(temp, memoFile)
+  } catch {
+    rmSync(temp, { force: true })
+  }
 }
 
 interface GraphNode {
@@ -153,7 +210,7 @@ interface GraphNode {
   readonly packages: ReadonlyArray<string>
 }
 
-const remembered = new Map<string, { readonly graph: Map<string, GraphNode>; readonly hashes: ReadonlyMap<string, string> }>()
+const remembered = new Map<string, Remembered>()
 
 const graphKey = (modules: ReadonlyArray<string>): string => [...new Set(modules)].sort().join("\0")
 

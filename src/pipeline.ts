@@ -27,7 +27,12 @@ export interface Pipeline {
   readonly stages: ReadonlyArray<ResolvedStage>
 }
 
-export const loadPipeline = (file: string, overrides: ReadonlyArray<Override> = []) =>
+export interface LoadOptions {
+  /** Where to remember stage modules' import graphs between runs (in the cache folder): saves an esbuild pass. */
+  readonly codeMemo?: string
+}
+
+export const loadPipeline = (file: string, overrides: ReadonlyArray<Override> = [], options: LoadOptions = {}) =>
   Effect.gen(function* () {
     // Problems of the file's own keys (`name: [1]`) come with the stages' params' problems, not before them.
     const { spec, diagnostics: fileProblems } = yield* readSpec(file, overrides)
@@ -64,7 +69,7 @@ export const loadPipeline = (file: string, overrides: ReadonlyArray<Override> = 
     }
     if (diagnostics.length === 0) diagnostics.push(...checkKinds(spec, resolved))
     if (diagnostics.length > 0) return yield* new SpecError({ file: spec.file, diagnostics })
-    const impls = yield* codeVersions(resolved.map((stage) => stage.impl)).pipe(
+    const impls = yield* codeVersions(resolved.map((stage) => stage.impl), options.codeMemo).pipe(
       Effect.mapError((failure) => new SpecError({ file: spec.file, diagnostics: [{ location: spec.file, path: "", message: failure.message }] }))
     )
     const stages = resolved.map((stage, i): ResolvedStage => ({ ...stage, impl: impls[i]! }))

@@ -110,9 +110,9 @@ export const resolveStage = (uses: string, baseDir: string) =>
  * read afresh on every call: a module edited since it was imported still changes the
  * fingerprint, and `status` says which file changed.
  */
-export const codeVersions = (stages: ReadonlyArray<ResolvedDefinition>) =>
+export const codeVersions = (stages: ReadonlyArray<ResolvedDefinition>, memoFile?: string) =>
   Effect.tryPromise({
-    try: () => codeClosures(stages.map((s) => s.modulePath)),
+    try: () => codeClosures(stages.map((s) => s.modulePath), memoFile),
     catch: (cause) => new ResolveFailure(cause instanceof ClosureFailure ? `cannot read the imports of a stage module: ${cause.message}` : `cannot read the imports of a stage module: ${String(cause)}`)
   }).pipe(
     Effect.map((closures) =>
