@@ -119,7 +119,7 @@ export const formatTables = (results: Results): string => {
   if ((results.gsm8k ?? []).length > 0) {
     lines.push(
       "",
-      "**The tutorial's training** (`pipeline run FILE --until train --set train.max_steps=2` against a loopback hub whose Qwen/Qwen2.5-0.5B is a stand-in of its exact size: its config and tokenizer, random weights; the tutorial's batch 5 × accumulation 4 on GSM8K):",
+      `**The tutorial's training** (\`pipeline run FILE --until train --set train.max_steps=${results.gsm8k![0]!.steps}\` against a loopback hub whose Qwen/Qwen2.5-0.5B is a stand-in of its exact size: its config and tokenizer, random weights; the tutorial's batch 5 × accumulation 4 on GSM8K):`,
       "",
       "| pipeline | trains | backend | seconds a step | tokens/s | an epoch (projected) | peak RSS (MB) |",
       "|---|---|---|---|---|---|---|"

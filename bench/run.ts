@@ -33,11 +33,12 @@ in PyTorch (../shared/anchor/bench_torch.py) in the same run when python3 has to
 
 Options:
   --cases LIST        ${ALL_CASES.join(",")} (default: all but ${LONG_CASES.join(" and ")}, which take most of an hour)
-                      gsm8k: pipelines/gsm8k.yaml and gsm8k-lora.yaml, --set train.max_steps=2, against a
+                      gsm8k: pipelines/gsm8k.yaml and gsm8k-lora.yaml, --set train.max_steps=N, against a
                       loopback hub whose Qwen/Qwen2.5-0.5B is a full-size stand-in (random weights)
   --presets LIST      ${PRESET_NAMES.join(",")} (default: all but ${LONG_PRESETS.join(", ")}, whose four cases
                       (full and LoRA r 16, at 4×256 and 5×512) take about an hour with PyTorch)
   --backends LIST     tensorflow,wasm,cpu (default: every one present; cpu trains only tiny)
+  --gsm8k-steps N     optimizer steps of each tutorial pipeline in the gsm8k case (default 2)
   --shapes LIST       batch×sequence shapes for qwen2.5-0.5b (default 4x256,5x512; 5x512 is the tutorial's)
   --repeats N         alternating repeats per training case (default 3)
   --quick             1 repeat, tiny and small only
@@ -61,6 +62,7 @@ const { values: flags } = parseArgs({
     quick: { type: "boolean", default: false },
     "e2e-examples": { type: "string", default: "2000" },
     shapes: { type: "string", default: "4x256,5x512" },
+    "gsm8k-steps": { type: "string", default: "2" },
     python: { type: "string" },
     "no-torch": { type: "boolean", default: false },
     out: { type: "string", default: join(REPO, "bench/results") },
@@ -93,6 +95,8 @@ const SHAPE_NAMES = ["4x256", "5x512"] as const
 const shapes = list(flags.shapes, SHAPE_NAMES, SHAPE_NAMES, "--shapes").map((name) => name.split("x").map(Number) as [number, number])
 const repeats = flags.repeats === undefined ? (flags.quick ? 1 : 3) : Number(flags.repeats)
 if (!(Number.isInteger(repeats) && repeats >= 1)) fail(`--repeats ${flags.repeats}: expected a whole number, 1 or more`)
+const gsm8kSteps = Number(flags["gsm8k-steps"])
+if (!(Number.isInteger(gsm8kSteps) && gsm8kSteps >= 1)) fail(`--gsm8k-steps ${flags["gsm8k-steps"]}: expected a whole number, 1 or more`)
 const e2eExamples = Number(flags["e2e-examples"])
 if (!(Number.isInteger(e2eExamples) && e2eExamples >= 20)) fail(`--e2e-examples ${flags["e2e-examples"]}: expected a whole number, 20 or more`)
 
@@ -351,7 +355,7 @@ const GSM8K_FILES = ["pipelines/gsm8k.yaml", "pipelines/gsm8k-lora.yaml"] as con
 
 const gsm8kCase = () =>
   withHub(async (env, cacheDir) => {
-    const smoke = ["--until", "train", "--set", "train.max_steps=2"]
+    const smoke = ["--until", "train", "--set", `train.max_steps=${gsm8kSteps}`]
     // The data half first, so that the train stage's time is its own.
     await pipelineRun(join(REPO, GSM8K_FILES[0]), cacheDir, env, ["--until", "shuffled"])
     for (const file of GSM8K_FILES) {
