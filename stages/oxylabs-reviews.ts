@@ -10,18 +10,24 @@
  *   out of 5 stars Great"), `is_verified` as "True"; more reviews, where offered.
  * - Credentials come from OXYLABS_USERNAME and OXYLABS_PASSWORD, held as Redacted:
  *   not params, they enter no fingerprint, manifest or log line, and no message
- *   but the one naming the user whose credentials Oxylabs rejected.
+ *   but the one naming the user whose credentials Oxylabs rejected. Text the server
+ *   sends back (an error that echoes the query, say) has them cut out, in every form
+ *   they could take there, before it is shown.
  * - Each request has a timeout; 429, 5xx and timeouts are retried with jittered
- *   exponential backoff, or after the server's Retry-After. 401/403 fail the stage
- *   at once (every query would fail alike); any other failure is the ASIN's own, and
- *   `on_error` says whether the others make an acceptable dataset.
+ *   exponential backoff, or after the server's Retry-After (`src/http-retry.ts`, as
+ *   the hub client does). 401/403 fail the stage at once (every query would fail
+ *   alike); any other failure is the ASIN's own, and `on_error` says whether the
+ *   others make an acceptable dataset.
+ * - Values are checked, not coerced: a helpful_count beyond the Int32 column fails
+ *   the ASIN rather than wrapping around.
  * - Web data goes stale: `max_age` bounds how long a cached scrape is reused.
  */
 import { FetchHttpClient, HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
 import { Bool, Field, Int32, makeBuilder, makeData, RecordBatch, Schema as ArrowSchema, Struct, Table, Utf8 } from "apache-arrow"
-import { Config, Data, Duration, Effect, Either, Redacted, Ref, Schedule, Schema } from "effect"
+import { Config, Data, Duration, Effect, Either, Redacted, Ref, Schema } from "effect"
 import { writeDataset } from "../src/dataset.ts"
 import { StageError } from "../src/errors.ts"
+import { requestFailure, retryAfter, retrySchedule, Transient } from "../src/http-retry.ts"
 import { defineStage } from "../src/stage.ts"
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
@@ -69,28 +75,30 @@ type Params = typeof Params.Type
 
 /** 401/403: every query would fail alike. */
 class CredentialsRejected extends Data.TaggedError("CredentialsRejected")<{ readonly status: number }> {}
-/** 429, 5xx, a timeout or a broken connection: worth another try. */
-class Transient extends Data.TaggedError("Transient")<{ readonly reason: string; readonly retryAfterMs?: number | undefined }> {}
 /** The ASIN's own failure, the same on every try. */
 class QueryFailed extends Data.TaggedError("QueryFailed")<{ readonly reason: string }> {}
 
-type QueryError = CredentialsRejected | Transient | QueryFailed
-
-/** A server may ask for a wait no run should sit through: longer ones are capped. */
-const MAX_RETRY_AFTER_MS = 120_000
-
-/** A Retry-After header (delay-seconds or an HTTP date) as milliseconds from `now`. */
-export const retryAfterMs = (header: string | undefined, now: number): number | undefined => {
-  if (header === undefined || header.trim() === "") return undefined
-  const text = header.trim()
-  if (/^\d+$/.test(text)) return Number(text) * 1000
-  const date = Date.parse(text)
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
-}
+/** A server may ask for a wait no run should sit through: longer ones are cut to this. */
+const MAX_RETRY_AFTER = Duration.minutes(2)
 
 interface Credentials {
   readonly username: string
   readonly password: Redacted.Redacted
+}
+
+const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+
+/**
+ * Cuts the credentials out of text a server sent, in each form they can take there:
+ * as typed, as Basic auth's base64 (padded or not), JSON- or URL-escaped. One pass
+ * over one alternation of literals, longest first, so that no form is cut in half.
+ */
+export const redactor = (username: string, password: string): ((text: string) => string) => {
+  const basic = Buffer.from(`${username}:${password}`).toString("base64")
+  const forms = [basic, basic.replace(/=+$/, ""), ...[password, username].flatMap((secret) => [secret, JSON.stringify(secret).slice(1, -1), encodeURIComponent(secret)])]
+  const unique = [...new Set(forms.filter((form) => form !== ""))].sort((a, b) => b.length - a.length)
+  const pattern = new RegExp(unique.map(escapeRegex).join("|"), "g")
+  return (text) => text.replace(pattern, "[redacted]")
 }
 
 const readCredentials = Effect.gen(function* () {
@@ -117,23 +125,30 @@ const errorText = (body: string): string => {
   return ""
 }
 
-const classify = (response: HttpClientResponse.HttpClientResponse) =>
+/** The answer's body, or why not; an error body is redacted before a word of it is kept. */
+const classify = (response: HttpClientResponse.HttpClientResponse, redact: (text: string) => string) =>
   Effect.gen(function* () {
     const body = yield* response.text
     const status = response.status
     if (status >= 200 && status < 300) return body
     if (status === 401 || status === 403) return yield* new CredentialsRejected({ status })
+    const said = errorText(redact(body))
     if (status === 429 || status >= 500) {
+      const asked = retryAfter(response.headers["retry-after"], Date.now())
       return yield* new Transient({
-        reason: `HTTP ${status}${status === 429 ? " (rate limited)" : ""}${errorText(body)}`,
-        retryAfterMs: retryAfterMs(response.headers["retry-after"], Date.now())
+        kind: "status",
+        status,
+        detail: `HTTP ${status}${status === 429 ? " (rate limited)" : ""}${said}`,
+        ...(asked === undefined ? {} : { retryAfter: Duration.min(asked, MAX_RETRY_AFTER) })
       })
     }
-    return yield* new QueryFailed({ reason: `Oxylabs refused the query with HTTP ${status}${errorText(body)}` })
-  }).pipe(Effect.catchTag("ResponseError", (e) => Effect.fail(new Transient({ reason: `the answer broke off: ${e.message}` }))))
+    return yield* new QueryFailed({ reason: `Oxylabs refused the query with HTTP ${status}${said}` })
+  }).pipe(
+    Effect.catchTag("ResponseError", (e) => Effect.fail(new Transient({ kind: "network", detail: redact(`the answer broke off: ${e.message}`) })))
+  )
 
 /** One request for one ASIN: the answer's body, or why not. */
-const queryOnce = (params: Params, credentials: Credentials, asin: string) =>
+const queryOnce = (params: Params, credentials: Credentials, asin: string, redact: (text: string) => string) =>
   Effect.gen(function* () {
     const client = yield* HttpClient.HttpClient
     const body = {
@@ -150,32 +165,20 @@ const queryOnce = (params: Params, credentials: Credentials, asin: string) =>
       HttpClientRequest.bodyUnsafeJson(body)
     )
     return yield* client.execute(request).pipe(
-      Effect.flatMap(classify),
+      Effect.flatMap((response) => classify(response, redact)),
       Effect.catchTags({
-        RequestError: (e) => Effect.fail(new Transient({ reason: `cannot reach ${params.endpoint}: ${e.message}` })),
-        ResponseError: (e) => Effect.fail(new Transient({ reason: `the answer broke off: ${e.message}` }))
+        RequestError: (e) => Effect.fail(requestFailure(e, redact(`cannot reach ${params.endpoint}: ${e.message}`))),
+        ResponseError: (e) => Effect.fail(new Transient({ kind: "network", detail: redact(`the answer broke off: ${e.message}`) }))
       })
     )
   }).pipe(
-    Effect.timeoutFail({ duration: Duration.millis(params.timeout * 1000), onTimeout: () => new Transient({ reason: `no answer within ${params.timeout}s` }) })
+    Effect.timeoutFail({
+      duration: Duration.millis(params.timeout * 1000),
+      onTimeout: () => new Transient({ kind: "timeout", detail: `no answer within ${params.timeout}s` })
+    })
   )
 
 const seconds = (ms: number): string => (ms < 1000 ? `${Math.round(ms)}ms` : `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)}s`)
-
-/**
- * Jittered exponential backoff over transient errors, `retries` times at most; a
- * Retry-After from the server replaces the computed delay.
- */
-const retryPolicy = (params: Params, onRetry: (error: Transient, attempt: number, delayMs: number) => Effect.Effect<void>) =>
-  Schedule.identity<QueryError>().pipe(
-    Schedule.intersect(Schedule.exponential(Duration.millis(parseDuration(params.backoff)!)).pipe(Schedule.jittered)),
-    Schedule.intersect(Schedule.recurs(params.retries)),
-    Schedule.modifyDelayEffect(([[error], retry], delay) => {
-      const asked = error._tag === "Transient" ? error.retryAfterMs : undefined
-      const ms = asked !== undefined ? Math.min(asked, MAX_RETRY_AFTER_MS) : Duration.toMillis(delay)
-      return Effect.as(error._tag === "Transient" ? onRetry(error, retry + 1, ms) : Effect.void, Duration.millis(ms))
-    })
-  )
 
 // Parsing Oxylabs' parsed JSON: fields vary by source and marketplace, so every value is checked.
 
@@ -242,13 +245,23 @@ export interface ReviewRow {
 
 const snippet = (body: string): string => JSON.stringify(body.length > 60 ? `${body.slice(0, 60)}…` : body)
 
-/** The reviews of one answer (one result per page), or why the answer is unusable. */
-export const parseAnswer = (body: string, asin: string): Either.Either<ReadonlyArray<ReviewRow>, string> => {
+/** What the Int32 column holds: a count beyond it is refused rather than wrapped around. */
+const INT32_MAX = 2_147_483_647
+
+/**
+ * The reviews of one answer (one result per page), or why the answer is unusable.
+ * `redact` cleans what of the body a reason quotes.
+ */
+export const parseAnswer = (
+  body: string,
+  asin: string,
+  redact: (text: string) => string = (text) => text
+): Either.Either<ReadonlyArray<ReviewRow>, string> => {
   let json: unknown
   try {
     json = JSON.parse(body)
   } catch (error) {
-    return Either.left(`Oxylabs answered with malformed JSON (${(error as Error).message}); the body starts ${snippet(body)}`)
+    return Either.left(`Oxylabs answered with malformed JSON (${redact((error as Error).message)}); the body starts ${snippet(redact(body))}`)
   }
   const results = isObject(json) ? json.results : undefined
   if (!Array.isArray(results) || results.length === 0) return Either.left("the answer has no results")
@@ -264,6 +277,13 @@ export const parseAnswer = (body: string, asin: string): Either.Either<ReadonlyA
     const productTitle = text(content.title) ?? text(content.product_name)
     for (const review of content.reviews) {
       if (!isObject(review)) continue
+      const helpful = helpfulCount(review.helpful_count)
+      if (helpful !== null && Math.abs(helpful) > INT32_MAX) {
+        const quoted = snippet(redact(typeof review.helpful_count === "string" ? review.helpful_count : String(review.helpful_count)))
+        return Either.left(
+          `review ${text(review.id) ?? `#${rows.length + 1}`} has helpful_count ${quoted}, more than an Int32 column holds (2,147,483,647): Oxylabs' answer looks wrong`
+        )
+      }
       rows.push({
         asin,
         review_id: text(review.id),
@@ -273,7 +293,7 @@ export const parseAnswer = (body: string, asin: string): Either.Either<ReadonlyA
         content: text(review.content),
         date: reviewDate(review.timestamp ?? review.date),
         verified: verified(review.is_verified),
-        helpful_count: helpfulCount(review.helpful_count),
+        helpful_count: helpful,
         product_title: productTitle
       })
     }
@@ -331,6 +351,7 @@ export default defineStage({
     Effect.gen(function* () {
       const params = ctx.params
       const credentials = yield* readCredentials
+      const redact = redactor(credentials.username, Redacted.value(credentials.password))
       const total = params.asins.length
       const done = yield* Ref.make(0)
       const requests = yield* Ref.make(0)
@@ -338,19 +359,24 @@ export default defineStage({
       yield* ctx.progress(0, total, "asins")
 
       const scrape = (asin: string) => {
-        const onRetry = (error: Transient, attempt: number, delayMs: number) =>
+        let attempts = 0
+        const onRetry = (error: Transient, attempt: number, delay: Duration.Duration) =>
           Effect.zipRight(
             Ref.update(retries, (n) => n + 1),
-            ctx.log(`${asin}: ${error.reason}; retry ${attempt} of ${params.retries} in ${seconds(delayMs)}${error.retryAfterMs !== undefined ? " (Retry-After)" : ""}`)
+            ctx.log(redact(`${asin}: ${error.detail}; retry ${attempt} of ${params.retries} in ${seconds(Duration.toMillis(delay))}${error.retryAfter !== undefined ? " (Retry-After)" : ""}`))
           )
-        const attempts = Effect.zipRight(Ref.update(requests, (n) => n + 1), queryOnce(params, credentials, asin))
-        return attempts.pipe(
-          Effect.retry({ schedule: retryPolicy(params, onRetry), while: (e) => e._tag === "Transient" }),
-          Effect.flatMap((body) => Either.match(parseAnswer(body, asin), { onLeft: (reason) => Effect.fail(new QueryFailed({ reason })), onRight: Effect.succeed })),
+        const attempt = Effect.suspend(() => {
+          attempts++
+          return Effect.zipRight(Ref.update(requests, (n) => n + 1), queryOnce(params, credentials, asin, redact))
+        })
+        const schedule = retrySchedule({ base: Duration.millis(parseDuration(params.backoff)!), retries: params.retries, maxRetryAfter: MAX_RETRY_AFTER, onRetry })
+        return attempt.pipe(
+          Effect.retry(schedule),
+          Effect.flatMap((body) => Either.match(parseAnswer(body, asin, redact), { onLeft: (reason) => Effect.fail(new QueryFailed({ reason })), onRight: Effect.succeed })),
           Effect.map((rows): Outcome => ({ asin, rows })),
           Effect.catchTags({
-            QueryFailed: (e) => Effect.succeed<Outcome>({ asin, failure: e.reason }),
-            Transient: (e) => Effect.succeed<Outcome>({ asin, failure: `${e.reason} (gave up after ${params.retries + 1} attempts)` })
+            QueryFailed: (e) => Effect.succeed<Outcome>({ asin, failure: redact(e.reason) }),
+            Transient: (e) => Effect.succeed<Outcome>({ asin, failure: redact(`${e.detail} (gave up after ${attempts} attempt${attempts === 1 ? "" : "s"})`) })
           }),
           Effect.tap((outcome) =>
             Effect.gen(function* () {

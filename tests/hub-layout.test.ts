@@ -1,10 +1,11 @@
 /** Which files make up which config and split: the `datasets` library's conventions, on paths alone. */
+import { Effect, Either } from "effect"
 import { describe, expect, it } from "vitest"
-import { cardLayout, conversionLayout, filesLayout, folderLayout, inferSplits } from "../src/hub/layout.ts"
+import { cardConfigs, cardLayout, conversionLayout, type DataLayout, filesLayout, folderLayout, inferSplits } from "../src/hub/layout.ts"
 import { fnmatch, glob } from "../src/hub/patterns.ts"
 import { isValidRepoId } from "../src/hub/repo.ts"
 
-const configsOf = (layout: ReturnType<typeof cardLayout>) => (layout === undefined ? undefined : Object.fromEntries(layout.configs))
+const configsOf = (layout: DataLayout | undefined) => (layout === undefined ? undefined : Object.fromEntries(layout.configs))
 
 describe("split names from paths", () => {
   it("reads data/{split}-00000-of-00001.* first, any split name, known ones first", () => {
@@ -31,9 +32,9 @@ describe("split names from paths", () => {
 describe("configs", () => {
   const card = (yaml: string) => `---\n${yaml}\n---\n# Card\n`
 
-  it("from the card: a pattern, a list, {split, path} entries, data_dir, default", () => {
+  it("from the card: a pattern, a list, {split, path} entries, data_dir, default", async () => {
     const files = ["main/train-0.parquet", "main/test-0.parquet", "other/x.csv", "other/y.csv", "sub/data/train.jsonl", "sub/data/test.jsonl", ".hidden/train.csv"]
-    const layout = cardLayout(
+    const layout = await Effect.runPromise(cardLayout(
       card(`configs:
 - config_name: main
   data_files:
@@ -47,15 +48,39 @@ describe("configs", () => {
   data_dir: sub
   default: true`),
       files
-    )
+    ))
     expect(configsOf(layout)).toEqual({
       main: { train: ["main/train-0.parquet"], test: ["main/test-0.parquet"] },
       other: { train: ["other/x.csv", "other/y.csv"] },
       nested: { train: ["sub/data/train.jsonl"], test: ["sub/data/test.jsonl"] }
     })
     expect(layout?.defaultConfig).toBe("nested")
-    expect(cardLayout(card("license: mit"), files)).toBeUndefined()
-    expect(cardLayout("# no header\n", files)).toBeUndefined()
+    expect(await Effect.runPromise(cardLayout(card("license: mit"), files))).toBeUndefined()
+    expect(await Effect.runPromise(cardLayout("# no header\n", files))).toBeUndefined()
+    expect(configsOf(await Effect.runPromise(cardLayout(card("configs:\n- data_files: {train: other/x.csv, test: [other/y.csv]}"), files)))).toEqual({
+      default: { train: ["other/x.csv"], test: ["other/y.csv"] }
+    })
+  })
+
+  it("a card the datasets library would refuse is a problem naming the key, not a crash", () => {
+    const problem = (yaml: string) =>
+      Either.match(cardConfigs(card(yaml)), { onLeft: ({ key, problem }) => `${key}: ${problem}`, onRight: () => "accepted" })
+    expect(problem("configs:\n- null")).toBe("configs[0]: expected a mapping with config_name, data_files, data_dir or default, got null")
+    expect(problem("configs: main")).toBe(`configs: expected a list of configs, got "main"`)
+    expect(problem("configs:\n- config_name: 3")).toBe("configs[0].config_name: expected string, got 3")
+    expect(problem("configs:\n- data_files: 5")).toBe(
+      "configs[0].data_files: expected a pattern, a list of patterns, a list of {split, path}, or a map of split to patterns"
+    )
+    expect(problem("configs:\n- data_files:\n  - split: train")).toBe("configs[0].data_files[0].path: is missing")
+    expect(problem("configs:\n- data_files: [a.csv, 3]")).toBe("configs[0].data_files[0]: expected {split, path}, got \"a.csv\"")
+    expect(problem("configs:\n- data_files: {a/b: x.csv}")).toBe(
+      `configs[0].data_files: "a/b" is not a split name (letters, digits and "_", in parts joined by ".")`
+    )
+    expect(problem("configs: [a")).toMatch(/^: its YAML header does not parse \(/)
+    expect(problem("- a")).toBe(": its YAML header is not a mapping")
+    expect(problem("configs:\n- data_files: {train.v1: x.csv}")).toBe("accepted")
+    expect(problem("configs:\n- config_name: ../main")).toBe(`configs[0].config_name: "../main" is not a config name (not empty, no <>:/\\|?* or control characters)`)
+    expect(problem('configs:\n- config_name: "a\\nb"')).toBe(`configs[0].config_name: "a\\u000ab" is not a config name (not empty, no <>:/\\|?* or control characters)`)
   })
 
   it("from parquet folders: one config per folder, the root and data/ being default", () => {
@@ -90,6 +115,26 @@ describe("patterns and names", () => {
     expect(glob("main/**/*.parquet").test("main/c.parquet")).toBe(true)
     expect(glob("data/[!x]*.csv").test("data/a.csv")).toBe(true)
     expect(glob("data/[!x]*.csv").test("data/x.csv")).toBe(false)
+    expect(glob("data/[a-c]?.csv").test("data/b1.csv")).toBe(true)
+    expect(glob("data/[a-c]?.csv").test("data/d1.csv")).toBe(false)
+    expect(glob("data/?.csv").test("data//.csv")).toBe(false)
+    expect(fnmatch("a?b").test("a/b")).toBe(true)
+    expect(glob("**").test("a/b/c")).toBe(true)
+    expect(glob("[x").test("[x")).toBe(true)
+    expect(glob("[]]").test("]")).toBe(true)
+    expect(fnmatch("*.ünï?").test("x/é.ünïç")).toBe(true)
+  })
+
+  it("patterns from cards cannot make matching backtrack: forty stars over a long name take no time", () => {
+    // Translated to a regex, eighteen stars over thirty characters took 2.5 s, and each star more several times that.
+    const short = performance.now()
+    expect(glob(`${"*".repeat(18)}x`).test("a".repeat(30))).toBe(false)
+    expect(performance.now() - short).toBeLessThan(250)
+    const started = performance.now()
+    expect(glob(`${"*".repeat(40)}x`).test("a".repeat(5000))).toBe(false)
+    expect(fnmatch(`${"*a".repeat(30)}b`).test("a".repeat(5000))).toBe(false)
+    expect(glob(`${"*".repeat(40)}x`).test(`${"a".repeat(5000)}x`)).toBe(true)
+    expect(performance.now() - started).toBeLessThan(2000)
   })
 
   it("repository ids as huggingface_hub validates them", () => {

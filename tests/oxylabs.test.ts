@@ -4,10 +4,11 @@
  */
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { Either } from "effect"
+import { Duration, Either } from "effect"
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest"
 import { decodeIpc, rowAt } from "../src/arrow.ts"
-import { helpfulCount, parseAnswer, parseDuration, retryAfterMs, reviewDate, reviewTitle, stars } from "../stages/oxylabs-reviews.ts"
+import { retryAfter } from "../src/http-retry.ts"
+import { helpfulCount, parseAnswer, parseDuration, redactor, reviewDate, reviewTitle, stars } from "../stages/oxylabs-reviews.ts"
 import { cliInProcess, REPO, tempDir, writeFile } from "./helpers.ts"
 import { writeTinyModel } from "./support/tiny-model.ts"
 import { type MockOptions, type OxylabsMock, productFor, startOxylabsMock } from "./support/oxylabs-server.ts"
@@ -264,6 +265,55 @@ describe("oxylabs-reviews: failures", () => {
   })
 })
 
+describe("oxylabs-reviews: what the server sends back", () => {
+  it("cuts the credentials out of error bodies that echo them, in the log and in the error", async () => {
+    const basic = Buffer.from(`${USER}:${PASSWORD}`).toString("base64")
+    const echo = `bad query from ${USER}:${PASSWORD} (Authorization: Basic ${basic})`
+    const server = await startMock({
+      script: {
+        [FLAKY]: [{ status: 503, message: echo }, "ok"],
+        [OK]: [{ status: 400, message: echo }],
+        // The password straddles the 200 characters of the message that are shown.
+        [MALFORMED]: [{ status: 400, message: `${"x".repeat(190)}${PASSWORD}` }]
+      }
+    })
+    const skipped = await run(pipeline({ asins: [FLAKY, OK, MALFORMED], on_error: "skip", endpoint: server.url }), newCache())
+    expect(skipped.code, skipped.stderr).toBe(0)
+    expect(skipped.stderr).toContain(`${FLAKY}: HTTP 503: bad query from [redacted]:[redacted] (Authorization: Basic [redacted]); retry 1 of 4`)
+    expect(skipped.stderr).toContain(`${OK} failed: Oxylabs refused the query with HTTP 400: bad query from [redacted]:[redacted] (Authorization: Basic [redacted])`)
+    const failed = await run(pipeline({ asins: [OK], endpoint: server.url }), newCache())
+    expect(failed.code).toBe(1)
+    expect(failed.stderr).toContain(`the ASIN failed:\n  ${OK}: Oxylabs refused the query with HTTP 400: bad query from [redacted]`)
+    for (const output of [skipped.stderr, failed.stderr]) {
+      for (const secret of [PASSWORD, PASSWORD.slice(0, 8), basic, basic.slice(0, 12), USER]) expect(output).not.toContain(secret)
+    }
+  })
+
+  it("redacts every form the credentials take: as typed, Basic's base64 with or without padding, JSON- and URL-escaped", () => {
+    const redact = redactor("me@corp", 'p"w/ord')
+    const basic = Buffer.from('me@corp:p"w/ord').toString("base64")
+    expect(redact(`${basic} ${basic.replace(/=+$/, "")} p\\"w/ord p%22w%2Ford me%40corp me@corp`)).toBe(
+      "[redacted] [redacted] [redacted] [redacted] [redacted] [redacted]"
+    )
+  })
+
+  it("refuses a helpful_count beyond the Int32 column instead of wrapping it", async () => {
+    const product = productFor(OK)
+    const review = product.reviews[0]!
+    const server = await startMock({ products: { [OK]: { ...product, reviews: [{ ...review, helpful: 12_345_678_901 }] } } })
+    const result = await run(pipeline({ asins: [OK], endpoint: server.url }), newCache())
+    expect(result.code).toBe(1)
+    expect(result.stderr).toContain(
+      `${OK}: review ${review.id} has helpful_count "12345678901", more than an Int32 column holds (2,147,483,647): Oxylabs' answer looks wrong`
+    )
+    const answer = JSON.stringify({ results: [{ content: { reviews: [{ id: "R1", helpful_count: "12,345,678,901 people found this helpful" }] } }] })
+    expect(Either.match(parseAnswer(answer, OK), { onLeft: (reason) => reason, onRight: () => "usable" })).toBe(
+      `review R1 has helpful_count "12,345,678,901 people found this helpful", more than an Int32 column holds (2,147,483,647): Oxylabs' answer looks wrong`
+    )
+    expect(helpfulCount("2,147,483,647 people found this helpful")).toBe(2_147_483_647)
+  })
+})
+
 describe("oxylabs-reviews: caching", () => {
   it("reuses a scrape until --force or until it is older than max_age, and status shows its age", async () => {
     const server = await startMock()
@@ -363,12 +413,16 @@ describe("oxylabs-reviews: reading Oxylabs' values", () => {
     ]).toEqual(["2025-03-03", "2025-03-03", "Rezension aus Deutschland vom 3. März 2025", "2025-03-03"])
   })
 
-  it("reads Retry-After and durations", () => {
+  it("reads Retry-After (with the hub client's helper) and durations", () => {
     const now = Date.parse("2025-06-02T09:00:00Z")
-    expect(retryAfterMs("120", now)).toBe(120_000)
-    expect(retryAfterMs("Mon, 02 Jun 2025 09:00:30 GMT", now)).toBe(30_000)
-    expect(retryAfterMs("Mon, 02 Jun 2025 08:00:00 GMT", now)).toBe(0)
-    expect(retryAfterMs("soon", now)).toBeUndefined()
+    const ms = (header: string) => {
+      const wait = retryAfter(header, now)
+      return wait === undefined ? undefined : Duration.toMillis(wait)
+    }
+    expect(ms("120")).toBe(120_000)
+    expect(ms("Mon, 02 Jun 2025 09:00:30 GMT")).toBe(30_000)
+    expect(ms("Mon, 02 Jun 2025 08:00:00 GMT")).toBe(0)
+    expect(ms("soon")).toBeUndefined()
     expect([parseDuration("24h"), parseDuration("30m"), parseDuration("7d"), parseDuration("500ms"), parseDuration("1 day")]).toEqual([86_400_000, 1_800_000, 604_800_000, 500, undefined])
   })
 

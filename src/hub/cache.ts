@@ -11,8 +11,8 @@
  */
 import type { FileSystem, Path } from "@effect/platform"
 import { Effect, Option } from "effect"
-import { filesystem } from "./errors.ts"
-import type { RepoRef } from "./repo.ts"
+import { filesystem, outsideCache } from "./errors.ts"
+import { isCommitSha, type RepoRef } from "./repo.ts"
 
 /** A file of a repository at a revision: its path in the repository and its size in bytes. */
 export interface RepoFile {
@@ -46,23 +46,35 @@ export const makeRepoCache = (cacheDir: string, repo: RepoRef, fs: FileSystem.Fi
   const ref = (revision: string) => path.join(root, "refs", ...revision.split("/"))
   const failed = (e: { readonly message: string }) => filesystem(cacheDir, e.message)
 
+  /**
+   * The path, if it lies inside this repository's folder. Every name in it was checked
+   * where it came in (commit, etag, repository path, revision); this is the last guard
+   * before anything is written or linked.
+   */
+  const contained = (target: string) => {
+    const relative = path.relative(root, target)
+    const inside = relative !== "" && relative !== ".." && !relative.startsWith(`..${path.sep}`) && !path.isAbsolute(relative)
+    return inside ? Effect.succeed(target) : Effect.fail(outsideCache(cacheDir, target))
+  }
+
   const exists = (file: string) => fs.exists(file).pipe(Effect.orElseSucceed(() => false))
 
   const readRef = (revision: string): Effect.Effect<Option.Option<string>> =>
     fs.readFileString(ref(revision)).pipe(
-      Effect.map((text) => Option.some(text.trim()).pipe(Option.filter((sha) => sha !== ""))),
+      // Anything but a commit id (a damaged file, or one written by a hostile server before) is no answer.
+      Effect.map((text) => Option.some(text.trim()).pipe(Option.filter(isCommitSha))),
       Effect.orElseSucceed(() => Option.none())
     )
 
   /** Written to a temp file and renamed, so that a reader never sees half a sha. */
   const writeRef = (revision: string, sha: string) =>
     Effect.gen(function* () {
-      const target = ref(revision)
+      const target = yield* contained(ref(revision))
       yield* fs.makeDirectory(path.dirname(target), { recursive: true })
       const temp = `${target}.${process.pid}.tmp`
       yield* fs.writeFileString(temp, sha)
       yield* fs.rename(temp, target)
-    }).pipe(Effect.mapError(failed))
+    }).pipe(Effect.catchTags({ BadArgument: (e) => Effect.fail(failed(e)), SystemError: (e) => Effect.fail(failed(e)) }))
 
   /**
    * Points `snapshots/<sha>/<file>` at its blob with a relative symlink, replacing any
@@ -71,19 +83,20 @@ export const makeRepoCache = (cacheDir: string, repo: RepoRef, fs: FileSystem.Fi
    */
   const link = (etag: string, sha: string, file: string) =>
     Effect.gen(function* () {
-      const target = pointer(sha, file)
+      const target = yield* contained(pointer(sha, file))
+      const source = yield* contained(blob(etag))
       yield* fs.makeDirectory(path.dirname(target), { recursive: true })
       yield* fs.remove(target).pipe(Effect.ignore)
-      yield* fs.symlink(path.relative(path.dirname(target), blob(etag)), target).pipe(
-        Effect.orElse(() => fs.copyFile(blob(etag), target))
+      yield* fs.symlink(path.relative(path.dirname(target), source), target).pipe(
+        Effect.orElse(() => fs.copyFile(source, target))
       )
       return target
-    }).pipe(Effect.mapError(failed))
+    }).pipe(Effect.catchTags({ BadArgument: (e) => Effect.fail(failed(e)), SystemError: (e) => Effect.fail(failed(e)) }))
 
   /** The files of a cached snapshot whose blobs are present. */
   const listSnapshot = (sha: string) => listFilesUnder(fs, path, snapshot(sha))
 
-  return { root, blobs, blob, snapshot, pointer, ref, exists, readRef, writeRef, link, listSnapshot, failed }
+  return { root, blobs, blob, snapshot, pointer, ref, contained, exists, readRef, writeRef, link, listSnapshot, failed }
 }
 
 export type RepoCache = ReturnType<typeof makeRepoCache>

@@ -9,6 +9,9 @@ import { describe, type RepoRef, webUrl } from "./repo.ts"
 
 export type HubErrorReason =
   | "BadRepoId"
+  | "BadRevision"
+  | "BadPath"
+  | "BadCard"
   | "RepoNotFound"
   | "Gated"
   | "BadToken"
@@ -35,6 +38,15 @@ export class HubError extends Data.TaggedError("HubError")<{
 }> {}
 
 const fail = (reason: HubErrorReason, message: string) => new HubError({ reason, message })
+
+/** Text a server chose (a header, a name from a listing or a card), made safe to print on one line: control characters escaped, at most `max` characters. */
+export const printable = (text: string, max = 200): string => {
+  const escaped = text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+  return escaped.length > max ? `${escaped.slice(0, max)}…` : escaped
+}
+
+/** A byte count as people read it: 1,880. */
+const bytes = (n: number) => n.toLocaleString("en-US")
 
 /** What the messages need to know about where a request went. */
 export interface Where {
@@ -94,8 +106,38 @@ export const noData = (repo: RepoRef, revision: string, detail: string) =>
 export const unreachable = (what: string, where: Where) =>
   fail("Unreachable", `cannot reach ${where.endpoint} and nothing is cached for ${what}: connect, or set HF_ENDPOINT to a mirror`)
 
-export const interrupted = (what: string, where: Where) =>
-  fail("Interrupted", `the download of ${what} from ${where.endpoint} broke off: run again to resume it`)
+/** `detail` says how it stopped: "the server sent less than it announced (…)", "no data for 10s after …". */
+export const interrupted = (what: string, where: Where, detail: string) =>
+  fail("Interrupted", `the download of ${what} from ${where.endpoint} stopped short: ${detail}; run again to resume it`)
+
+/** What an interrupted download got, for `interrupted`'s detail. */
+export const sentLess = (received: number, announced: number) =>
+  `the server sent less than it announced (${bytes(received)} of ${bytes(announced)} bytes)`
+
+export const stalled = (received: number, announced: number, idle: string) =>
+  `no data for ${idle} after ${bytes(received)} of ${bytes(announced)} bytes`
+
+/** A body that went past the size the HEAD announced: cut there, and never retried (the server is broken). */
+export const sentMore = (what: string, origin: string, size: number) =>
+  fail("Protocol", `${origin} sent more than the ${bytes(size)} bytes it announced for ${what}: the partial file was removed; check HF_ENDPOINT, or try again later`)
+
+/** A GET whose Content-Length is more than its HEAD announced: refused before a byte is kept. */
+export const announcedMore = (what: string, origin: string, announced: number, size: number) =>
+  fail("Protocol", `${origin} announced ${bytes(announced)} bytes for ${what} where its HEAD announced ${bytes(size)}: refused; check HF_ENDPOINT, or try again later`)
+
+export const badRevision = (repo: RepoRef, revision: string, problem: string) =>
+  fail("BadRevision", `"${printable(revision)}" is not a revision of ${repo.type} ${repo.name}: ${problem}`)
+
+export const badPath = (repo: RepoRef, file: string, problem: string) =>
+  fail("BadPath", `"${printable(file)}" is not a file of ${repo.type} ${repo.name}: ${problem}`)
+
+/** A dataset card whose YAML header the `datasets` library would refuse too. */
+export const badCard = (repo: RepoRef, revision: string, key: string, problem: string) =>
+  fail("BadCard", `the card (README.md) of ${describe(repo, revision)} is not valid: ${key === "" ? "" : `${key}: `}${problem}`)
+
+/** A path that would leave the cache; only a server's value could name one, and those are checked first. */
+export const outsideCache = (cacheDir: string, target: string) =>
+  fail("Protocol", `refusing to write ${printable(target)}: it is outside the hub cache at ${cacheDir}`)
 
 export const serverError = (what: string, where: Where, status: number, attempts: number) =>
   fail(
@@ -118,7 +160,7 @@ export const integrity = (what: string, detail: string) =>
   fail("Integrity", `downloaded ${what} but ${detail}: the partial file was removed; run again`)
 
 export const protocol = (what: string, url: string, detail: string) =>
-  fail("Protocol", `unexpected answer for ${what} from ${url}: ${detail}`)
+  fail("Protocol", `unexpected answer for ${what} from ${printable(url, 300)}: ${detail}`)
 
 export const filesystem = (cacheDir: string, detail: string) =>
   fail("Filesystem", `cannot use the hub cache at ${cacheDir}: ${detail} (set HF_HUB_CACHE to a writable folder)`)

@@ -10,28 +10,21 @@
  * Revisions are URL-encoded as one path segment (`refs%2Fconvert%2Fparquet`).
  * Failures are told apart by `X-Error-Code` (RepoNotFound, GatedRepo, RevisionNotFound,
  * EntryNotFound). 429s, 5xx, timeouts and dropped connections are retried with
- * jittered exponential backoff, honouring `Retry-After`.
+ * jittered exponential backoff, honouring `Retry-After` (`../http-retry.ts`).
+ *
+ * Every answer is treated as a stranger's: a commit must be 40 hex digits, an ETag a
+ * hex digest, a listed path relative and normalised (they name files in the cache);
+ * the token goes to the endpoint's origin only, compared by the URL parser, never
+ * across a redirect or a page link to another; an API answer is read up to a cap.
  */
 import { FetchHttpClient, HttpClient, HttpClientRequest, type HttpClientResponse } from "@effect/platform"
-import { Data, Duration, Effect, Option, Schedule, Schema } from "effect"
+import { Duration, Effect, Option, Schema, Stream } from "effect"
+import { requestFailure, retryAfter, retrySchedule, Transient } from "../http-retry.ts"
 import type { RepoFile } from "./cache.ts"
 import type { HubConfig } from "./config.ts"
 import * as Errors from "./errors.ts"
 import type { HubError } from "./errors.ts"
-import { describe, type RepoRef } from "./repo.ts"
-
-/** A failure worth retrying; one left after the last retry becomes a HubError. */
-export class Transient extends Data.TaggedError("Transient")<{
-  /**
-   * network: no answer; refused: nothing listens there, or the name does not resolve
-   * (not retried: huggingface_hub falls back to the cache at once); interrupted: a
-   * body that broke off or stalled (kept, to resume).
-   */
-  readonly kind: "network" | "refused" | "timeout" | "status" | "interrupted" | "integrity"
-  readonly detail: string
-  readonly status?: number
-  readonly retryAfter?: Duration.Duration
-}> {}
+import { describe, isCommitSha, repoPathProblem, type RepoRef } from "./repo.ts"
 
 /** What a request is about, for messages. */
 export interface Target {
@@ -55,8 +48,13 @@ const MAX_RETRY_AFTER = Duration.minutes(5)
 
 const USER_AGENT = "llm-pipeline/0.1.0"
 
+/** The most of an API answer that is read: a tree page of the hub's 1,000 entries is a few hundred kB. */
+const MAX_JSON_BYTES = 32 * 1024 * 1024
+/** The most of an error or redirect body that is read (then dropped). */
+const MAX_DISCARDED_BYTES = 64 * 1024
+
 const RevisionInfo = Schema.Struct({ sha: Schema.String })
-const TreeEntry = Schema.Struct({ type: Schema.String, path: Schema.String, size: Schema.Number })
+const TreeEntry = Schema.Struct({ type: Schema.String, path: Schema.String, size: Schema.NonNegativeInt })
 const Refs = Schema.Struct({
   branches: Schema.Array(Schema.Struct({ name: Schema.String })),
   tags: Schema.Array(Schema.Struct({ name: Schema.String }))
@@ -68,51 +66,79 @@ const prefix = (repo: RepoRef) => (repo.type === "dataset" ? "datasets/" : "")
 /** huggingface_hub's `_normalize_etag`: no weak marker, no quotes. */
 const normalizeEtag = (etag: string) => etag.replace(/^W\//, "").replace(/^"|"$/g, "")
 
-const retryAfterOf = (header: string | undefined): Duration.Duration | undefined => {
-  if (header === undefined) return undefined
-  const seconds = /^\d+$/.test(header.trim()) ? Number(header) : (Date.parse(header) - Date.now()) / 1000
-  return Number.isFinite(seconds) ? Duration.seconds(Math.max(0, seconds)) : undefined
+/** An ETag names a blob in the cache: only a hex digest (the hub's are git sha1s and sha256s) can name one safely. */
+const isHexDigest = (etag: string) => /^[0-9a-f]{32,128}$/.test(etag)
+
+/** The URL's origin (scheme, host, port), as fetch will resolve it; undefined when it does not parse. */
+const originOf = (url: string, base?: string): string | undefined => {
+  try {
+    return new URL(url, base).origin
+  } catch {
+    return undefined
+  }
 }
 
-const isRetryable = (e: unknown): e is Transient =>
-  e instanceof Transient && e.kind !== "refused" &&
-  (e.retryAfter === undefined || Duration.lessThanOrEqualTo(e.retryAfter, MAX_RETRY_AFTER))
+/**
+ * Whether a Location is written relative to the request (no scheme or host of its
+ * own), as the URL parser reads it: `/\host/x` names another host, since WHATWG URLs
+ * read `\` as `/`. Resolved against two bases, a relative one keeps each base's host.
+ */
+const isRelativeReference = (location: string) =>
+  originOf(location, "http://a.invalid/") === "http://a.invalid" && originOf(location, "http://b.invalid/") === "http://b.invalid"
 
-/** Errors that waiting will not fix soon: no listener, no route, no such host. */
-// Nothing there, and retrying will not change it. "bad port" is fetch refusing a port
-// on the WHATWG list (such as 9, the discard port) before connecting.
-const UNREACHABLE = /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|bad port/
-
-/** The codes and messages down an error's chain of causes (fetch nests the socket's error). */
-const causeCode = (error: unknown): string => {
-  const parts: Array<string> = []
-  let current: unknown = error
-  for (let depth = 0; depth < 5 && typeof current === "object" && current !== null; depth++) {
-    const { code, message } = current as { code?: unknown; message?: unknown }
-    if (typeof code === "string") parts.push(code)
-    if (typeof message === "string") parts.push(message)
-    current = (current as { cause?: unknown }).cause
+/** An http(s) URL resolved against `base`; undefined otherwise (a `data:` or `file:` URL, garbage). */
+const httpUrl = (url: string, base: string): URL | undefined => {
+  try {
+    const resolved = new URL(url, base)
+    return resolved.protocol === "http:" || resolved.protocol === "https:" ? resolved : undefined
+  } catch {
+    return undefined
   }
-  return parts.join(" ")
 }
 
 const nextLink = (header: string | undefined): string | undefined =>
-  header === undefined ? undefined : /<([^>]+)>\s*;\s*rel="next"/.exec(header)?.[1]
+  header === undefined ? undefined : /<([^>]*)>\s*;\s*rel="?next"?/.exec(header)?.[1]
+
+/** At most `limit` bytes of a body; `undefined` when it holds more (the rest is not read). */
+const readAtMost = (response: HttpClientResponse.HttpClientResponse, limit: number) =>
+  Effect.suspend(() => {
+    const chunks: Array<Uint8Array> = []
+    let size = 0
+    return response.stream.pipe(
+      Stream.runForEachWhile((chunk) =>
+        Effect.sync(() => {
+          size += chunk.length
+          if (size <= limit) chunks.push(chunk)
+          return size <= limit
+        })
+      ),
+      Effect.map(() => (size > limit ? undefined : Buffer.concat(chunks))),
+      Effect.mapError((e) => new Transient({ kind: "network", detail: `the answer broke off: ${e.message}` }))
+    )
+  })
+
+/** Reads a little of a body nobody needs, so that the connection can be reused; never the whole of an endless one. */
+const discard = (response: HttpClientResponse.HttpClientResponse) => Effect.ignore(readAtMost(response, MAX_DISCARDED_BYTES))
 
 export const makeHttp = (config: HubConfig, httpClient: HttpClient.HttpClient) => {
   const client = httpClient.pipe(HttpClient.withTracerPropagation(false))
   const where: Errors.Where = { endpoint: config.endpoint, hasToken: Option.isSome(config.token) }
+  const hubOrigin = originOf(config.endpoint)
   const api = (repo: RepoRef) => `${config.endpoint}/api/${repo.type}s/${repo.name}`
 
+  /** The token rides along only where asked, and only to the endpoint's own origin. */
   const request = (method: "GET" | "HEAD", url: string, withToken: boolean, headers: Record<string, string>) => {
     const plain = HttpClientRequest.make(method)(url).pipe(HttpClientRequest.setHeaders({ "user-agent": USER_AGENT, ...headers }))
-    return withToken && Option.isSome(config.token) ? HttpClientRequest.bearerToken(plain, config.token.value) : plain
+    return withToken && Option.isSome(config.token) && hubOrigin !== undefined && originOf(url) === hubOrigin
+      ? HttpClientRequest.bearerToken(plain, config.token.value)
+      : plain
   }
 
   /**
    * Sends a request, following relative redirects (a renamed repository) always and
-   * absolute ones (a CDN) only when asked. The token goes only where it was meant to:
-   * an absolute redirect drops it.
+   * absolute ones (a CDN) only when asked, as huggingface_hub does. An absolute
+   * redirect drops the token for the rest of the way, and `request` never sends it
+   * off the endpoint's origin anyway. A redirect to anything but http(s) is not followed.
    */
   const execute = (
     method: "GET" | "HEAD",
@@ -121,30 +147,46 @@ export const makeHttp = (config: HubConfig, httpClient: HttpClient.HttpClient) =
   ): Effect.Effect<HttpClientResponse.HttpClientResponse, Transient> => {
     const send = (at: string, withToken: boolean, hops: number): Effect.Effect<HttpClientResponse.HttpClientResponse, Transient> =>
       client.execute(request(method, at, withToken, options.headers ?? {})).pipe(
-        // Redirects are ours to follow (above); fetch would follow them all, token and all.
+        // Redirects are ours to follow (above); fetch would follow them all.
         Effect.provideService(FetchHttpClient.RequestInit, { redirect: "manual" }),
-        Effect.mapError((e) => new Transient({ kind: UNREACHABLE.test(`${e.message} ${causeCode(e)}`) ? "refused" : "network", detail: e.message })),
+        Effect.mapError((e) => requestFailure(e)),
         Effect.flatMap((response) => {
           const location = response.headers["location"]
-          const relative = location !== undefined && !/^([a-z][a-z\d+.-]*:)?\/\//i.test(location)
-          return response.status >= 300 && response.status < 400 && location !== undefined && hops < 10 &&
-              (relative || options.followAbsolute)
-            ? Effect.ignore(response.text).pipe(Effect.zipRight(send(new URL(location, at).href, withToken && relative, hops + 1)))
+          const next = location === undefined ? undefined : httpUrl(location, at)
+          if (response.status < 300 || response.status >= 400 || location === undefined || next === undefined || hops >= 10) {
+            return Effect.succeed(response)
+          }
+          const relative = isRelativeReference(location)
+          return relative || options.followAbsolute
+            ? Effect.zipRight(discard(response), send(next.href, withToken && relative, hops + 1))
             : Effect.succeed(response)
         })
       )
     return send(url, options.withToken, 0)
   }
 
+  /** An API answer as JSON, read up to MAX_JSON_BYTES. */
+  const readJson = (response: HttpClientResponse.HttpClientResponse, what: string, url: string) =>
+    Effect.flatMap(readAtMost(response, MAX_JSON_BYTES), (body) => {
+      if (body === undefined) return Effect.fail(Errors.protocol(what, url, `the answer is larger than ${MAX_JSON_BYTES / 1024 / 1024} MiB`))
+      try {
+        return Effect.succeed<unknown>(JSON.parse(body.toString("utf8")))
+      } catch (error) {
+        return Effect.fail(Errors.protocol(what, url, `the answer is not JSON (${Errors.printable((error as Error).message)})`))
+      }
+    })
+
   /** The revisions a repository has, for a "did you mean". Best effort: none on any failure. */
-  const knownRevisions = (repo: RepoRef): Effect.Effect<ReadonlyArray<string>> =>
-    execute("GET", `${api(repo)}/refs`, { withToken: true, followAbsolute: false }).pipe(
-      Effect.flatMap((response) => response.json),
+  const knownRevisions = (repo: RepoRef): Effect.Effect<ReadonlyArray<string>> => {
+    const url = `${api(repo)}/refs`
+    return execute("GET", url, { withToken: true, followAbsolute: false }).pipe(
+      Effect.flatMap((response) => readJson(response, describe(repo, "refs"), url)),
       Effect.flatMap(Schema.decodeUnknown(Refs)),
-      Effect.map((refs) => [...refs.branches, ...refs.tags].map((ref) => ref.name)),
+      Effect.map((refs) => [...refs.branches, ...refs.tags].map((ref) => Errors.printable(ref.name, 100)).slice(0, 50)),
       Effect.timeout(config.requestTimeout),
       Effect.orElseSucceed(() => [])
     )
+  }
 
   /** Turns a non-2xx answer into the error it stands for. */
   const failure = (
@@ -153,14 +195,26 @@ export const makeHttp = (config: HubConfig, httpClient: HttpClient.HttpClient) =
     url: string
   ): Effect.Effect<never, HubError | Transient> =>
     Effect.gen(function* () {
-      yield* Effect.ignore(response.text)
+      yield* discard(response)
       const { status } = response
-      if (status === 429 || status >= 500) {
-        const retryAfter = retryAfterOf(response.headers["retry-after"])
-        return yield* new Transient({ kind: "status", status, detail: `HTTP ${status}`, ...(retryAfter ? { retryAfter } : {}) })
-      }
       const { repo, revision, file } = target
-      const message = response.headers["x-error-message"] ?? ""
+      if (status === 429 || status >= 500) {
+        const wait = retryAfter(response.headers["retry-after"], Date.now())
+        return yield* new Transient({ kind: "status", status, detail: `HTTP ${status}`, ...(wait ? { retryAfter: wait } : {}) })
+      }
+      const location = response.headers["location"]
+      if (status >= 300 && status < 400 && location !== undefined) {
+        const next = httpUrl(location, url)
+        const why = next === undefined
+          ? "not an http(s) URL"
+          : originOf(next.href) === originOf(url) ? "more than 10 redirects" : "another origin"
+        return yield* Errors.protocol(
+          describe(repo, revision, file),
+          url,
+          `HTTP ${status} redirect to ${Errors.printable(next?.href ?? location)}, ${why}: not followed`
+        )
+      }
+      const message = Errors.printable(response.headers["x-error-message"] ?? "")
       switch (response.headers["x-error-code"]) {
         case "RevisionNotFound":
           return yield* Errors.revisionNotFound(repo, revision, where, yield* knownRevisions(repo))
@@ -188,34 +242,36 @@ export const makeHttp = (config: HubConfig, httpClient: HttpClient.HttpClient) =
       onTimeout: () => new Transient({ kind: "timeout", detail: `no answer in ${Duration.format(config.requestTimeout)}` })
     })
 
-  const getJson = <A, I>(url: string, schema: Schema.Schema<A, I>, target: Target) =>
-    execute("GET", url, { withToken: true, followAbsolute: false }).pipe(
+  /** An API answer, decoded, and the next page's URL (resolved; on any origin, where it gets no token). */
+  const getJson = <A, I>(url: string, schema: Schema.Schema<A, I>, target: Target) => {
+    const what = describe(target.repo, target.revision)
+    return execute("GET", url, { withToken: true, followAbsolute: false }).pipe(
       Effect.flatMap((response) =>
         response.status >= 200 && response.status < 300
-          ? response.json.pipe(
-            Effect.flatMap(Schema.decodeUnknown(schema)),
-            Effect.mapError((e) => Errors.protocol(describe(target.repo, target.revision), url, e.message)),
-            Effect.map((value) => ({ value, next: nextLink(response.headers["link"]) }))
+          ? readJson(response, what, url).pipe(
+            Effect.flatMap((json) =>
+              Effect.mapError(Schema.decodeUnknown(schema)(json), (e) => Errors.protocol(what, url, Errors.printable(e.message, 500)))
+            ),
+            Effect.flatMap((value) => {
+              const link = nextLink(response.headers["link"])
+              const next = link === undefined ? undefined : httpUrl(link, url)
+              return link !== undefined && next === undefined
+                ? Effect.fail(Errors.protocol(what, url, `the next page's link "${Errors.printable(link)}" is not an http(s) URL`))
+                : Effect.succeed({ value, next: next?.href })
+            })
           )
           : failure(response, target, url)
       ),
       timeout
     )
+  }
 
-  const retrySchedule = Schedule.exponential(config.retryBase).pipe(
-    Schedule.jittered,
-    Schedule.intersect(Schedule.recurs(config.retries)),
-    Schedule.intersect(Schedule.identity<unknown>()),
-    Schedule.whileInput(isRetryable),
-    Schedule.modifyDelay(([, error], delay) =>
-      error instanceof Transient && error.retryAfter !== undefined ? Duration.max(delay, error.retryAfter) : delay
-    )
-  )
+  const retries = retrySchedule({ base: config.retryBase, retries: config.retries, maxRetryAfter: MAX_RETRY_AFTER })
 
   /** Retries transient failures; the last one becomes the HubError it stands for. */
   const withRetries = (what: string) => <A, E>(self: Effect.Effect<A, E | Transient>): Effect.Effect<A, E | HubError> =>
     self.pipe(
-      Effect.retry(retrySchedule),
+      Effect.retry(retries),
       Effect.catchIf((e): e is Transient => e instanceof Transient, (e) => Effect.fail(fromTransient(e, what)))
     )
 
@@ -226,7 +282,7 @@ export const makeHttp = (config: HubConfig, httpClient: HttpClient.HttpClient) =
       case "timeout":
         return Errors.unreachable(what, where)
       case "interrupted":
-        return Errors.interrupted(what, where)
+        return Errors.interrupted(what, where, e.detail)
       case "integrity":
         return Errors.integrity(what, e.detail)
       case "status":
@@ -236,24 +292,45 @@ export const makeHttp = (config: HubConfig, httpClient: HttpClient.HttpClient) =
     }
   }
 
-  const revisionSha = (repo: RepoRef, revision: string) =>
-    getJson(`${api(repo)}/revision/${encodeURIComponent(revision)}`, RevisionInfo, { repo, revision }).pipe(
-      Effect.map(({ value }) => value.sha),
+  const notACommit = (commit: string, source: string) =>
+    `${source} "${Errors.printable(commit)}" is not a commit id (40 hexadecimal digits)`
+
+  const revisionSha = (repo: RepoRef, revision: string) => {
+    const url = `${api(repo)}/revision/${encodeURIComponent(revision)}`
+    return getJson(url, RevisionInfo, { repo, revision }).pipe(
+      Effect.flatMap(({ value }) =>
+        isCommitSha(value.sha)
+          ? Effect.succeed(value.sha)
+          : Effect.fail(Errors.protocol(describe(repo, revision), url, notACommit(value.sha, "the commit")))
+      ),
       withRetries(describe(repo, revision))
     )
+  }
 
-  /** Every file of the tree, following the pages. */
+  /** Every file of the tree, following the pages; each path checked, as it will name a file in the cache. */
   const tree = (repo: RepoRef, revision: string) =>
     Effect.gen(function* () {
       const files: Array<RepoFile> = []
+      const seen = new Set<string>()
       let url: string | undefined = `${api(repo)}/tree/${encodeURIComponent(revision)}?recursive=true&expand=false`
       while (url !== undefined) {
+        if (seen.has(url)) {
+          return yield* Errors.protocol(describe(repo, revision), url, "the tree's next page links back to a page already read")
+        }
+        seen.add(url)
         const page: { value: ReadonlyArray<typeof TreeEntry.Type>; next: string | undefined } = yield* getJson(
           url,
           Schema.Array(TreeEntry),
           { repo, revision }
         ).pipe(withRetries(describe(repo, revision)))
-        files.push(...page.value.filter((entry) => entry.type === "file").map(({ path, size }) => ({ path, size })))
+        for (const { path, size, type } of page.value) {
+          if (type !== "file") continue
+          const problem = repoPathProblem(path)
+          if (problem !== undefined) {
+            return yield* Errors.protocol(describe(repo, revision), url, `it lists a file named "${Errors.printable(path)}": ${problem}`)
+          }
+          files.push({ path, size })
+        }
         url = page.next
       }
       return files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
@@ -266,27 +343,30 @@ export const makeHttp = (config: HubConfig, httpClient: HttpClient.HttpClient) =
   const fileMetadata = (repo: RepoRef, revision: string, file: string) => {
     const url = resolveUrl(repo, revision, file)
     const target = { repo, revision, file }
+    const what = describe(repo, revision, file)
     return execute("HEAD", url, { withToken: true, followAbsolute: false, headers: { "accept-encoding": "identity" } }).pipe(
       Effect.flatMap((response): Effect.Effect<FileMetadata, HubError | Transient> => {
         if (response.status >= 400 || response.status < 200) return failure(response, target, url)
         const headers = response.headers
         const redirected = response.status >= 300
-        const etag = headers["x-linked-etag"] ?? headers["etag"]
-        const size = Number(headers["x-linked-size"] ?? headers["content-length"])
+        const rawEtag = headers["x-linked-etag"] ?? headers["etag"]
+        const rawSize = headers["x-linked-size"] ?? headers["content-length"]
         const commit = headers["x-repo-commit"]
-        if (etag === undefined || commit === undefined || !Number.isSafeInteger(size) || (redirected && !headers["location"])) {
-          return Errors.protocol(describe(repo, revision, file), url, "no ETag, X-Repo-Commit, size or redirect location")
+        const location = redirected && headers["location"] !== undefined ? httpUrl(headers["location"], url) : undefined
+        if (rawEtag === undefined || commit === undefined || rawSize === undefined || (redirected && location === undefined)) {
+          return Errors.protocol(what, url, "no ETag, X-Repo-Commit, size or http(s) redirect location")
         }
-        return Effect.succeed({
-          commit,
-          etag: normalizeEtag(etag),
-          size,
-          location: redirected ? new URL(headers["location"]!, url).href : url,
-          onHub: !redirected
-        })
+        const etag = normalizeEtag(rawEtag)
+        const size = /^\d+$/.test(rawSize.trim()) ? Number(rawSize) : NaN
+        if (!isCommitSha(commit)) return Errors.protocol(what, url, notACommit(commit, "X-Repo-Commit"))
+        if (!isHexDigest(etag)) {
+          return Errors.protocol(what, url, `ETag "${Errors.printable(etag)}" is not a hex digest, so it names no file in the cache`)
+        }
+        if (!Number.isSafeInteger(size)) return Errors.protocol(what, url, `the size "${Errors.printable(rawSize)}" is not a number of bytes`)
+        return Effect.succeed({ commit, etag, size, location: location?.href ?? url, onHub: !redirected })
       }),
       timeout,
-      withRetries(describe(repo, revision, file))
+      withRetries(what)
     )
   }
 

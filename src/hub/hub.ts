@@ -19,7 +19,7 @@ import * as Errors from "./errors.ts"
 import { HubError, type HubErrorReason } from "./errors.ts"
 import { makeHttp } from "./http.ts"
 import { fnmatch } from "./patterns.ts"
-import { dataset, describe, isCommitSha, isValidRepoId, model, type RepoRef } from "./repo.ts"
+import { dataset, describe, isCommitSha, isValidRepoId, model, type RepoRef, repoPathProblem, revisionProblem } from "./repo.ts"
 import { type Plan, planSplits, type View } from "./splits.ts"
 
 export interface DatasetSplitsOptions {
@@ -110,6 +110,17 @@ export const make = (config: HubConfig) =>
           })
         )
 
+    /** A revision names a file under `refs/` in the cache: it must not climb out of it. */
+    const checkedRevision = (repo: RepoRef, revision: string) => {
+      const problem = revisionProblem(revision)
+      return problem === undefined ? Effect.succeed(revision) : Effect.fail(Errors.badRevision(repo, revision, problem))
+    }
+
+    const checkedFile = (repo: RepoRef, file: string) => {
+      const problem = repoPathProblem(file)
+      return problem === undefined ? Effect.succeed(file) : Effect.fail(Errors.badPath(repo, file, problem))
+    }
+
     /** Online, else from the cache: always in offline mode, and when the hub cannot answer. */
     const onlineOrCached = <A>(what: string, online: Effect.Effect<A, HubError>, cached: Effect.Effect<Option.Option<A>, HubError>) => {
       const fromCache = (orElse: () => HubError) =>
@@ -130,6 +141,7 @@ export const make = (config: HubConfig) =>
 
     const resolveRevision = Effect.fn("Hub.resolveRevision")(function* (repo: RepoRef, revision: string = "main") {
       yield* checked(repo)
+      yield* checkedRevision(repo, revision)
       return yield* onlineOrCached(describe(repo, revision), resolveOnline(repo, revision), cachedSha(repo, revision))
     })
 
@@ -143,6 +155,7 @@ export const make = (config: HubConfig) =>
 
     const listFiles = Effect.fn("Hub.listFiles")(function* (repo: RepoRef, revision: string) {
       yield* checked(repo)
+      yield* checkedRevision(repo, revision)
       return yield* onlineOrCached(
         describe(repo, revision),
         http.tree(repo, revision),
@@ -152,6 +165,8 @@ export const make = (config: HubConfig) =>
 
     const download = Effect.fn("Hub.download")(function* (repo: RepoRef, revision: string, file: string, onProgress?: OnProgress) {
       yield* checked(repo)
+      yield* checkedRevision(repo, revision)
+      yield* checkedFile(repo, file)
       const cache = cacheOf(repo)
       const report = (total: number) => (done: number) => onProgress === undefined ? Effect.void : onProgress({ file, done, total })
       if (isCommitSha(revision) && (yield* cache.exists(cache.pointer(revision, file)))) {
@@ -224,7 +239,7 @@ export const make = (config: HubConfig) =>
 
     const datasetSplits = Effect.fn("Hub.datasetSplits")(function* (name: string, options: DatasetSplitsOptions = {}) {
       const repo = yield* checked(dataset(name))
-      const revision = options.revision ?? "main"
+      const revision = yield* checkedRevision(repo, options.revision ?? "main")
       const online = Effect.gen(function* () {
         const sha = yield* resolveOnline(repo, revision)
         const main = onlineView(repo, revision, sha, yield* http.tree(repo, sha))
@@ -310,7 +325,7 @@ export const make = (config: HubConfig) =>
         return folder(local.value, undefined, files, false)
       }
       const repo = yield* checked(model(source))
-      const revision = options.revision ?? "main"
+      const revision = yield* checkedRevision(repo, options.revision ?? "main")
       const online = Effect.gen(function* () {
         const sha = yield* resolveOnline(repo, revision)
         const all = yield* http.tree(repo, sha)

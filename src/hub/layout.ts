@@ -11,11 +11,16 @@
  *    `data/{split}-00000-of-00001.*`, else a folder or a file name holding a split
  *    keyword (train/training; validation/valid/dev/val; test/testing/eval/evaluation)
  *    between separators, else everything is train.
- * These functions are pure: they see paths only.
+ * These functions see paths only (and the card's text). The card is anyone's to write:
+ * its header is decoded with a schema (a bad one is a `CardProblem` naming the key),
+ * and matching its patterns yields to the event loop as it goes, so that a card with
+ * thousands of patterns over thousands of files can still be interrupted.
  */
+import { Data, Effect, Either, ParseResult, Scheduler, Schema } from "effect"
 import { parse } from "yaml"
 import { detectFormat, type Format } from "../formats/index.ts"
-import { glob } from "./patterns.ts"
+import { printable } from "./errors.ts"
+import { glob, type PathPattern } from "./patterns.ts"
 
 /** Split name → repository paths, sorted. */
 export type Splits = Readonly<Record<string, ReadonlyArray<string>>>
@@ -84,58 +89,161 @@ const prefixed = (folder: string, splits: Splits): Splits =>
     ? splits
     : Object.fromEntries(Object.entries(splits).map(([split, files]) => [split, files.map((f) => `${folder}/${f}`)]))
 
-/** `data_files` in its three YAML shapes → split → patterns. */
-const dataFilePatterns = (value: unknown): Record<string, Array<string>> | undefined => {
-  const asList = (v: unknown) => (typeof v === "string" ? [v] : Array.isArray(v) ? v.filter((p) => typeof p === "string") : [])
-  if (typeof value === "string") return { train: [value] }
-  if (Array.isArray(value) && value.every((v) => typeof v === "string")) return { train: value }
-  if (Array.isArray(value)) {
-    const out: Record<string, Array<string>> = {}
-    for (const entry of value) {
-      if (typeof entry === "object" && entry !== null && typeof entry.split === "string") {
-        ;(out[entry.split] ??= []).push(...asList(entry.path))
-      }
-    }
-    return out
-  }
-  if (typeof value === "object" && value !== null) {
-    return Object.fromEntries(Object.entries(value).map(([split, paths]) => [split, asList(paths)]))
-  }
-  return undefined
+/** A dataset card's YAML header that the `datasets` library would refuse too; `key` is where (`configs[0].data_files`). */
+class CardProblem extends Data.TaggedError("CardProblem")<{ readonly key: string; readonly problem: string }> {}
+
+/** `datasets`' own rule for split names (`NamedSplit`): they become file names downstream. */
+const SPLIT_NAME = /^\w+(\.\w+)*$/
+const splitNameProblem = (name: string) => `"${printable(name)}" is not a split name (letters, digits and "_", in parts joined by ".")`
+const SplitName = Schema.String.pipe(Schema.filter((name) => SPLIT_NAME.test(name) || splitNameProblem(name)))
+
+const Patterns = Schema.Union(Schema.String, Schema.Array(Schema.String))
+/** The message of a value of the wrong type, with what it was. */
+const expected = (what: string) => (issue: ParseResult.ParseIssue) =>
+  `expected ${what}, got ${issue._tag === "Type" ? printable(JSON.stringify(issue.actual) ?? String(issue.actual), 80) : "something else"}`
+
+const SplitFiles = Schema.Struct({ split: SplitName, path: Patterns }).annotations({ message: expected("{split, path}") })
+const FilesBySplit = Schema.Record({ key: Schema.String, value: Patterns }).pipe(
+  Schema.filter((bySplit) => {
+    const bad = Object.keys(bySplit).find((name) => !SPLIT_NAME.test(name))
+    return bad === undefined || splitNameProblem(bad)
+  })
+)
+
+/** `datasets`' rule for config names (`BuilderConfig`): they name folders, and are shown in messages. */
+const ConfigName = Schema.String.pipe(
+  Schema.filter((name) =>
+    (name !== "" && !/[<>:/\\|?*\u0000-\u001f\u007f]/.test(name)) ||
+    `"${printable(name)}" is not a config name (not empty, no <>:/\\|?* or control characters)`
+  )
+)
+
+const ConfigEntry = Schema.Struct({
+  config_name: Schema.optional(ConfigName),
+  data_dir: Schema.optional(Schema.String),
+  // Decoded by its shape (`dataFilePatterns`): a union's failure would list every member.
+  data_files: Schema.optional(Schema.Unknown),
+  default: Schema.optional(Schema.Boolean)
+}).annotations({ message: expected("a mapping with config_name, data_files, data_dir or default") })
+
+const CardHeader = Schema.Struct({
+  configs: Schema.optional(Schema.Array(ConfigEntry).annotations({ message: expected("a list of configs") }))
+})
+
+const keyOf = (path: ReadonlyArray<PropertyKey>) =>
+  path.reduce<string>((key, part) => (typeof part === "number" ? `${key}[${part}]` : key === "" ? String(part) : `${key}.${String(part)}`), "")
+
+/** The most precise issue (the deepest), in words for a user. */
+const firstProblem = (error: ParseResult.ParseError, prefix: ReadonlyArray<PropertyKey>): CardProblem => {
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error).filter((issue) => !issue.message.startsWith("Expected undefined"))
+  const issue = [...issues].sort((a, b) => b.path.length - a.path.length)[0]
+  const message = (issue?.message ?? "is not valid").replace(/^Expected (.*), actual (.*)$/s, (_, want: string, got: string) =>
+    `expected ${want}, got ${got}`)
+  return new CardProblem({ key: keyOf([...prefix, ...(issue?.path ?? [])]), problem: printable(message) })
 }
 
-/** The card's YAML header, when it has `configs:`. */
-export const cardLayout = (readme: string, files: ReadonlyArray<string>): DataLayout | undefined => {
+const decode = <A, I>(schema: Schema.Schema<A, I>, value: unknown, path: ReadonlyArray<PropertyKey>) =>
+  Either.mapLeft(Schema.decodeUnknownEither(schema)(value), (error) => firstProblem(error, path))
+
+/** `data_files` in its YAML shapes → split → patterns. */
+const dataFilePatterns = (value: unknown, path: ReadonlyArray<PropertyKey>): Either.Either<Record<string, ReadonlyArray<string>>, CardProblem> => {
+  const asList = (patterns: string | ReadonlyArray<string>) => (typeof patterns === "string" ? [patterns] : patterns)
+  if (typeof value === "string") return Either.right({ train: [value] })
+  if (Array.isArray(value) && value.every((v) => typeof v === "string")) return Either.right({ train: value })
+  if (Array.isArray(value)) {
+    return Either.map(decode(Schema.Array(SplitFiles), value, path), (entries) => {
+      const out: Record<string, Array<string>> = {}
+      for (const entry of entries) (out[entry.split] ??= []).push(...asList(entry.path))
+      return out
+    })
+  }
+  if (typeof value === "object" && value !== null) {
+    return Either.map(decode(FilesBySplit, value, path), (bySplit) =>
+      Object.fromEntries(Object.entries(bySplit).map(([split, patterns]) => [split, asList(patterns)])))
+  }
+  return Either.left(new CardProblem({ key: keyOf(path), problem: "expected a pattern, a list of patterns, a list of {split, path}, or a map of split to patterns" }))
+}
+
+/** A config the card declares, its `data_files` decoded (undefined: none given, find them by name). */
+interface DeclaredConfig {
+  readonly name: string
+  readonly dataDir: string
+  readonly patterns: Record<string, ReadonlyArray<string>> | undefined
+  readonly isDefault: boolean
+}
+
+/** The `configs:` of a card's YAML header; none without a header, or without `configs`. */
+export const cardConfigs = (readme: string): Either.Either<ReadonlyArray<DeclaredConfig>, CardProblem> => {
   const header = /^---\r?\n([\s\S]*?)\r?\n---[ \t]*(?:\r?\n|$)/.exec(readme)?.[1]
+  if (header === undefined) return Either.right([])
   let metadata: unknown
   try {
-    metadata = header === undefined ? undefined : parse(header)
-  } catch {
-    return undefined
+    metadata = parse(header)
+  } catch (error) {
+    return Either.left(new CardProblem({ key: "", problem: `its YAML header does not parse (${printable((error as Error).message)})` }))
   }
-  const declared = (metadata as { configs?: unknown } | null | undefined)?.configs
-  if (!Array.isArray(declared) || declared.length === 0) return undefined
-  const visible = files.filter((f) => !isHidden(f))
-  const configs = new Map<string, Splits>()
-  let defaultConfig: string | undefined
-  for (const entry of declared as ReadonlyArray<Record<string, unknown>>) {
-    const name = typeof entry.config_name === "string" ? entry.config_name : "default"
-    const dataDir = typeof entry.data_dir === "string" ? entry.data_dir.replace(/^\/+|\/+$/g, "") : ""
-    const patterns = dataFilePatterns(entry.data_files)
-    const splits: Record<string, Array<string>> = {}
-    if (patterns === undefined) {
-      Object.assign(splits, prefixed(dataDir, inferSplits(under(dataDir, visible).filter((f) => detectFormat(f)), "data/")))
-    } else {
-      for (const [split, list] of Object.entries(patterns)) {
-        const regexes = list.map((p) => glob(dataDir === "" ? p : `${dataDir}/${p}`))
-        splits[split] = visible.filter((file) => regexes.some((r) => r.test(file)))
+  if (metadata === null || metadata === undefined) return Either.right([])
+  if (typeof metadata !== "object" || Array.isArray(metadata)) {
+    return Either.left(new CardProblem({ key: "", problem: "its YAML header is not a mapping" }))
+  }
+  return Either.flatMap(decode(CardHeader, metadata, []), ({ configs = [] }) =>
+    Either.all(configs.map((entry, i) => {
+      const path = ["configs", i, "data_files"]
+      const patterns = entry.data_files === undefined ? Either.right(undefined) : dataFilePatterns(entry.data_files, path)
+      return Either.map(patterns, (patterns): DeclaredConfig => ({
+        name: entry.config_name ?? "default",
+        dataDir: (entry.data_dir ?? "").replace(/^\/+|\/+$/g, ""),
+        patterns,
+        isDefault: entry.default === true
+      }))
+    })))
+}
+
+/** A turn of the event loop (a timer, not a microtask), so that timers and signals get in. */
+const breathe = Effect.yieldNow().pipe(Effect.withScheduler(Scheduler.timer(0)))
+
+/** The files any pattern matches, breathing every 10 ms or so of work. */
+const matching = (files: ReadonlyArray<string>, patterns: ReadonlyArray<PathPattern>) =>
+  Effect.gen(function* () {
+    const found: Array<string> = []
+    let since = performance.now()
+    let tests = 0
+    for (const file of files) {
+      if (patterns.some((pattern) => pattern.test(file))) found.push(file)
+      tests += patterns.length
+      if (tests >= 1024) {
+        tests = 0
+        if (performance.now() - since > 10) {
+          yield* breathe
+          since = performance.now()
+        }
       }
     }
-    configs.set(name, ordered(splits))
-    if (entry.default === true) defaultConfig = name
-  }
-  return defaultConfig === undefined ? { configs } : { configs, defaultConfig }
-}
+    return found
+  })
+
+/** The card's YAML header, when it has `configs:`. */
+export const cardLayout = (readme: string, files: ReadonlyArray<string>): Effect.Effect<DataLayout | undefined, CardProblem> =>
+  Effect.gen(function* () {
+    const declared = yield* cardConfigs(readme)
+    if (declared.length === 0) return undefined
+    const visible = files.filter((f) => !isHidden(f))
+    const configs = new Map<string, Splits>()
+    let defaultConfig: string | undefined
+    for (const { name, dataDir, patterns, isDefault } of declared) {
+      const splits: Record<string, Array<string>> = {}
+      if (patterns === undefined) {
+        Object.assign(splits, prefixed(dataDir, inferSplits(under(dataDir, visible).filter((f) => detectFormat(f)), "data/")))
+      } else {
+        for (const [split, list] of Object.entries(patterns)) {
+          splits[split] = yield* matching(visible, list.map((p) => glob(dataDir === "" ? p : `${dataDir}/${p}`)))
+        }
+      }
+      configs.set(name, ordered(splits))
+      if (isDefault) defaultConfig = name
+    }
+    return defaultConfig === undefined ? { configs } : { configs, defaultConfig }
+  })
 
 /** Parquet files on the main branch, one config per top-level folder. */
 export const folderLayout = (files: ReadonlyArray<string>): DataLayout | undefined => {

@@ -58,7 +58,11 @@ export const planSplits = (
 ): Effect.Effect<Plan, HubError> =>
   Effect.gen(function* () {
     const paths = main.files.map((f) => f.path)
-    const card = paths.includes("README.md") ? cardLayout(yield* readText("README.md"), paths) : undefined
+    const card = paths.includes("README.md")
+      ? yield* cardLayout(yield* readText("README.md"), paths).pipe(
+        Effect.mapError((e) => Errors.badCard(repo, main.sha, e.key, e.problem))
+      )
+      : undefined
     const declared = card ?? folderLayout(paths)
     let wanted = requested
     if (declared !== undefined) {
