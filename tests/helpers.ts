@@ -3,7 +3,7 @@ import { FetchHttpClient } from "@effect/platform"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Effect, Layer } from "effect"
 import * as Hub from "../src/hub/index.ts"
-import { spawn, spawnSync } from "node:child_process"
+import { spawn } from "node:child_process"
 import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
@@ -52,17 +52,6 @@ export interface CliResult {
   readonly code: number | null
   readonly stdout: string
   readonly stderr: string
-}
-
-/** The real `pipeline` binary in a child process. */
-export const cli = (args: ReadonlyArray<string>, options: { cwd?: string; env?: Record<string, string> } = {}): CliResult => {
-  const result = spawnSync(process.execPath, [BIN, ...args], {
-    cwd: options.cwd ?? REPO,
-    env: { ...process.env, ...options.env, FORCE_COLOR: "0" },
-    encoding: "utf8",
-    timeout: 120_000
-  })
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr }
 }
 
 /**
