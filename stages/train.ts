@@ -121,17 +121,19 @@ const Params = Schema.Struct({
     const sources = [p.model !== undefined, p.init !== undefined].filter(Boolean).length
     if (sources > 1) return "give `model` (a base model) or `init` (from scratch), not both"
     if (p.init !== undefined && p.tokenizer === undefined) return "`init` needs `tokenizer`: its vocabulary sizes the model"
-    if (p.init !== undefined && (p.lora !== undefined || p.adapter !== undefined)) return
-        "LoRA adapts a trained model: give `model` (or a stage in `needs` that trains one) instead " +
-        "of `init`"
-    if (p.lora !== undefined && p.adapter !== undefined) return
-        "give `lora` (a new adapter) or `adapter` (an existing one to train further; its settings " +
-        "come from its folder), not both"
+    if (p.init !== undefined && (p.lora !== undefined || p.adapter !== undefined)) {
+      return "LoRA adapts a trained model: give `model` (or a stage in `needs` that trains one) instead of `init`"
+    }
+    if (p.lora !== undefined && p.adapter !== undefined) {
+      return "give `lora` (a new adapter) or `adapter` (an existing one to train further; its settings come from its folder), not both"
+    }
     if (p.merge && p.lora === undefined && p.adapter === undefined) return "`merge` applies to an adapter: give `lora` or `adapter`"
-    if (p.init !== undefined && p.init.num_attention_heads % p.init.num_key_value_heads !== 0) return
-        "init.num_attention_heads must be a multiple of init.num_key_value_heads"
-    if (p.init !== undefined && p.init.hidden_size % p.init.num_attention_heads !== 0) return
-        "init.hidden_size must be a multiple of init.num_attention_heads"
+    if (p.init !== undefined && p.init.num_attention_heads % p.init.num_key_value_heads !== 0) {
+      return "init.num_attention_heads must be a multiple of init.num_key_value_heads"
+    }
+    if (p.init !== undefined && p.init.hidden_size % p.init.num_attention_heads !== 0) {
+      return "init.hidden_size must be a multiple of init.num_attention_heads"
+    }
     if (p.load_best_model_at_end && (p.eval_steps === undefined ? p.metric_for_best_model === "eval_loss" : p.save_steps % p.eval_steps !== 0)) {
       return "load_best_model_at_end needs eval_steps, and save_steps must be a multiple of it (as in the Trainer)"
     }

@@ -81,7 +81,7 @@ describe("pipelines/gsm8k.yaml against a loopback hub", () => {
     })
     expect(offline.code, offline.stderr).toBe(0)
     expect(DATA.map((id) => statusOf(JSON.parse(offline.stdout).stages as Array<StageJson>)[id])).toEqual(["cached", "cached", "cached", "cached"])
-  }, 180_000)
+  }, 600_000)
 })
 
 describe("the tutorial's training starts (a stand-in checkpoint behind the loopback hub)", () => {
@@ -94,7 +94,9 @@ describe("the tutorial's training starts (a stand-in checkpoint behind the loopb
 
   it.each(["gsm8k.yaml", "gsm8k-lora.yaml"])("%s starts: two steps of the tutorial's training (--set train.max_steps=2)", async (name) => {
     const result = await cliAsync(["run", join(REPO, "pipelines", name), "--until", "train", "--set", "train.max_steps=2", "--cache-dir", cache, "--json"], {
-      env: { HF_ENDPOINT: hub.url, HF_HUB_CACHE: hfCache, PIPELINE_THREADS: "1" }
+      env: { HF_ENDPOINT: hub.url, HF_HUB_CACHE: hfCache, PIPELINE_THREADS: "1" },
+      // Eight micro-batches through a 151,936-token head: about 30 s here, minutes on a busy machine.
+      timeoutMs: 900_000
     })
     expect(result.code, result.stderr).toBe(0)
     const train = (JSON.parse(result.stdout).stages as Array<StageJson & { outputs: { model?: { dir: string } } }>).find((s) => s.id === "train")!
@@ -110,5 +112,5 @@ describe("the tutorial's training starts (a stand-in checkpoint behind the loopb
       expect(config).toMatchObject({ base_model_name_or_path: "Qwen/Qwen2.5-0.5B", revision: hub.commitOf("model", "Qwen/Qwen2.5-0.5B"), r: 16 })
       expect(result.stderr).toMatch(/LoRA r 16 on 14 layers/)
     } else expect(existsSync(join(model, "model.safetensors"))).toBe(true)
-  }, 300_000)
+  }, 960_000)
 })

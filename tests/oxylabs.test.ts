@@ -170,11 +170,12 @@ describe("oxylabs-reviews: failures", () => {
     const started = Date.now()
     const result = await run(pipeline({ asins: [RATE, RATE_DATE], backoff: "1h", endpoint: server.url }), newCache())
     expect(result.code, result.stderr).toBe(0)
-    expect(Date.now() - started).toBeLessThan(5000)
+    // Retry-After (0 s) wins over the 1 h backoff: far less than an hour, however busy the machine.
+    expect(Date.now() - started).toBeLessThan(120_000)
     expect([server.requests(RATE), server.requests(RATE_DATE)]).toEqual([2, 2])
     expect(result.stage!.metrics).toMatchObject({ asins_ok: 2, requests: 4, retries: 2 })
     expect(result.stderr).toContain(`${RATE}: HTTP 429 (rate limited): Too many requests; retry 1 of 4 in 0ms (Retry-After)`)
-  }, 10_000)
+  }, 180_000)
 
   it("retries 5xx with backoff, and gives up after `retries`", async () => {
     const server = await startMock({
@@ -199,7 +200,8 @@ describe("oxylabs-reviews: failures", () => {
     expect(result.code).toBe(1)
     expect(server.requests(HANG)).toBe(2)
     expect(result.stderr).toContain(`${HANG}: no answer within 0.3s (gave up after 2 attempts)`)
-    expect(Date.now() - started).toBeLessThan(4000)
+    // The server never answers: only the timeout ends this (loose bound: busy machines are slow).
+    expect(Date.now() - started).toBeLessThan(60_000)
   })
 
   it("stops at once when Oxylabs rejects the credentials, without retrying", async () => {
