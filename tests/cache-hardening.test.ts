@@ -73,14 +73,18 @@ describe("run records", () => {
   )
 })
 
+/** The sample pipeline run once into a fresh cache, and the fingerprint of its `short` stage. */
+const cachedSample = async () => {
+  const cache = tempDir()
+  const file = writeFile(tempDir(), "p.yaml", samplePipeline(GSM8K_TEST))
+  const first = await cliAsync(["run", file, "--cache-dir", cache, "--json"])
+  expect(first.code, first.stderr).toBe(0)
+  return { file, cache, short: stagesOf(first.stdout).find((s) => s.id === "short")!.fingerprint! }
+}
+
 describe("manifests", () => {
   const damage = async (edit: (manifest: Record<string, unknown>) => unknown) => {
-    const dir = tempDir()
-    const cache = tempDir()
-    const file = writeFile(dir, "p.yaml", samplePipeline(GSM8K_TEST))
-    const first = await cliAsync(["run", file, "--cache-dir", cache, "--json"])
-    expect(first.code, first.stderr).toBe(0)
-    const short = stagesOf(first.stdout).find((s) => s.id === "short")!.fingerprint!
+    const { file, cache, short } = await cachedSample()
     const manifest = join(cache, "entries", short, "manifest.json")
     writeFileSync(manifest, JSON.stringify(edit(JSON.parse(readFileSync(manifest, "utf8")) as Record<string, unknown>)))
     return { file, cache }
@@ -129,12 +133,7 @@ export default defineStage({
 
 describe("bytes changed behind the cache's back", () => {
   it("show names the damaged file (exit 1), verify finds it, verify --repair removes it, and the next run rebuilds it", async () => {
-    const dir = tempDir()
-    const cache = tempDir()
-    const file = writeFile(dir, "p.yaml", samplePipeline(GSM8K_TEST))
-    const first = await cliAsync(["run", file, "--cache-dir", cache, "--json"])
-    expect(first.code, first.stderr).toBe(0)
-    const short = stagesOf(first.stdout).find((s) => s.id === "short")!.fingerprint!
+    const { file, cache, short } = await cachedSample()
     const arrow = join(cache, "entries", short, "dataset", "train.arrow")
     // Same size, same mtime: the quick check (size and mtime) cannot see it.
     const { size, atime, mtime } = statSync(arrow)
