@@ -12,10 +12,10 @@ import { Duration, Effect, Exit, Fiber, Layer, Option, Redacted } from "effect"
 import { existsSync, mkdirSync, readdirSync, statSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, afterEach, beforeAll } from "vitest"
-import { dataset, Hub, type HubConfig, type HubError, type HubService, layerConfig, model } from "../src/hub/index.ts"
+import { dataset, DEFAULT_MAX_TREE, Hub, type HubConfig, type HubError, type HubService, layerConfig, model } from "../src/hub/index.ts"
 import { cliAsync, tempDir, writeFile } from "./helpers.ts"
 import { GRANTED_TOKEN } from "./support/hub-server.ts"
-import { BACKTRACKING_PATTERN, CLIMBING_FILE, type HostileHub, MANY, startHostileHub, type Upstream } from "./support/hostile-hub.ts"
+import { BACKTRACKING_PATTERN, CLIMBING_FILE, type HostileHub, MANY, SLOW_HEADER_KEYS, startHostileHub, type Upstream } from "./support/hostile-hub.ts"
 
 let hub: HostileHub
 
@@ -45,6 +45,7 @@ const settings = (cacheDir: string, overrides: Partial<HubConfig> = {}): HubConf
   idleTimeout: Duration.seconds(10),
   retries: 0,
   retryBase: Duration.millis(1),
+  maxTree: DEFAULT_MAX_TREE,
   ...overrides
 })
 
@@ -207,6 +208,41 @@ describe("hub (hostile): the token goes to the hub's origin only", () => {
       expect(error.reason).toBe("Protocol")
       expect(error.message).toContain("links back to a page already read")
     }), 20_000)
+
+  /** The honest page, linking on to a page never seen before, as often as it is asked. */
+  const endlessPages = (repo: string) => {
+    const sent = { pages: 0, files: 0 }
+    hub.trick((r) => r.url.includes(`/api/datasets/${repo}/tree/`), async ({ req, upstream, send }) => {
+      const answer = await upstream()
+      const next = new URL(req.url!, hub.url)
+      next.searchParams.set("cursor", String(++sent.pages))
+      sent.files += (JSON.parse(answer.body.toString()) as Array<{ type: string }>).filter((entry) => entry.type === "file").length
+      send({ ...answer, headers: { ...answer.headers, link: `<${next.href}>; rel="next"` } })
+    }, { times: 1_000 })
+    return sent
+  }
+
+  it.live("a tree whose pages link on to new pages for ever is cut off at the page limit", () =>
+    Effect.gen(function* () {
+      const { cacheDir } = sandbox()
+      const sent = endlessPages("acme/plain")
+      const error = yield* failureOf(settings(cacheDir, { maxTree: { pages: 25, files: 1_000_000 } }), (h) => h.listFiles(dataset("acme/plain"), "main"))
+      expect(error.reason).toBe("Protocol")
+      expect(error.message).toContain("the tree goes on past 25 pages")
+      expect(sent.pages).toBe(25)
+    }))
+
+  it.live("a tree that lists more files than the limit is refused once it passes it", () =>
+    Effect.gen(function* () {
+      const { cacheDir } = sandbox()
+      const sent = endlessPages("acme/plain")
+      const error = yield* failureOf(settings(cacheDir, { maxTree: { pages: 1_000, files: 7 } }), (h) => h.listFiles(dataset("acme/plain"), "main"))
+      expect(error.reason).toBe("Protocol")
+      expect(error.message).toContain("the tree lists more than 7 files")
+      // Cut off on the first page that passes the limit.
+      const perPage = sent.files / sent.pages
+      expect(sent.pages).toBe(Math.floor(7 / perPage) + 1)
+    }))
 })
 
 describe("hub (hostile): dataset cards", () => {
@@ -258,6 +294,48 @@ describe("hub (hostile): dataset cards", () => {
       // then ended on its own, not interrupted). The bound is loose: busy machines are slow.
       expect(Date.now() - cardAt).toBeLessThan(20_000)
     }), 60_000)
+
+  it.live(`a YAML header of ${SLOW_HEADER_KEYS.toLocaleString("en-US")} keys is parsed off the event loop, and stops when interrupted`, () =>
+    Effect.gen(function* () {
+      const { cacheDir } = sandbox()
+      const fiber = yield* Effect.fork(withHub(settings(cacheDir), (h) => h.datasetSplits("evil/slow-header")))
+      // The card is in the cache (a large file comes through the CDN): its parse starts.
+      const cardInCache = () => readdirSync(cacheDir, { recursive: true, encoding: "utf8" }).some((entry) => entry.endsWith("/README.md"))
+      while (!cardInCache()) yield* Effect.sleep("20 millis")
+      const cardAt = Date.now()
+      // The timers below run only if the parse leaves the event loop free.
+      let ticks = 0
+      const timer = setInterval(() => ticks++, 10)
+      yield* Effect.sleep("500 millis")
+      clearInterval(timer)
+      expect(ticks).toBeGreaterThan(5)
+      const exit = yield* Fiber.interrupt(fiber)
+      expect(Exit.isInterrupted(exit)).toBe(true)
+      expect(Date.now() - cardAt).toBeLessThan(20_000)
+    }), 60_000)
+
+  it.live("a card whose YAML header is over 4 MiB is refused without parsing it", () =>
+    Effect.gen(function* () {
+      const { cacheDir } = sandbox()
+      const error = yield* failureOf(settings(cacheDir), (h) => h.datasetSplits("evil/huge-header"))
+      expect(error.reason).toBe("BadCard")
+      expect(error.message).toMatch(/^the card \(README\.md\) of dataset evil\/huge-header@[0-9a-f]{7} is not valid: its YAML header is 4\.5 MiB; headers are read up to 4\.0 MiB$/)
+    }))
+
+  it.live("a card the listing says is over 16 MiB is refused without downloading it", () =>
+    Effect.gen(function* () {
+      const { cacheDir } = sandbox()
+      hub.trick((r) => r.url.includes("/api/datasets/acme/plain/tree/"), async ({ upstream, send }) => {
+        const answer = await upstream()
+        const entries = JSON.parse(answer.body.toString()) as Array<{ path: string; size: number }>
+        const body = Buffer.from(JSON.stringify(entries.map((e) => (e.path === "README.md" ? { ...e, size: 17 * 1024 * 1024 } : e))))
+        send({ ...answer, headers: { ...answer.headers, "content-length": String(body.length) }, body })
+      })
+      const error = yield* failureOf(settings(cacheDir), (h) => h.datasetSplits("acme/plain"))
+      expect(error.reason).toBe("BadCard")
+      expect(error.message).toMatch(/is not valid: it is 17\.0 MiB, and cards are read up to 16\.0 MiB$/)
+      expect(hub.requests.filter(isResolve("acme/plain", "README.md", "GET"))).toEqual([])
+    }))
 })
 
 describe("hub (hostile): bodies longer or shorter than announced", () => {

@@ -1,5 +1,5 @@
 /** Which files make up which config and split: the `datasets` library's conventions, on paths alone. */
-import { Effect, Either } from "effect"
+import { Effect, Exit, Fiber } from "effect"
 import { describe, expect, it } from "vitest"
 import { cardConfigs, cardLayout, conversionLayout, type DataLayout, filesLayout, folderLayout, inferSplits } from "../src/hub/layout.ts"
 import { fnmatch, glob } from "../src/hub/patterns.ts"
@@ -62,25 +62,41 @@ describe("configs", () => {
     })
   })
 
-  it("a card the datasets library would refuse is a problem naming the key, not a crash", () => {
+  it("a card the datasets library would refuse is a problem naming the key, not a crash", async () => {
     const problem = (yaml: string) =>
-      Either.match(cardConfigs(card(yaml)), { onLeft: ({ key, problem }) => `${key}: ${problem}`, onRight: () => "accepted" })
-    expect(problem("configs:\n- null")).toBe("configs[0]: expected a mapping with config_name, data_files, data_dir or default, got null")
-    expect(problem("configs: main")).toBe(`configs: expected a list of configs, got "main"`)
-    expect(problem("configs:\n- config_name: 3")).toBe("configs[0].config_name: expected string, got 3")
-    expect(problem("configs:\n- data_files: 5")).toBe(
+      Effect.runPromise(Effect.match(cardConfigs(card(yaml)), { onFailure: ({ key, problem }) => `${key}: ${problem}`, onSuccess: () => "accepted" }))
+    expect(await problem("configs:\n- null")).toBe("configs[0]: expected a mapping with config_name, data_files, data_dir or default, got null")
+    expect(await problem("configs: main")).toBe(`configs: expected a list of configs, got "main"`)
+    expect(await problem("configs:\n- config_name: 3")).toBe("configs[0].config_name: expected string, got 3")
+    expect(await problem("configs:\n- data_files: 5")).toBe(
       "configs[0].data_files: expected a pattern, a list of patterns, a list of {split, path}, or a map of split to patterns"
     )
-    expect(problem("configs:\n- data_files:\n  - split: train")).toBe("configs[0].data_files[0].path: is missing")
-    expect(problem("configs:\n- data_files: [a.csv, 3]")).toBe("configs[0].data_files[0]: expected {split, path}, got \"a.csv\"")
-    expect(problem("configs:\n- data_files: {a/b: x.csv}")).toBe(
+    expect(await problem("configs:\n- data_files:\n  - split: train")).toBe("configs[0].data_files[0].path: is missing")
+    expect(await problem("configs:\n- data_files: [a.csv, 3]")).toBe("configs[0].data_files[0]: expected {split, path}, got \"a.csv\"")
+    expect(await problem("configs:\n- data_files: {a/b: x.csv}")).toBe(
       `configs[0].data_files: "a/b" is not a split name (letters, digits and "_", in parts joined by ".")`
     )
-    expect(problem("configs: [a")).toMatch(/^: its YAML header does not parse \(/)
-    expect(problem("- a")).toBe(": its YAML header is not a mapping")
-    expect(problem("configs:\n- data_files: {train.v1: x.csv}")).toBe("accepted")
-    expect(problem("configs:\n- config_name: ../main")).toBe(`configs[0].config_name: "../main" is not a config name (not empty, no <>:/\\|?* or control characters)`)
-    expect(problem('configs:\n- config_name: "a\\nb"')).toBe(`configs[0].config_name: "a\\u000ab" is not a config name (not empty, no <>:/\\|?* or control characters)`)
+    expect(await problem("configs: [a")).toMatch(/^: its YAML header does not parse \(/)
+    expect(await problem("- a")).toBe(": its YAML header is not a mapping")
+    expect(await problem("configs:\n- data_files: {train.v1: x.csv}")).toBe("accepted")
+    expect(await problem("configs:\n- config_name: ../main")).toBe(`configs[0].config_name: "../main" is not a config name (not empty, no <>:/\\|?* or control characters)`)
+    expect(await problem('configs:\n- config_name: "a\\nb"')).toBe(`configs[0].config_name: "a\\u000ab" is not a config name (not empty, no <>:/\\|?* or control characters)`)
+  })
+
+  it("a key given twice keeps its last value, as PyYAML (the datasets library) reads it", async () => {
+    const layout = await Effect.runPromise(cardLayout(card("configs:\n- data_files: a.csv\nconfigs:\n- data_files: b.csv"), ["a.csv", "b.csv"]))
+    expect(configsOf(layout)).toEqual({ default: { train: ["b.csv"] } })
+  })
+
+  it("a header is parsed off this thread: a slow one neither blocks the caller nor outlives an interruption", async () => {
+    const slow = card(Array.from({ length: 60_000 }, (_, i) => `key_${i}: {a: [1, 2]}`).join("\n"))
+    const fiber = Effect.runFork(cardConfigs(slow))
+    // Parsed on this thread, the header would be done (seconds later) before runFork returned.
+    expect(fiber.unsafePoll()).toBeNull()
+    const exit = await Effect.runPromise(Fiber.interrupt(fiber))
+    expect(Exit.isInterrupted(exit)).toBe(true)
+    // And the same header, left alone, parses (to no configs).
+    expect(await Effect.runPromise(cardConfigs(slow))).toEqual([])
   })
 
   it("from parquet folders: one config per folder, the root and data/ being default", () => {

@@ -12,7 +12,7 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSy
 import { join } from "node:path"
 import { afterAll, afterEach, beforeAll } from "vitest"
 import { readTable } from "../src/formats/index.ts"
-import { dataset, Hub, type HubConfig, HubError, type HubService, layerConfig, loadHubConfig, model } from "../src/hub/index.ts"
+import { dataset, DEFAULT_MAX_TREE, Hub, type HubConfig, HubError, type HubService, layerConfig, loadHubConfig, model } from "../src/hub/index.ts"
 import { REPO, tempDir } from "./helpers.ts"
 import { GRANTED_TOKEN, type HubServer, startHubServer, UNGRANTED_TOKEN } from "./support/hub-server.ts"
 
@@ -34,6 +34,7 @@ const settings = (overrides: Partial<HubConfig> = {}): HubConfig => ({
   idleTimeout: Duration.seconds(10),
   retries: 3,
   retryBase: Duration.millis(1),
+  maxTree: DEFAULT_MAX_TREE,
   ...overrides
 })
 

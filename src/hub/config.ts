@@ -29,7 +29,14 @@ export interface HubConfig {
   readonly retries: number
   /** The first retry's delay, doubled for each next one, jittered. */
   readonly retryBase: Duration.Duration
+  /**
+   * The most pages and files a repository's listing may have: the hub sends 1,000 files
+   * a page, and a server that keeps linking to new pages is cut off.
+   */
+  readonly maxTree: { readonly pages: number; readonly files: number }
 }
+
+export const DEFAULT_MAX_TREE = { pages: 10_000, files: 2_000_000 } as const
 
 export const DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -82,6 +89,7 @@ export const loadHubConfig: Effect.Effect<HubConfig, HubError, FileSystem.FileSy
     requestTimeout: Duration.seconds(env.etagTimeout),
     idleTimeout: Duration.seconds(env.downloadTimeout),
     retries: 5,
-    retryBase: Duration.seconds(1)
+    retryBase: Duration.seconds(1),
+    maxTree: DEFAULT_MAX_TREE
   }
 })

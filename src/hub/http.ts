@@ -317,6 +317,9 @@ export const makeHttp = (config: HubConfig, httpClient: HttpClient.HttpClient) =
         if (seen.has(url)) {
           return yield* Errors.protocol(describe(repo, revision), url, "the tree's next page links back to a page already read")
         }
+        if (seen.size >= config.maxTree.pages) {
+          return yield* Errors.protocol(describe(repo, revision), url, `the tree goes on past ${config.maxTree.pages.toLocaleString("en-US")} pages`)
+        }
         seen.add(url)
         const page: { value: ReadonlyArray<typeof TreeEntry.Type>; next: string | undefined } = yield* getJson(
           url,
@@ -330,6 +333,9 @@ export const makeHttp = (config: HubConfig, httpClient: HttpClient.HttpClient) =
             return yield* Errors.protocol(describe(repo, revision), url, `it lists a file named "${Errors.printable(path)}": ${problem}`)
           }
           files.push({ path, size })
+        }
+        if (files.length > config.maxTree.files) {
+          return yield* Errors.protocol(describe(repo, revision), url, `the tree lists more than ${config.maxTree.files.toLocaleString("en-US")} files`)
         }
         url = page.next
       }

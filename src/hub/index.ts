@@ -4,7 +4,7 @@
  * environment as huggingface_hub does.
  */
 export { type RepoFile, repoFolderName } from "./cache.ts"
-export { DEFAULT_ENDPOINT, type HubConfig, loadHubConfig } from "./config.ts"
+export { DEFAULT_ENDPOINT, DEFAULT_MAX_TREE, type HubConfig, loadHubConfig } from "./config.ts"
 export { type DownloadProgress, type OnProgress } from "./download.ts"
 export { HubError, type HubErrorReason } from "./errors.ts"
 export {

@@ -16,8 +16,8 @@
  * and matching its patterns yields to the event loop as it goes, so that a card with
  * thousands of patterns over thousands of files can still be interrupted.
  */
-import { Data, Effect, Either, ParseResult, Scheduler, Schema } from "effect"
-import { parse } from "yaml"
+import { Effect, Either, ParseResult, Scheduler, Schema } from "effect"
+import { CardProblem, parseCardYaml } from "./card-yaml.ts"
 import { detectFormat, type Format } from "../formats/index.ts"
 import { printable } from "./errors.ts"
 import { glob, type PathPattern } from "./patterns.ts"
@@ -88,9 +88,6 @@ const prefixed = (folder: string, splits: Splits): Splits =>
   folder === ""
     ? splits
     : Object.fromEntries(Object.entries(splits).map(([split, files]) => [split, files.map((f) => `${folder}/${f}`)]))
-
-/** A dataset card's YAML header that the `datasets` library would refuse too; `key` is where (`configs[0].data_files`). */
-class CardProblem extends Data.TaggedError("CardProblem")<{ readonly key: string; readonly problem: string }> {}
 
 /** `datasets`' own rule for split names (`NamedSplit`): they become file names downstream. */
 const SPLIT_NAME = /^\w+(\.\w+)*$/
@@ -173,21 +170,17 @@ interface DeclaredConfig {
 }
 
 /** The `configs:` of a card's YAML header; none without a header, or without `configs`. */
-export const cardConfigs = (readme: string): Either.Either<ReadonlyArray<DeclaredConfig>, CardProblem> => {
-  const header = /^---\r?\n([\s\S]*?)\r?\n---[ \t]*(?:\r?\n|$)/.exec(readme)?.[1]
-  if (header === undefined) return Either.right([])
-  let metadata: unknown
-  try {
-    metadata = parse(header)
-  } catch (error) {
-    return Either.left(new CardProblem({ key: "", problem: `its YAML header does not parse (${printable((error as Error).message)})` }))
-  }
-  if (metadata === null || metadata === undefined) return Either.right([])
-  if (typeof metadata !== "object" || Array.isArray(metadata)) {
-    return Either.left(new CardProblem({ key: "", problem: "its YAML header is not a mapping" }))
-  }
-  return Either.flatMap(decode(CardHeader, metadata, []), ({ configs = [] }) =>
-    Either.all(configs.map((entry, i) => {
+export const cardConfigs = (readme: string): Effect.Effect<ReadonlyArray<DeclaredConfig>, CardProblem> =>
+  Effect.gen(function* () {
+    const header = /^---\r?\n([\s\S]*?)\r?\n---[ \t]*(?:\r?\n|$)/.exec(readme)?.[1]
+    if (header === undefined) return []
+    const metadata = yield* parseCardYaml(header)
+    if (metadata === null || metadata === undefined) return []
+    if (typeof metadata !== "object" || Array.isArray(metadata)) {
+      return yield* new CardProblem({ key: "", problem: "its YAML header is not a mapping" })
+    }
+    const { configs = [] } = yield* decode(CardHeader, metadata, [])
+    return yield* Effect.forEach(configs, (entry, i) => {
       const path = ["configs", i, "data_files"]
       const patterns = entry.data_files === undefined ? Either.right(undefined) : dataFilePatterns(entry.data_files, path)
       return Either.map(patterns, (patterns): DeclaredConfig => ({
@@ -196,8 +189,8 @@ export const cardConfigs = (readme: string): Either.Either<ReadonlyArray<Declare
         patterns,
         isDefault: entry.default === true
       }))
-    })))
-}
+    })
+  })
 
 /** A turn of the event loop (a timer, not a microtask), so that timers and signals get in. */
 const breathe = Effect.yieldNow().pipe(Effect.withScheduler(Scheduler.timer(0)))

@@ -43,6 +43,9 @@ const chooseConfig = (repo: RepoRef, layout: DataLayout, requested: string | und
   return chosen === undefined ? Effect.fail(Errors.configRequired(repo, names)) : Effect.succeed(chosen)
 }
 
+/** The largest card (README.md) read: only its YAML header counts, and that is read up to 4 MiB (card-yaml.ts). */
+export const MAX_CARD_BYTES = 16 * 1024 * 1024
+
 const unreadable = (config: string, files: ReadonlyArray<string>) =>
   files.length === 0
     ? `config ${config}'s data_files match no file, and there is no parquet conversion`
@@ -58,7 +61,12 @@ export const planSplits = (
 ): Effect.Effect<Plan, HubError> =>
   Effect.gen(function* () {
     const paths = main.files.map((f) => f.path)
-    const card = paths.includes("README.md")
+    const readme = main.files.find((f) => f.path === "README.md")
+    if (readme !== undefined && readme.size > MAX_CARD_BYTES) {
+      const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
+      return yield* Errors.badCard(repo, main.sha, "", `it is ${mib(readme.size)}, and cards are read up to ${mib(MAX_CARD_BYTES)}`)
+    }
+    const card = readme !== undefined
       ? yield* cardLayout(yield* readText("README.md"), paths).pipe(
         Effect.mapError((e) => Errors.badCard(repo, main.sha, e.key, e.problem))
       )

@@ -13,7 +13,8 @@
  * The honest hub serves small repositories made for these tests (`hostileRepos`): a
  * plain dataset and model, and the bad cases (a path that climbs out of the cache, a
  * card whose pattern backtracks, a card with `configs: [null]`, a card with thousands
- * of patterns over thousands of files).
+ * of patterns over thousands of files, a card whose YAML header is slow to parse, and
+ * one whose header is too large to read).
  */
 import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http"
 import type { AddressInfo, Socket } from "node:net"
@@ -82,6 +83,17 @@ const manyPatterns = (count: number) => {
 /** Forty stars and an `x`: a regex translation backtracks forever on a long file name. */
 export const BACKTRACKING_PATTERN = `${"*".repeat(40)}x`
 
+/**
+ * A card whose YAML header is about 3.5 MiB of distinct keys: seconds of parsing on any
+ * machine (the `yaml` library's duplicate-key check made it minutes), so it must not
+ * run on the event loop.
+ */
+export const SLOW_HEADER_KEYS = 150_000
+const slowHeader = () => card(Array.from({ length: SLOW_HEADER_KEYS }, (_, i) => `key_${i}: {a: [1, 2]}`).join("\n"))
+
+/** A card whose YAML header is 4.5 MiB: one long comment before `configs`. */
+const hugeHeader = () => card(`# ${"x".repeat(4.5 * 1024 * 1024)}\nconfigs:\n- config_name: default\n  data_files: data/*.jsonl`)
+
 /** A file whose path climbs out of the snapshot folder, and out of the cache, yet matches `*.safetensors`. */
 export const CLIMBING_FILE = "model-/../../../../../evil.safetensors"
 
@@ -129,7 +141,9 @@ const hostileRepos = (): ReadonlyArray<RepoSpec> => [
       }
     }
   },
-  { type: "dataset", name: "evil/many-patterns", branches: { main: manyPatterns(MANY) } }
+  { type: "dataset", name: "evil/many-patterns", branches: { main: manyPatterns(MANY) } },
+  { type: "dataset", name: "evil/slow-header", branches: { main: { "README.md": slowHeader(), "data/train.jsonl": toy("slow", 1) } } },
+  { type: "dataset", name: "evil/huge-header", branches: { main: { "README.md": hugeHeader(), "data/train.jsonl": toy("huge", 1) } } }
 ]
 
 const record = (req: IncomingMessage) => ({ method: req.method ?? "GET", url: req.url ?? "/", headers: req.headers, at: Date.now() })
