@@ -1,13 +1,16 @@
 /** Shared test fixtures: temp folders, pipeline files, and the CLI in a child process or in-process. */
+/*
+ * The program and the hub client are imported on first use, not here: most test files
+ * want only the temp folders and the binary, and every test file imports this one.
+ */
 import { FetchHttpClient } from "@effect/platform"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Effect, Layer } from "effect"
-import * as Hub from "../src/hub/index.ts"
+import type * as Hub from "../src/hub/index.ts"
 import { spawn } from "node:child_process"
 import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
-import { runCommand } from "../src/program.ts"
 
 export const REPO = resolve(__dirname, "..")
 export const SHARED = resolve(REPO, "../shared")
@@ -135,6 +138,7 @@ export const cliInProcess = async (args: ReadonlyArray<string>): Promise<{ code:
       stream.write = original
     }
   }
+  const { runCommand } = await import("../src/program.ts")
   const restoreOut = capture(process.stdout, "stdout")
   const restoreErr = capture(process.stderr, "stderr")
   try {
@@ -178,5 +182,8 @@ export const runNode = <A, E>(effect: Effect.Effect<A, E, NodeContext.NodeContex
   Effect.runPromise(effect.pipe(Effect.provide(NodeContext.layer)))
 
 /** Runs an Effect that needs the platform services and the hub client (configured from the environment). */
-export const runWithHub = <A, E>(effect: Effect.Effect<A, E, NodeContext.NodeContext | Hub.Hub>): Promise<A> =>
-  Effect.runPromise(effect.pipe(Effect.provide(Hub.layer.pipe(Layer.provide(FetchHttpClient.layer), Layer.provide(NodeContext.layer))), Effect.provide(NodeContext.layer)))
+export const runWithHub = async <A, E>(effect: Effect.Effect<A, E, NodeContext.NodeContext | Hub.Hub>): Promise<A> => {
+  const { layer } = await import("../src/hub/index.ts")
+  const hub = layer.pipe(Layer.provide(FetchHttpClient.layer), Layer.provide(NodeContext.layer))
+  return Effect.runPromise(effect.pipe(Effect.provide(hub), Effect.provide(NodeContext.layer)))
+}

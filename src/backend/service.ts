@@ -3,11 +3,11 @@
  * `--backend` / `--threads` (or PIPELINE_BACKEND / PIPELINE_THREADS), and provides it to
  * the stages; a model stage asks for `ready` before its first tensor. The backend starts
  * on that first ask, once: a run whose model stages are all cached never loads
- * TensorFlow.js.
+ * TensorFlow.js (select.ts, and with it tfjs, is imported on that first ask too).
  */
 import { Context, Effect, Layer } from "effect"
 import { StageError } from "../errors.ts"
-import { type BackendInfo, type BackendOptions, initBackend } from "./select.ts"
+import type { BackendInfo, BackendOptions } from "./select.ts"
 
 export interface ComputeBackendService {
   /** The backend, started on first use and the same afterwards. */
@@ -18,7 +18,7 @@ export class ComputeBackend extends Context.Tag("ComputeBackend")<ComputeBackend
 
 const start = (options: BackendOptions): Effect.Effect<BackendInfo, StageError> =>
   Effect.tryPromise({
-    try: () => initBackend(options),
+    try: () => import("./select.ts").then(({ initBackend }) => initBackend(options)),
     catch: (error) => new StageError({ message: error instanceof Error ? error.message : String(error), cause: error })
   })
 
