@@ -23,6 +23,12 @@ export interface LossOptions {
    * in this batch; under gradient accumulation pass the count over all micro-batches.
    */
   readonly normalizer?: number
+  /**
+   * A weight per scored token, in `scoredPositions` order: the loss is then Σ wᵢ·CEᵢ
+   * (`normalizer` is ignored). Preference losses (src/dpo/) give each token its
+   * sequence's share of the gradient this way.
+   */
+  readonly tokenWeights?: Float64Array
   /** The embedding rows of the batch's ids, looked up by the caller (see `lossAndGrads`). */
   readonly embeddings?: tf.Tensor2D
   /** Make the loss differentiable (the head computes its gradients as it goes). */
@@ -149,25 +155,31 @@ const headRows = (vocab: number, options: LossOptions): number =>
  */
 const headPass = (h: tf.Tensor2D, weight: tf.Tensor2D, targets: Int32Array, vocab: number, tied: boolean) => {
   const logits = tied ? tf.matMul(weight, h, false, true) : tf.matMul(h, weight) // [V, n] or [n, V]
-  let losses: ArrayLike<number> = []
+  let losses: Float64Array = new Float64Array(0)
   const direction = rewriteTensor(logits, (values) => {
     losses = softmaxMinusOneHot(values, targets, vocab, tied ? "columns" : "rows")
   })
-  return { direction, loss: Array.from(losses).reduce((a, b) => a + b, 0) }
+  return { direction, losses }
 }
 
-/** Evaluation: Σ over scored rows of −log softmax, pass by pass. */
-const headLossSum = (h: tf.Tensor2D, weight: tf.Tensor2D, targets: Int32Array, vocab: number, tied: boolean, rows: number): number => {
+const sum = (values: ArrayLike<number>) => {
   let total = 0
+  for (let i = 0; i < values.length; i++) total += values[i]!
+  return total
+}
+
+/** Forward only: −log softmax at each scored row's target, pass by pass. */
+const headTokenLosses = (h: tf.Tensor2D, weight: tf.Tensor2D, targets: Int32Array, vocab: number, tied: boolean, rows: number): Float64Array => {
+  const out = new Float64Array(targets.length)
   for (let start = 0; start < targets.length; start += rows) {
     const end = Math.min(targets.length, start + rows)
-    total += tf.tidy(() => {
-      const { direction, loss } = headPass(tf.slice(h, [start, 0], [end - start, -1]), weight, targets.subarray(start, end), vocab, tied)
+    tf.tidy(() => {
+      const { direction, losses } = headPass(tf.slice(h, [start, 0], [end - start, -1]), weight, targets.subarray(start, end), vocab, tied)
       direction.dispose()
-      return loss
+      out.set(losses, start)
     })
   }
-  return total
+  return out
 }
 
 /**
@@ -200,11 +212,12 @@ const gradientSlices = (direction: tf.Tensor2D, scaledH: tf.Tensor2D, tied: bool
 }
 
 /**
- * Every pass of the head over h [N, H]: Σ of the token losses, dh [N, H] (times `scale`)
- * and the weight's gradient (times `scale`) as `weightGradient` asks. Only dh and dW
- * outlive a pass, never all the logits.
+ * Every pass of the head over h [N, H]: the weighted sum of the token losses, dh [N, H]
+ * and the weight's gradient as `weightGradient` asks, each token's share times its
+ * weight (`scale`: one for all, or one per token). Only dh and dW outlive a pass, never
+ * all the logits.
  */
-const headPasses = (h: tf.Tensor2D, weight: tf.Tensor2D, targets: Int32Array, vocab: number, tied: boolean, scale: number, rows: number, weightGradient: WeightGradient) => {
+const headPasses = (h: tf.Tensor2D, weight: tf.Tensor2D, targets: Int32Array, vocab: number, tied: boolean, scale: number | Float64Array, rows: number, weightGradient: WeightGradient) => {
   let total = 0
   const dhParts: Array<tf.Tensor> = []
   let dW: tf.Tensor | undefined
@@ -212,10 +225,14 @@ const headPasses = (h: tf.Tensor2D, weight: tf.Tensor2D, targets: Int32Array, vo
     const end = Math.min(targets.length, start + rows)
     const pass = tf.tidy(() => {
       const hc = tf.slice(h, [start, 0], [end - start, -1])
-      const { direction, loss } = headPass(hc, weight, targets.subarray(start, end), vocab, tied)
-      const dh = tf.mul(tied ? tf.matMul(direction, weight, true, false) : tf.matMul(direction, weight, false, true), scale) // [n, H]
+      const { direction, losses } = headPass(hc, weight, targets.subarray(start, end), vocab, tied)
+      const weights = typeof scale === "number" ? undefined : scale.subarray(start, end)
+      const loss = weights === undefined ? sum(losses) * (scale as number) : sum(losses.map((l, i) => l * weights[i]!))
+      // A scalar, or a column [n, 1] that scales each token's row.
+      const factor = weights === undefined ? scale as number : tf.tensor2d(Float32Array.from(weights), [weights.length, 1])
+      const dh = tf.mul(tied ? tf.matMul(direction, weight, true, false) : tf.matMul(direction, weight, false, true), factor) // [n, H]
       if (weightGradient === "none") return { dh, dW: undefined, loss }
-      const scaledH = tf.mul(hc, scale) as tf.Tensor2D // scale the small operand, not the [n × V] one
+      const scaledH = tf.mul(hc, factor) as tf.Tensor2D // scale the small operand, not the [n × V] one
       if (typeof weightGradient === "function") {
         gradientSlices(direction as tf.Tensor2D, scaledH, tied, vocab, weightGradient)
         return { dh, dW: undefined, loss }
@@ -238,22 +255,21 @@ const headPasses = (h: tf.Tensor2D, weight: tf.Tensor2D, targets: Int32Array, vo
 }
 
 /**
- * Training: the loss Σ/normalizer as one custom-gradient op whose gradients are computed
+ * Training: the loss Σ/normalizer (or Σ wᵢ·CEᵢ) as one custom-gradient op whose gradients are computed
  * during the forward pass (`headPasses`); the backward pass hands them out. Given
  * `outside`, the op takes h alone and the weight's gradient goes there instead: "none"
  * for a frozen head (LoRA), or a function that takes each pass's share.
  */
-const headCrossEntropy = (targets: Int32Array, vocab: number, tied: boolean, normalizer: number, rows: number, outside?: { weight: tf.Tensor2D; gradient: WeightGradient }) =>
+const headCrossEntropy = (targets: Int32Array, vocab: number, tied: boolean, scale: number | Float64Array, rows: number, outside?: { weight: tf.Tensor2D; gradient: WeightGradient }) =>
   tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
     const h = args[0] as tf.Tensor2D
     const weight = outside?.weight ?? (args[1] as tf.Tensor2D)
-    const scale = 1 / normalizer
     const { total, dh, dW } = headPasses(h, weight, targets, vocab, tied, scale, rows, outside?.gradient ?? "sum")
     // Outside `save`: kept past the caller's tidy, and handed to the tape as they are.
     tf.keep(dh)
     if (dW !== undefined) tf.keep(dW)
     return {
-      value: tf.scalar(total * scale),
+      value: tf.scalar(total),
       gradFunc: (dy: tf.Tensor) => {
         // dh flows on into the layers' gradients, which the tape tidies: hand it a new
         // tensor (kept ones are never tidied). dW is the weight's gradient itself, and
@@ -292,6 +308,10 @@ interface HeadOptions extends LossOptions {
 const lossFromHidden = (source: ParamSource, hidden: tf.Tensor2D, batch: Pick<TokenBatch, "batchSize" | "seqLen">, labels: Int32Array, options: HeadOptions): tf.Scalar => {
   const { rows, targets } = scoredPositions(labels, batch.batchSize, batch.seqLen)
   const normalizer = options.normalizer ?? rows.length
+  if (options.tokenWeights !== undefined && options.tokenWeights.length !== rows.length) {
+    throw new RangeError(`${options.tokenWeights.length} token weights for ${rows.length} scored tokens`)
+  }
+  const scale = options.tokenWeights ?? 1 / normalizer
   // Nothing scored: a zero still connected to the weights (so gradients exist, all zero);
   // the + 0 turns the -0 of a negative sum times zero into 0.
   if (rows.length === 0) return tf.add(tf.mul(tf.sum(hidden), 0), 0) as tf.Scalar
@@ -302,10 +322,26 @@ const lossFromHidden = (source: ParamSource, hidden: tf.Tensor2D, batch: Pick<To
   const passRows = headRows(vocab, options)
   if (options.gradients === true) {
     const gradient = options.headGradient ?? "sum"
-    if (gradient === "sum") return headCrossEntropy(targets, vocab, tied, normalizer, passRows)(normed, weight) as tf.Scalar
-    return headCrossEntropy(targets, vocab, tied, normalizer, passRows, { weight: weight as tf.Tensor2D, gradient })(normed) as tf.Scalar
+    if (gradient === "sum") return headCrossEntropy(targets, vocab, tied, scale, passRows)(normed, weight) as tf.Scalar
+    return headCrossEntropy(targets, vocab, tied, scale, passRows, { weight: weight as tf.Tensor2D, gradient })(normed) as tf.Scalar
   }
-  return tf.scalar(headLossSum(normed, weight as tf.Tensor2D, targets, vocab, tied, passRows) / normalizer)
+  const losses = headTokenLosses(normed, weight as tf.Tensor2D, targets, vocab, tied, passRows)
+  return tf.scalar(typeof scale === "number" ? sum(losses) * scale : sum(losses.map((l, i) => l * scale[i]!)))
+}
+
+/** Each scored token's −log softmax at its target, forward only, in `scoredPositions` order (with the positions). */
+export const tokenLossesFromHidden = (source: ParamSource, hidden: tf.Tensor2D, batch: Pick<TokenBatch, "batchSize" | "seqLen">, labels: Int32Array, options: Pick<LossOptions, "headRows"> = {}): ScoredPositions & { readonly losses: Float64Array } => {
+  const scored = scoredPositions(labels, batch.batchSize, batch.seqLen)
+  let losses: Float64Array = new Float64Array(0)
+  if (scored.rows.length > 0) {
+    tf.tidy(() => {
+      const selected = tf.gather(hidden, tf.tensor1d(scored.rows, "int32")) as tf.Tensor2D
+      const { weight, tied } = headWeight(source)
+      const vocab = source.config.vocab_size
+      losses = headTokenLosses(finalNorm(source, selected), weight as tf.Tensor2D, scored.targets, vocab, tied, headRows(vocab, options))
+    })
+  }
+  return { ...scored, losses }
 }
 
 /**

@@ -25,7 +25,7 @@ import { readView } from "../backend/in-place.ts"
 import { wasmHeapSize } from "../backend/wasm-internals.ts"
 import { decoderLayerBackward } from "../model/backward.ts"
 import type { Qwen2Config } from "../model/config.ts"
-import { EMBEDDING, FINAL_NORM, headLossAndGrads, lossFromLastHidden } from "../model/loss.ts"
+import { EMBEDDING, FINAL_NORM, headLossAndGrads, type LossOptions, lossFromLastHidden, type ScoredPositions, tokenLossesFromHidden } from "../model/loss.ts"
 import type { LoraPlan } from "../model/lora.ts"
 import { parameterSpecs, type TensorSpec } from "../model/params.ts"
 import { attentionBlock, decoderLayer, mlpBlock, type ParamSource, prepareStep, type Step, type TokenBatch } from "../model/qwen2.ts"
@@ -135,6 +135,23 @@ export class LayerwiseModel {
    * `normalizer`) into `grads`. Returns that loss.
    */
   accumulate(batch: Batch, normalizer: number, noise?: TrainingNoise): number {
+    return this.accumulateWith(batch, noise, () => ({ normalizer }))
+  }
+
+  /**
+   * Forward and backward over one micro-batch whose loss weighs each scored token:
+   * `weigh` gets every scored token's loss under this forward pass (the head run once
+   * without gradients) and returns d loss / d token loss for each, in the same order. The
+   * head's gradient pass then uses those weights, and the gradients are exact for any
+   * loss that is a function of the tokens' losses (DPO's, src/dpo/). Returns Σ wᵢ·CEᵢ.
+   */
+  accumulateWeighted(batch: Batch, weigh: (scored: ScoredPositions & { readonly losses: Float64Array }) => Float64Array, noise?: TrainingNoise): number {
+    return this.accumulateWith(batch, noise, (hidden, tokens) => ({
+      tokenWeights: weigh(tokenLossesFromHidden(this.headSource(), hidden, tokens, batch.labels))
+    }))
+  }
+
+  private accumulateWith(batch: Batch, noise: TrainingNoise | undefined, objective: (hidden: tf.Tensor2D, tokens: TokenBatch) => Pick<LossOptions, "normalizer" | "tokenWeights">): number {
     return tf.tidy(() => {
       const tokens = tokenBatch(batch)
       const step = this.stepFor(tokens, noise)
@@ -163,7 +180,7 @@ export class LayerwiseModel {
       }
       lap("forward")
       const head = headLossAndGrads(this.headSource(), hidden, tokens, batch.labels, {
-        normalizer,
+        ...objective(hidden, tokens),
         trainNorm: this.trains.has(FINAL_NORM),
         headGradient: this.trains.has(this.headName) ? (slice, start) => this.addHeadSlice(slice, start) : undefined
       })
@@ -194,19 +211,44 @@ export class LayerwiseModel {
 
   /** The mean loss over a batch's label tokens, forward only (no noise, no dropout): the Trainer's eval loss of one batch. */
   evalLoss(batch: Batch): number {
+    return tf.tidy(() => lossFromLastHidden(this.headSource(), this.lastHidden(batch), tokenBatch(batch), batch.labels))
+  }
+
+  /**
+   * Each scored token's loss, forward only (no noise, no dropout), in `scoredPositions`
+   * order. With `adapterOff`, the base's alone (PEFT's `disable_adapter`): the reference
+   * of LoRA preference training.
+   */
+  tokenLosses(batch: Batch, options: { readonly adapterOff?: boolean } = {}): ScoredPositions & { readonly losses: Float64Array } {
+    const hidden = this.lastHidden(batch, options.adapterOff === true)
+    try {
+      return tokenLossesFromHidden(this.headSource(), hidden, tokenBatch(batch), batch.labels)
+    } finally {
+      hidden.dispose()
+    }
+  }
+
+  /** The last layer's output for a batch, forward only, one layer's weights on the backend at a time (the base's alone with `adapterOff`). */
+  private lastHidden(batch: Batch, adapterOff = false): tf.Tensor2D {
     return tf.tidy(() => {
       const tokens = tokenBatch(batch)
       const { step } = prepareStep(this.config, tokens)
       let hidden = this.embeddings(batch, undefined)
       for (let layer = 0; layer < this.config.num_hidden_layers; layer++) {
         const weights = this.upload(this.layerParams[layer]!)
-        const next = tf.tidy(() => decoderLayer(this.source(weights), layer, hidden, step).hidden)
+        const source = adapterOff ? { config: this.config, params: weights } : this.source(weights)
+        const next = tf.tidy(() => decoderLayer(source, layer, hidden, step).hidden)
         weights.forEach((tensor) => tensor.dispose())
         hidden.dispose()
         hidden = next
       }
-      return lossFromLastHidden(this.headSource(), hidden, tokens, batch.labels)
+      return hidden
     })
+  }
+
+  /** Drops the update's accumulated gradients (a diverged update is not applied). */
+  discardGradients(): void {
+    this.trainable.forEach((name) => this.unwritten.add(name))
   }
 
   /** The global L2 norm of the accumulated gradients (float64 sums, as torch's norm). */
@@ -240,7 +282,7 @@ export class LayerwiseModel {
     const norm = this.gradientNorm()
     const gradSeconds = (gradDone - started) / 1000
     if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
-      this.trainable.forEach((name) => this.unwritten.add(name))
+      this.discardGradients()
       return { loss, norm, gradSeconds, optimizerSeconds: 0 }
     }
     this.applyUpdate(optimizer, options.lr, clipCoefficient(norm, options.maxGradNorm), options.decay ?? decays)
