@@ -10,6 +10,7 @@ import { defineConfig } from "vitest/config"
  */
 const SHARED = [
   "cache-hardening",
+  "cached-part",
   "cli",
   "code-version",
   "eval-scoring",

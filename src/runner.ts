@@ -15,7 +15,7 @@ import { StageOutcome } from "./events.ts"
 import { ENGINE_VERSION, explainChange, type FingerprintMaterial, fingerprintOf } from "./fingerprint.ts"
 import type { Pipeline, ResolvedStage } from "./pipeline.ts"
 import { Reporter } from "./reporter.ts"
-import type { StageContext } from "./stage.ts"
+import type { CachedPart, StageContext } from "./stage.ts"
 import { ArtifactStore, type Entry, type Lookup } from "./store.ts"
 
 export interface RunOptions {
@@ -168,14 +168,55 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         return yield* semaphore.withPermits(1)(execute(stage, upstream, material, fingerprint, reason))
       })
 
-    const remember = (id: string, fingerprint: string, material: FingerprintMaterial, entry: Entry) =>
+    /** Parts (`cachedPart`) each stage's entry was made with, by fingerprint: a cached entry's come from the run record. */
+    const partsOf = (id: string, fingerprint: string) => {
+      const recorded = record?.stages[id]
+      return recorded?.fingerprint === fingerprint ? recorded.parts ?? [] : []
+    }
+
+    const remember = (id: string, fingerprint: string, material: FingerprintMaterial, entry: Entry, parts: ReadonlyArray<string> = partsOf(id, fingerprint)) =>
       options.dryRun
         ? Effect.void
         : store.recordStage(pipeline.spec.file, pipeline.spec.name, id, {
           fingerprint,
           material,
           outputDigest: entry.manifest.outputDigest,
-          finishedAt: new Date().toISOString()
+          finishedAt: new Date().toISOString(),
+          ...(parts.length > 0 && { parts: [...new Set(parts)] })
+        })
+
+    /** A stage's part, cached as an entry of its own: its material is the stage's with only `params` kept. */
+    const cachedPart = (stage: ResolvedStage, material: FingerprintMaterial, used: Array<string>) =>
+      <R>(name: string, params: ReadonlyArray<string>, produce: (outDir: string) => Effect.Effect<CachedPart["outputs"], StageError, R>): Effect.Effect<CachedPart, StageError, R> =>
+        Effect.gen(function* () {
+          if (!/^[a-z][a-z0-9-]*$/.test(name)) return yield* new StageError({ message: `a cached part's name must be lowercase letters, digits and "-": got "${name}"` })
+          const partMaterial: FingerprintMaterial = {
+            ...material,
+            stage: `${material.stage}#${name}`,
+            params: Object.fromEntries(params.filter((key) => Object.hasOwn(material.params, key)).sort().map((key) => [key, material.params[key]]))
+          }
+          const fingerprint = fingerprintOf(partMaterial)
+          used.push(fingerprint)
+          const found = yield* store.lookup(fingerprint).pipe(Effect.mapError((e) => new StageError({ message: e.message })))
+          if (found._tag === "Hit") return { outputs: found.entry.outputs, reused: true }
+          const started = performance.now()
+          const entry = yield* Effect.scoped(
+            Effect.gen(function* () {
+              const outDir = yield* store.staging(fingerprint)
+              const outputs = yield* produce(outDir)
+              return yield* store.commit({
+                stagingDir: outDir,
+                fingerprint,
+                pipeline: pipeline.spec.name,
+                stage: `${stage.id}#${name}`,
+                material: partMaterial,
+                outputs,
+                metrics: {},
+                durationMs: performance.now() - started
+              })
+            })
+          ).pipe(Effect.catchTag("StoreError", (e) => Effect.fail(new StageError({ message: e.message }))))
+          return { outputs: entry.outputs, reused: false }
         })
 
     const execute = (stage: ResolvedStage, upstream: ReadonlyMap<string, Entry>, material: FingerprintMaterial, fingerprint: string, reason: string) => {
@@ -185,6 +226,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
           yield* reporter.started(stage.id, reason)
           const outDir = yield* store.staging(fingerprint)
           const workDir = yield* store.workDir(fingerprint)
+          const parts: Array<string> = []
           const ctx: StageContext<unknown> = {
             id: stage.id,
             params: stage.params,
@@ -196,7 +238,8 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
             outDir,
             workDir,
             progress: (doneUnits, total, unit = "rows") => reporter.progress(stage.id, doneUnits, total, unit),
-            log: (message) => reporter.log(stage.id, message)
+            log: (message) => reporter.log(stage.id, message),
+            cachedPart: cachedPart(stage, material, parts)
           }
           const result = yield* stage.impl.definition.run(ctx)
           const declared = stage.impl.definition.produces
@@ -218,7 +261,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
             metrics: result.metrics ?? {},
             durationMs
           })
-          yield* remember(stage.id, fingerprint, material, entry)
+          yield* remember(stage.id, fingerprint, material, entry, parts)
           return {
             outcome: StageOutcome.Ran({ id: stage.id, fingerprint, reason, durationMs, entryDir: entry.dir, outputs: entry.outputs, metrics: entry.manifest.metrics }),
             entry

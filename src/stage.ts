@@ -38,6 +38,25 @@ export interface StageContext<P> {
   readonly progress: (done: number, total: number, unit?: string) => Effect.Effect<void>
   /** A line for the human log (stderr). */
   readonly log: (message: string) => Effect.Effect<void>
+  /**
+   * A part of the stage's work, cached as an entry of its own: DPO's reference
+   * log-probabilities, which do not depend on `beta`. The part's fingerprint is the
+   * stage's (code, inputs, files, hub revisions) with only the params named in `params`,
+   * so a re-run that changed another param finds it cached. `produce` writes the part's
+   * outputs into the folder it is given. gc keeps a part as long as an entry made with
+   * it is kept.
+   */
+  readonly cachedPart: (
+    name: string,
+    params: ReadonlyArray<string>,
+    produce: (outDir: string) => Effect.Effect<Outputs, StageError, StageServices>
+  ) => Effect.Effect<CachedPart, StageError, StageServices>
+}
+
+export interface CachedPart {
+  readonly outputs: Outputs
+  /** Whether it came from the cache (else it was produced now). */
+  readonly reused: boolean
 }
 
 export interface StageResult {

@@ -77,7 +77,13 @@ const RunRecordSchema = Schema.Struct({
   updatedAt: Schema.String,
   stages: Schema.Record({
     key: Schema.String,
-    value: Schema.Struct({ fingerprint: Hex64, material: MaterialSchema, outputDigest: Hex64, finishedAt: Schema.String })
+    value: Schema.Struct({
+      fingerprint: Hex64,
+      material: MaterialSchema,
+      outputDigest: Hex64,
+      finishedAt: Schema.String,
+      parts: Schema.optionalWith(Schema.Array(Hex64), { default: () => [] })
+    })
   })
 })
 
@@ -125,6 +131,8 @@ export interface RunRecordStage {
   readonly material: FingerprintMaterial
   readonly outputDigest: string
   readonly finishedAt: string
+  /** The cached parts (`StageContext.cachedPart`) the entry was made with: gc keeps them with it. */
+  readonly parts?: ReadonlyArray<string>
 }
 
 export interface RunRecord {
@@ -495,7 +503,10 @@ const make = (root: string, options: StoreOptions = {}) =>
             if (!gcOptions.dryRun) yield* fs.remove(recordPath)
             continue
           }
-          for (const stage of Object.values(record.stages)) keep.add(stage.fingerprint)
+          for (const stage of Object.values(record.stages)) {
+            keep.add(stage.fingerprint)
+            for (const part of stage.parts ?? []) keep.add(part)
+          }
         }
         let removedEntries = 0
         let keptEntries = 0

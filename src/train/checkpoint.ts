@@ -27,6 +27,8 @@ export interface LogRow {
   readonly grad_norm?: number
   readonly eval_loss?: number
   readonly tokens_per_second?: number
+  /** An objective's own metrics (DPO's `rewards/chosen`, …; `eval_`-prefixed at eval steps), means since the last log. */
+  readonly metrics?: Readonly<Record<string, number>>
 }
 
 export interface TrainerState {
@@ -114,7 +116,8 @@ const TrainerStateSchema = Schema.Struct({
     learning_rate: Schema.optionalWith(Num, { exact: true }),
     grad_norm: Schema.optionalWith(Num, { exact: true }),
     eval_loss: Schema.optionalWith(Num, { exact: true }),
-    tokens_per_second: Schema.optionalWith(Num, { exact: true })
+    tokens_per_second: Schema.optionalWith(Num, { exact: true }),
+    metrics: Schema.optionalWith(Schema.Record({ key: Schema.String, value: Num }), { exact: true })
   })),
   best_metric: Schema.NullOr(Num),
   best_model_checkpoint: Schema.NullOr(Schema.String.pipe(Schema.pattern(/^checkpoint-\d+$/))),

@@ -6,16 +6,25 @@ import { Field, Float64, Int32, Schema as ArrowSchema, Table, vectorFromArray } 
 import { lineChart } from "../plot.ts"
 import type { LogRow } from "./checkpoint.ts"
 
+const formatMetrics = (row: LogRow) =>
+  Object.entries(row.metrics ?? {}).map(([name, value]) => `, ${name} ${value.toFixed(4)}`).join("")
+
 export const formatRow = (row: LogRow): string =>
   row.eval_loss !== undefined
-    ? `step ${row.step} (epoch ${row.epoch}): eval_loss ${row.eval_loss.toFixed(4)}`
-    : `step ${row.step} (epoch ${row.epoch}): loss ${row.loss?.toFixed(4)}, lr ${row.learning_rate?.toExponential(2)}, grad_norm ${row.grad_norm?.toFixed(3)}, ${row.tokens_per_second} tok/s`
+    ? `step ${row.step} (epoch ${row.epoch}): eval_loss ${row.eval_loss.toFixed(4)}${formatMetrics(row)}`
+    : `step ${row.step} (epoch ${row.epoch}): loss ${row.loss?.toFixed(4)}, lr ${row.learning_rate?.toExponential(2)}, grad_norm ${row.grad_norm?.toFixed(3)}, ${row.tokens_per_second} tok/s${formatMetrics(row)}`
 
+const CORE_COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "eval_loss", "tokens_per_second"] as const
+
+/** One row per log row: the Trainer's columns, then each objective metric logged (`rewards/chosen`, `eval_rewards/chosen`, …) in the order first seen. */
 export const metricsTable = (history: ReadonlyArray<LogRow>): Table => {
-  const columns = ["step", "epoch", "loss", "learning_rate", "grad_norm", "eval_loss", "tokens_per_second"] as const
+  const extra = [...new Set(history.flatMap((row) => Object.keys(row.metrics ?? {})))]
+  const columns = [...CORE_COLUMNS, ...extra]
   const schema = new ArrowSchema(columns.map((name) => new Field(name, name === "step" ? new Int32() : new Float64(), name !== "step")))
+  const valueOf = (row: LogRow, name: string) =>
+    (CORE_COLUMNS as ReadonlyArray<string>).includes(name) ? row[name as (typeof CORE_COLUMNS)[number]] : row.metrics?.[name]
   return new Table(schema, Object.fromEntries(columns.map((name, i) =>
-    [name, vectorFromArray(history.map((row) => row[name] ?? null), schema.fields[i]!.type)]
+    [name, vectorFromArray(history.map((row) => valueOf(row, name) ?? null), schema.fields[i]!.type)]
   )))
 }
 

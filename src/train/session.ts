@@ -17,7 +17,7 @@ import { checkpointName, type LogRow, type ModelFolderOptions, resumeOrStart, ro
 import type { LayerwiseModel } from "./layerwise.ts"
 import { formatRow, lastLogged, lossChart, metricsTable } from "./report.ts"
 import { initialWeights, restoreTrained, type TrainingStart } from "./setup.ts"
-import { newOptimizer, planSteps, train, type TrainingArguments } from "./trainer.ts"
+import { newOptimizer, planSteps, supervised, train, type TrainingArguments } from "./trainer.ts"
 
 /** What "the best model" means (TrainingArguments' names). */
 export interface BestModel {
@@ -88,7 +88,7 @@ export const trainSession = (options: SessionOptions) =>
               yield* rotateCheckpoints(options.workDir, options.saveTotalLimit, keep)
               begin = withBest
             })
-          const final = yield* train(model, optimizer, data, args, begin, {
+          const final = yield* train(supervised(model, optimizer, data, args), args, begin, {
             save: (state) => save(state).pipe(Effect.provideService(FileSystem.FileSystem, fs), Effect.provideService(Path.Path, path)),
             log: (row) => {
               if (row.loss !== undefined) lastLoss = row.loss

@@ -70,30 +70,90 @@ export const toBatch = (batch: Batch) => ({
 
 const round = (value: number, digits = 6) => Number(value.toPrecision(digits))
 
-export const planSteps = (args: TrainingArguments, trainExamples: number) => {
-  const microBatches = microBatchesPerEpoch(trainExamples, args.batchSize)
+export const planSteps = (args: TrainingArguments, trainExamples: number) => planStepsFor(args, microBatchesPerEpoch(trainExamples, args.batchSize))
+
+export const planStepsFor = (args: TrainingArguments, microBatches: number) => {
   const perEpoch = updatesPerEpoch(microBatches, args.gradientAccumulationSteps)
   const total = totalSteps({ maxSteps: args.maxSteps, epochs: args.epochs, updatesPerEpoch: perEpoch })
   return { microBatches, perEpoch, total, warmup: warmupStepsFor(total, args.warmupSteps, args.warmupRatio) }
 }
 
-export const train = (
+/** One optimizer update's place in the run: what an objective needs to make it. */
+export interface UpdateWork {
+  /** 0-based. */
+  readonly step: number
+  readonly epoch: number
+  /** The update's first micro-batch in the epoch, and how many it takes (the last update of an epoch takes what is left). */
+  readonly firstMicroBatch: number
+  readonly microBatches: number
+  readonly lr: number
+}
+
+export interface UpdateOutcome {
+  readonly loss: number
+  /** The global gradient norm before clipping. */
+  readonly norm: number
+  /** Non-padding tokens, for throughput. */
+  readonly tokens: number
+  /** Metrics of each micro-batch (DPO's rewards): logged as their mean since the last log, as TRL does. */
+  readonly metrics?: ReadonlyArray<Readonly<Record<string, number>>>
+}
+
+/**
+ * What the loop trains for: the micro-batches of an epoch, one optimizer update, and an
+ * evaluation (`eval_loss`, and any `eval_`-prefixed metric). The causal-LM objective is
+ * `supervised` below; DPO's is in src/dpo/.
+ */
+export interface Objective {
+  readonly microBatchesPerEpoch: number
+  readonly update: (work: UpdateWork) => UpdateOutcome
+  readonly evaluate: Effect.Effect<Readonly<Record<string, number>> & { readonly eval_loss: number }, StageError> | undefined
+}
+
+/** Supervised fine-tuning: the causal-LM loss over the label tokens, normalised by the update's label tokens. */
+export const supervised = (
   model: LayerwiseModel,
   optimizer: AdamW,
   data: { readonly train: ReadonlyArray<Example>; readonly eval: ReadonlyArray<Example> | undefined; readonly padId: number },
-  args: TrainingArguments,
-  start: TrainerState,
-  hooks: TrainerHooks
-) =>
+  args: TrainingArguments
+): Objective => {
+  const orders = new Map<number, Uint32Array>()
+  return {
+    microBatchesPerEpoch: microBatchesPerEpoch(data.train.length, args.batchSize),
+    update: ({ step, epoch, firstMicroBatch, microBatches, lr }) => {
+      const batches = Array.from({ length: microBatches }, (_, i) =>
+        collate(microBatch(data.train, { seed: args.seed, epoch, batchSize: args.batchSize, shuffle: true }, firstMicroBatch + i, orders), data.padId))
+      const labelTokens = batches.reduce((sum, b) => sum + b.labelTokens, 0)
+      const { loss, norm } = model.update(optimizer, batches, {
+        normalizer: Math.max(1, labelTokens),
+        lr,
+        maxGradNorm: args.maxGradNorm,
+        noise: { key: { seed: args.seed, step }, ...(args.neftuneNoiseAlpha !== undefined && { neftuneAlpha: args.neftuneNoiseAlpha }) }
+      })
+      return { loss, norm, tokens: batches.reduce((sum, b) => sum + b.tokens, 0) }
+    },
+    evaluate: data.eval === undefined
+      ? undefined
+      : Effect.map(evalLoss((batch) => model.evalLoss(batch), data.eval, { batchSize: args.evalBatchSize, padTokenId: data.padId }), ({ loss }) => ({ eval_loss: loss }))
+  }
+}
+
+const mean = (rows: ReadonlyArray<Readonly<Record<string, number>>>): Record<string, number> => {
+  const sums: Record<string, number> = {}
+  for (const row of rows) for (const [key, value] of Object.entries(row)) sums[key] = (sums[key] ?? 0) + value
+  return Object.fromEntries(Object.entries(sums).map(([key, total]) => [key, round(total / rows.length)]))
+}
+
+export const train = (objective: Objective, args: TrainingArguments, start: TrainerState, hooks: TrainerHooks) =>
   Effect.gen(function* () {
-    const plan = planSteps(args, data.train.length)
-    const orders = new Map<number, Uint32Array>()
+    const plan = planStepsFor(args, objective.microBatchesPerEpoch)
     const history: Array<LogRow> = [...start.log_history]
     let state: TrainerState = { ...start, max_steps: plan.total }
     let lossSinceLog = 0
     let stepsSinceLog = 0
     let tokensSinceLog = 0
     let secondsSinceLog = 0
+    let metricsSinceLog: Array<Readonly<Record<string, number>>> = []
 
     for (let step = start.global_step; step < plan.total; step++) {
       const epoch = Math.floor(step / plan.perEpoch)
@@ -101,22 +161,12 @@ export const train = (
       const first = update * args.gradientAccumulationSteps
       const count = Math.min(args.gradientAccumulationSteps, plan.microBatches - first)
       const started = performance.now()
-      const batches = Array.from({ length: count }, (_, i) =>
-        collate(microBatch(data.train, { seed: args.seed, epoch, batchSize: args.batchSize, shuffle: true }, first + i, orders), data.padId))
-      const labelTokens = batches.reduce((sum, b) => sum + b.labelTokens, 0)
-      const tokens = batches.reduce((sum, b) => sum + b.tokens, 0)
       const lr = args.learningRate * lrMultiplier(args.scheduler, step, plan.warmup, plan.total)
-
-      const { loss, norm } = yield* Effect.try({
-        try: () =>
-          model.update(optimizer, batches, {
-            normalizer: Math.max(1, labelTokens),
-            lr,
-            maxGradNorm: args.maxGradNorm,
-            noise: { key: { seed: args.seed, step }, ...(args.neftuneNoiseAlpha !== undefined && { neftuneAlpha: args.neftuneNoiseAlpha }) }
-          }),
+      const outcome = yield* Effect.try({
+        try: () => objective.update({ step, epoch, firstMicroBatch: first, microBatches: count, lr }),
         catch: (error) => new StageError({ message: `training step ${step + 1} failed: ${(error as Error).message}`, cause: error })
       })
+      const { loss, norm, tokens } = outcome
       if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
         return yield* new StageError({
           message: `training diverged at step ${step + 1}: loss ${loss}, gradient norm ${norm}. The weights were not updated; the last checkpoint is kept. Lower learning_rate or max_grad_norm.`
@@ -129,7 +179,8 @@ export const train = (
       stepsSinceLog += 1
       tokensSinceLog += tokens
       secondsSinceLog += seconds
-      state = { ...state, global_step: done, adam_step: optimizer.step, tokens_seen: state.tokens_seen + tokens, train_seconds: state.train_seconds + seconds }
+      metricsSinceLog = [...metricsSinceLog, ...(outcome.metrics ?? [])]
+      state = { ...state, global_step: done, adam_step: state.adam_step + 1, tokens_seen: state.tokens_seen + tokens, train_seconds: state.train_seconds + seconds }
 
       if ((args.loggingFirstStep && done === 1) || done % args.loggingSteps === 0 || done === plan.total) {
         const row: LogRow = {
@@ -139,20 +190,22 @@ export const train = (
           // As the Trainer logs it: the scheduler's rate after this update's step.
           learning_rate: args.learningRate * lrMultiplier(args.scheduler, done, plan.warmup, plan.total),
           grad_norm: round(norm),
-          tokens_per_second: Math.round(tokensSinceLog / Math.max(secondsSinceLog, 1e-9))
+          tokens_per_second: Math.round(tokensSinceLog / Math.max(secondsSinceLog, 1e-9)),
+          ...(metricsSinceLog.length > 0 && { metrics: mean(metricsSinceLog) })
         }
         history.push(row)
         yield* hooks.log(row)
         lossSinceLog = stepsSinceLog = tokensSinceLog = secondsSinceLog = 0
+        metricsSinceLog = []
       }
       // As the Trainer's DefaultFlowCallback: evaluation at multiples of eval_steps only
       // (none forced at the end, so a `max_steps: 2` smoke run does not score the whole
       // eval split); a checkpoint at multiples of save_steps and at the end.
-      if (data.eval !== undefined && args.evalSteps !== undefined && done % args.evalSteps === 0) {
-        const evaluated = yield* evalLoss((batch) => model.evalLoss(batch), data.eval, { batchSize: args.evalBatchSize, padTokenId: data.padId }).pipe(
+      if (objective.evaluate !== undefined && args.evalSteps !== undefined && done % args.evalSteps === 0) {
+        const { eval_loss, ...metrics } = yield* objective.evaluate.pipe(
           Effect.mapError((error) => new StageError({ message: `evaluation at step ${done} failed: ${error.message}` }))
         )
-        const row: LogRow = { step: done, epoch: epochFloat, eval_loss: round(evaluated.loss) }
+        const row: LogRow = { step: done, epoch: epochFloat, eval_loss: round(eval_loss), ...(Object.keys(metrics).length > 0 && { metrics: mean([metrics]) }) }
         history.push(row)
         yield* hooks.log(row)
       }
