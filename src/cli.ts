@@ -150,13 +150,14 @@ const show = Command.make(
         })
       }
       const dataset = target.entry.outputs.dataset
-      if (dataset === undefined) {
-        // A training stage's table is its metrics log (files/metrics.arrow).
-        const files = target.entry.outputs.files
-        const table = files?.files.find((name) => name.endsWith(".arrow"))
-        if (files !== undefined && table !== undefined) {
+      const files = target.entry.outputs.files
+      const metricsFile = files?.files.find((name) => name.endsWith(".arrow"))
+      // A training stage's table is its metrics log (files/metrics.arrow); dpo's dataset
+      // (its reference log-probabilities) is shown with --split.
+      if (dataset === undefined || (metricsFile !== undefined && Option.isNone(args.split))) {
+        if (files !== undefined && metricsFile !== undefined) {
           const fs = yield* FileSystem.FileSystem
-          const where = `${files.dir}/${table}`
+          const where = `${files.dir}/${metricsFile}`
           const bytes = yield* fs.readFile(where).pipe(Effect.mapError((e) => new StoreError({ message: e.message })))
           return yield* stdout(yield* rendered(where, () => {
             const rows = decodeIpc(bytes)

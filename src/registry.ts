@@ -18,6 +18,7 @@ import type { StageDefinition } from "./stage.ts"
  * `import()`s are spelled out so that the start-up bundle (bin/pipeline.js) holds them.
  */
 export const BUILTIN_STAGES: Readonly<Record<string, { readonly source: string; readonly load: () => Promise<{ default?: unknown }> }>> = {
+  dpo: { source: "../stages/dpo.ts", load: () => import("../stages/dpo.ts") },
   evaluate: { source: "../stages/evaluate.ts", load: () => import("../stages/evaluate.ts") },
   fetch: { source: "../stages/fetch.ts", load: () => import("../stages/fetch.ts") },
   filter: { source: "../stages/filter.ts", load: () => import("../stages/filter.ts") },

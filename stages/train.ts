@@ -14,19 +14,13 @@ import { describeBackend } from "../src/backend/runtime.ts"
 import { backendReady } from "../src/backend/service.ts"
 import { StageError } from "../src/errors.ts"
 import { padTokenId } from "../src/model/config.ts"
-import { ALL_LINEAR, DEFAULT_LORA } from "../src/model/lora.ts"
 import { localModelFiles, modelRevision } from "../src/model/source.ts"
 import { defineStage, type StageContext } from "../src/stage.ts"
 import { loadExamples } from "../src/train/data.ts"
 import { trainSession } from "../src/train/session.ts"
 import { resolveStart } from "../src/train/setup.ts"
-import type { TrainingArguments } from "../src/train/trainer.ts"
-
-const Positive = Schema.Number.pipe(Schema.positive())
-const Count = Schema.Int.pipe(Schema.positive())
-const NonNegative = Schema.Number.pipe(Schema.nonNegative())
-const withDefault = <A, I>(schema: Schema.Schema<A, I>, value: A, description: string) =>
-  Schema.optionalWith(schema, { default: () => value }).annotations({ description })
+import { bestModelProblem, Count, Lora, Positive, toArgs, trainingFields, withDefault } from "../src/train/params.ts"
+import { supervised } from "../src/train/trainer.ts"
 
 const Init = Schema.Struct({
   vocab_size: Schema.optional(Count).annotations({
@@ -44,30 +38,6 @@ const Init = Schema.Struct({
   rms_norm_eps: withDefault(Positive, 1e-6, "RMSNorm epsilon"),
   initializer_range: withDefault(Positive, 0.02, "Std of the normal initialisation"),
   tie_word_embeddings: withDefault(Schema.Boolean, true, "Share the embedding with the LM head")
-})
-
-const NonEmpty = Schema.String.pipe(Schema.minLength(1))
-const TargetModules = Schema.Union(Schema.Array(NonEmpty).pipe(Schema.minItems(1)), NonEmpty)
-const LayerIndices = Schema.Array(Schema.Int.pipe(Schema.nonNegative())).pipe(Schema.minItems(1))
-const orNull = <A, I>(schema: Schema.Schema<A, I>, description: string) =>
-  Schema.optionalWith(Schema.NullOr(schema), { default: () => null }).annotations({ description })
-
-/** PEFT's LoraConfig, with its names and defaults. */
-const Lora = Schema.Struct({
-  r: withDefault(Count, DEFAULT_LORA.r, "Rank of the update matrices (8)"),
-  lora_alpha: withDefault(Positive, DEFAULT_LORA.lora_alpha, "The update is scaled by lora_alpha / r (8)"),
-  lora_dropout: withDefault(Schema.Number.pipe(Schema.greaterThanOrEqualTo(0), Schema.lessThan(1)), DEFAULT_LORA.lora_dropout,
-      "Dropout on each adapted layer's input, in training only (0)"),
-  target_modules: withDefault(TargetModules, ["q_proj", "v_proj"],
-      `Layers to adapt: names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj), a ` +
-      `regular expression over full names (model.layers.0.self_attn.q_proj), or ${ALL_LINEAR}: ` +
-      `every linear layer but the head. PEFT's default for Qwen2 and Llama is [q_proj, v_proj]`),
-  exclude_modules: orNull(TargetModules, "Layers not to adapt, matched as target_modules"),
-  layers_to_transform: orNull(LayerIndices, "Adapt only these layer indices"),
-  use_rslora: withDefault(Schema.Boolean, false, "rsLoRA: scale by lora_alpha / √r"),
-  rank_pattern: withDefault(Schema.Record({ key: Schema.String, value: Count }), {},
-      "Per-layer ranks, keyed by a pattern for the end of the layer's name (q_proj: 16)"),
-  alpha_pattern: withDefault(Schema.Record({ key: Schema.String, value: Positive }), {}, "Per-layer lora_alpha, keyed the same way")
 })
 
 const Params = Schema.Struct({
@@ -90,32 +60,7 @@ const Params = Schema.Struct({
   neftune_noise_alpha: Schema.optional(Positive).annotations({ description:
       "NEFTune: add uniform noise of scale alpha / sqrt(length × hidden) to the input embeddings " +
       "while training (5 is common)" }),
-  split: withDefault(Schema.String, "train", "The split to train on"),
-  eval_split: withDefault(Schema.String, "test", "The split for eval_loss (skipped if the dataset has none)"),
-  epochs: withDefault(Positive, 3, "num_train_epochs (fractions allowed)"),
-  max_steps: withDefault(Schema.Int, -1, "Stop after this many optimizer steps (overrides epochs when > 0)"),
-  batch_size: withDefault(Count, 8, "per_device_train_batch_size"),
-  eval_batch_size: withDefault(Count, 8, "per_device_eval_batch_size"),
-  gradient_accumulation_steps: withDefault(Count, 1, "Micro-batches per optimizer step"),
-  learning_rate: withDefault(Positive, 5e-5, "Peak learning rate"),
-  weight_decay: withDefault(NonNegative, 0, "AdamW decoupled weight decay (biases and norms get none)"),
-  max_grad_norm: withDefault(Positive, 1, "Clip gradients to this global norm"),
-  warmup_ratio: withDefault(Schema.Number.pipe(Schema.between(0, 1)), 0, "Fraction of steps to warm up over"),
-  warmup_steps: withDefault(Schema.Int.pipe(Schema.nonNegative()), 0, "Warm-up steps (overrides warmup_ratio when > 0)"),
-  lr_scheduler: withDefault(Schema.Literal("linear", "cosine", "constant", "constant_with_warmup"), "linear", "lr_scheduler_type"),
-  adam_beta1: withDefault(Schema.Number.pipe(Schema.between(0, 1)), 0.9, "AdamW beta1"),
-  adam_beta2: withDefault(Schema.Number.pipe(Schema.between(0, 1)), 0.999, "AdamW beta2"),
-  adam_epsilon: withDefault(Positive, 1e-8, "AdamW epsilon"),
-  eval_steps: Schema.optional(Count).annotations({ description: "Compute eval_loss every N steps (and at the end)" }),
-  save_steps: withDefault(Count, 500, "Checkpoint every N steps (and at the end)"),
-  save_total_limit: Schema.optional(Count).annotations({ description: "Keep at most N checkpoints (never deleting the best)" }),
-  load_best_model_at_end: withDefault(Schema.Boolean, false, "Finish with the best checkpoint's weights"),
-  metric_for_best_model: withDefault(Schema.Literal("eval_loss", "loss"), "eval_loss", "What `best` means"),
-  greater_is_better: withDefault(Schema.Boolean, false, "Whether a larger metric is better"),
-  logging_steps: withDefault(Count, 500, "Log the mean loss every N steps"),
-  logging_first_step: withDefault(Schema.Boolean, false, "Also log the first step"),
-  seed: withDefault(Schema.Int.pipe(Schema.nonNegative()), 42,
-      "Seeds initialisation, LoRA's A matrices, dropout, NEFTune and the data order")
+  ...trainingFields()
 }).pipe(
   Schema.filter((p) => {
     const sources = [p.model !== undefined, p.init !== undefined].filter(Boolean).length
@@ -134,37 +79,11 @@ const Params = Schema.Struct({
     if (p.init !== undefined && p.init.hidden_size % p.init.num_attention_heads !== 0) {
       return "init.hidden_size must be a multiple of init.num_attention_heads"
     }
-    if (p.load_best_model_at_end && (p.eval_steps === undefined ? p.metric_for_best_model === "eval_loss" : p.save_steps % p.eval_steps !== 0)) {
-      return "load_best_model_at_end needs eval_steps, and save_steps must be a multiple of it (as in the Trainer)"
-    }
-    return true
+    return bestModelProblem(p) ?? true
   })
 )
 
 type Params = typeof Params.Type
-
-const toArgs = (p: Params): TrainingArguments => ({
-  epochs: p.epochs,
-  maxSteps: Math.max(0, p.max_steps),
-  batchSize: p.batch_size,
-  evalBatchSize: p.eval_batch_size,
-  gradientAccumulationSteps: p.gradient_accumulation_steps,
-  learningRate: p.learning_rate,
-  weightDecay: p.weight_decay,
-  maxGradNorm: p.max_grad_norm,
-  warmupRatio: p.warmup_ratio,
-  warmupSteps: p.warmup_steps,
-  scheduler: p.lr_scheduler,
-  adamBeta1: p.adam_beta1,
-  adamBeta2: p.adam_beta2,
-  adamEpsilon: p.adam_epsilon,
-  evalSteps: p.eval_steps,
-  saveSteps: p.save_steps,
-  loggingSteps: p.logging_steps,
-  loggingFirstStep: p.logging_first_step,
-  seed: p.seed,
-  neftuneNoiseAlpha: p.neftune_noise_alpha
-})
 
 const splitOf = (ctx: StageContext<Params>, split: string) =>
   Effect.gen(function* () {
@@ -198,10 +117,13 @@ export default defineStage({
     const { config } = start.base
     const fit = { adapter: start.adapter?.plan, batchSize: ctx.params.batch_size, seqLen: Math.max(...train.map((e) => e.inputIds.length)) }
     yield* checkTrainingFit(config, backend.name, fit).pipe(Effect.mapError((e) => new StageError({ message: e.message })))
+    const args = toArgs(ctx.params, ctx.params.neftune_noise_alpha)
+    const data = { train, eval: yield* splitOf(ctx, ctx.params.eval_split), padId: padTokenId(config) }
     return yield* trainSession({
       start,
-      args: toArgs(ctx.params),
-      data: { train, eval: yield* splitOf(ctx, ctx.params.eval_split), padId: padTokenId(config) },
+      args,
+      objective: (model, optimizer) => supervised(model, optimizer, data, args),
+      trainsOn: `${train.length} examples${data.eval === undefined ? "" : `, evaluating on ${data.eval.length}`}`,
       best: { loadAtEnd: ctx.params.load_best_model_at_end, metric: ctx.params.metric_for_best_model, greaterIsBetter: ctx.params.greater_is_better },
       saveTotalLimit: ctx.params.save_total_limit,
       merge: ctx.params.merge,

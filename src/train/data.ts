@@ -40,12 +40,12 @@ export const loadExamples = (dataset: DatasetArtifact, split: string) =>
   })
 
 /** The examples of micro-batch `index` in `epoch`. */
-export const microBatch = (
-  examples: ReadonlyArray<Example>,
+export const microBatch = <T = Example>(
+  examples: ReadonlyArray<T>,
   options: { readonly seed: number; readonly epoch: number; readonly batchSize: number; readonly shuffle: boolean },
   index: number,
   orderCache: Map<number, Uint32Array>
-): ReadonlyArray<Example> => {
+): ReadonlyArray<T> => {
   let order = orderCache.get(options.epoch)
   if (order === undefined) {
     order = options.shuffle ? permutation(examples.length, options.seed + options.epoch) : Uint32Array.from(examples.keys())

@@ -8,16 +8,16 @@
 import { FileSystem, Path } from "@effect/platform"
 import { Effect } from "effect"
 import { encodeIpcFile } from "../arrow.ts"
-import type { ModelArtifact, FilesArtifact } from "../artifact.ts"
+import type { FilesArtifact, ModelArtifact, Outputs } from "../artifact.ts"
 import { StageError } from "../errors.ts"
 import { saveHostFolder } from "../model/hf-folder.ts"
 import { mergeAdapter, targetNames } from "../model/lora.ts"
-import type { Example } from "./collate.ts"
+import type { AdamW } from "./adamw.ts"
 import { checkpointName, type LogRow, type ModelFolderOptions, resumeOrStart, rotateCheckpoints, saveCheckpoint, saveTrainedModel, type TrainerState } from "./checkpoint.ts"
 import type { LayerwiseModel } from "./layerwise.ts"
 import { formatRow, lastLogged, lossChart, metricsTable } from "./report.ts"
 import { initialWeights, restoreTrained, type TrainingStart } from "./setup.ts"
-import { newOptimizer, planSteps, supervised, train, type TrainingArguments } from "./trainer.ts"
+import { newOptimizer, type Objective, planStepsFor, train, type TrainingArguments } from "./trainer.ts"
 
 /** What "the best model" means (TrainingArguments' names). */
 export interface BestModel {
@@ -29,7 +29,12 @@ export interface BestModel {
 export interface SessionOptions {
   readonly start: TrainingStart
   readonly args: TrainingArguments
-  readonly data: { readonly train: ReadonlyArray<Example>; readonly eval: ReadonlyArray<Example> | undefined; readonly padId: number }
+  /** What the loop trains for, on the model as loaded (or resumed): `supervised`, or DPO's `preference`. */
+  readonly objective: (model: LayerwiseModel, optimizer: AdamW) => Objective
+  /** What it trains on, for the log: "100 examples, evaluating on 20". */
+  readonly trainsOn: string
+  /** Outputs the stage adds to the model and the report (DPO's reference log-probabilities). */
+  readonly extraOutputs?: Pick<Outputs, "dataset">
   readonly best: BestModel
   readonly saveTotalLimit: number | undefined
   /** Write the merged model instead of the adapter. */
@@ -45,16 +50,17 @@ const stageError = (e: { readonly message: string }) => new StageError({ message
 /** Trains, and writes the stage's outputs into `outDir`; the model is disposed however it ends. */
 export const trainSession = (options: SessionOptions) =>
   Effect.gen(function* () {
-    const { start, args, data, best, log } = options
+    const { start, args, best, log } = options
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const plan = planSteps(args, data.train.length)
     const optimizer = newOptimizer(args)
     const folder: ModelFolderOptions = { copyFrom: start.base.copyFrom, adapterBase: start.base.kind === "folder" ? start.base.record : undefined }
     return yield* Effect.acquireUseRelease(
       resumeOrStart(options.workDir, start, args.seed, optimizer, log),
       ({ model, from }) =>
         Effect.gen(function* () {
+          const objective = options.objective(model, optimizer)
+          const plan = planStepsFor(args, objective.microBatchesPerEpoch)
           const fresh: TrainerState = {
             global_step: 0,
             max_steps: plan.total,
@@ -69,8 +75,7 @@ export const trainSession = (options: SessionOptions) =>
           if (from !== undefined) {
             yield* log(`resuming from ${path.basename(from.dir)} (step ${begin.global_step} of ${plan.total})`)
           } else {
-            const evaluating = data.eval ? `, evaluating on ${data.eval.length}` : ""
-            yield* log(`training ${start.description} on ${data.train.length} examples${evaluating}: ${plan.total} steps (${plan.perEpoch} per epoch), warmup ${plan.warmup}`)
+            yield* log(`training ${start.description} on ${options.trainsOn}: ${plan.total} steps (${plan.perEpoch} per epoch), warmup ${plan.warmup}`)
           }
           if (model.adapter !== undefined) yield* log(describeAdapter(model))
           let lastLoss: number | undefined
@@ -88,7 +93,7 @@ export const trainSession = (options: SessionOptions) =>
               yield* rotateCheckpoints(options.workDir, options.saveTotalLimit, keep)
               begin = withBest
             })
-          const final = yield* train(supervised(model, optimizer, data, args), args, begin, {
+          const final = yield* train(objective, args, begin, {
             save: (state) => save(state).pipe(Effect.provideService(FileSystem.FileSystem, fs), Effect.provideService(Path.Path, path)),
             log: (row) => {
               if (row.loss !== undefined) lastLoss = row.loss
@@ -138,13 +143,16 @@ const writeOutputs = (model: LayerwiseModel, state: TrainerState, options: Sessi
     return {
       outputs: {
         model: { kind: "model", dir: modelDir } satisfies ModelArtifact,
-        files: { kind: "files", dir: filesDir, files } satisfies FilesArtifact
+        files: { kind: "files", dir: filesDir, files } satisfies FilesArtifact,
+        ...options.extraOutputs
       },
       metrics: {
         steps: state.global_step,
         ...(finalLoss !== undefined && { loss: finalLoss }),
         ...(lastEval !== undefined && { eval_loss: lastEval }),
         ...(state.best_metric !== null && { best_metric: state.best_metric }),
+        // An objective's own metrics, as last logged (DPO's rewards/margins, eval_rewards/margins, …).
+        ...Object.assign({}, ...state.log_history.map((row) => row.metrics ?? {})),
         tokens_per_second: Math.round(state.tokens_seen / Math.max(state.train_seconds, 1e-9)),
         tokens: state.tokens_seen,
         train_seconds: Math.round(state.train_seconds * 1000) / 1000,
