@@ -11,11 +11,19 @@ import { StageError } from "./errors.ts"
 import type { StageContext } from "./stage.ts"
 
 /** The single upstream dataset of a dataset → dataset stage. */
+/**
+ * The dataset of the stages in `needs`. A stage that produces a model may produce a
+ * dataset beside it (dpo's reference log-probabilities): when another stage in `needs`
+ * produces a dataset too, that one is meant.
+ */
 export const inputDataset = <P>(ctx: StageContext<P>): Effect.Effect<DatasetArtifact, StageError> => {
-  const datasets = ctx.inputs.flatMap((input) => (input.outputs.dataset ? [input.outputs.dataset] : []))
-  return datasets.length === 1
-    ? Effect.succeed(datasets[0]!)
-    : Effect.fail(new StageError({ message: `expected one upstream dataset, got ${datasets.length}` }))
+  const all = ctx.inputs.filter((input) => input.outputs.dataset !== undefined)
+  const data = all.length > 1 ? all.filter((input) => input.outputs.model === undefined) : all
+  return data.length === 1
+    ? Effect.succeed(data[0]!.outputs.dataset!)
+    : Effect.fail(new StageError({
+      message: all.length === 0 ? "expected an upstream dataset in `needs`, got none" : `expected one upstream dataset, got ${data.length > 1 ? data.length : all.length} (from ${all.map((input) => input.id).join(", ")})`
+    }))
 }
 
 /** Reads every file of a split into one table. */

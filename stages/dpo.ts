@@ -19,7 +19,7 @@ import { loadPairs } from "../src/dpo/data.ts"
 import { DPO_LOSS_TYPES } from "../src/dpo/objective.ts"
 import type { PairExample, Truncation } from "../src/dpo/pairs.ts"
 import { preference } from "../src/dpo/training.ts"
-import { writeDataset } from "../src/dataset.ts"
+import { inputDataset, writeDataset } from "../src/dataset.ts"
 import { StageError } from "../src/errors.ts"
 import { padTokenId } from "../src/model/config.ts"
 import { localModelFiles, modelRevision } from "../src/model/source.ts"
@@ -77,8 +77,9 @@ export default defineStage({
     const p = ctx.params
     const backend = yield* backendReady
     yield* ctx.log(describeBackend(backend))
-    const dataset = ctx.inputs.find((input) => input.outputs.dataset !== undefined)?.outputs.dataset
-    if (dataset === undefined) return yield* new StageError({ message: "dpo needs a dataset of preference pairs in `needs` (prompt, chosen, rejected)" })
+    const dataset = yield* inputDataset(ctx).pipe(
+      Effect.mapError((e) => new StageError({ message: `dpo needs one dataset of preference pairs in \`needs\` (prompt, chosen, rejected): ${e.message}` }))
+    )
     if (dataset.splits[p.split] === undefined) return yield* new StageError({ message: `the dataset has no split "${p.split}" (splits: ${Object.keys(dataset.splits).join(", ")})` })
     const start = yield* resolveStart({ ...ctx, params: { ...p, init: undefined, tokenizer: undefined } })
     const { config } = start.base

@@ -16,6 +16,7 @@ import { StageError } from "../src/errors.ts"
 import { padTokenId } from "../src/model/config.ts"
 import { localModelFiles, modelRevision } from "../src/model/source.ts"
 import { defineStage, type StageContext } from "../src/stage.ts"
+import { inputDataset } from "../src/dataset.ts"
 import { loadExamples } from "../src/train/data.ts"
 import { trainSession } from "../src/train/session.ts"
 import { resolveStart } from "../src/train/setup.ts"
@@ -87,8 +88,9 @@ type Params = typeof Params.Type
 
 const splitOf = (ctx: StageContext<Params>, split: string) =>
   Effect.gen(function* () {
-    const dataset = ctx.inputs.find((input) => input.outputs.dataset !== undefined)?.outputs.dataset
-    if (dataset === undefined) return yield* new StageError({ message: "train needs a tokenized dataset in `needs`" })
+    const dataset = yield* inputDataset(ctx).pipe(
+      Effect.mapError((e) => new StageError({ message: `train needs one tokenized dataset in \`needs\`: ${e.message}` }))
+    )
     return dataset.splits[split] === undefined ? undefined : yield* loadExamples(dataset, split)
   })
 

@@ -12,7 +12,8 @@ import { beforeAll, describe, expect, it } from "vitest"
 import { cliAsync, projectTempDir, runAndKillAtCheckpoint, tempDir, writeFile } from "./helpers.ts"
 import { writeTinyModel } from "./support/tiny-model.ts"
 
-const ENV = { PIPELINE_BACKEND: "cpu" }
+/** The default backend (wasm here): the cpu backend's matrix products make these runs minutes long (tests/dpo.test.ts holds cpu to the golden numbers). */
+const ENV = {}
 
 /** Arithmetic pairs: the chosen answer is right, the rejected one off by one. */
 const pairs = (count: number, offset: number) =>
@@ -46,7 +47,6 @@ let dir: string
 
 beforeAll(async () => {
   dir = projectTempDir()
-  process.env.PIPELINE_BACKEND = "cpu"
   await writeTinyModel(join(dir, "tiny-model"), { seed: 5 })
   writeFile(dir, "train.jsonl", pairs(12, 1))
   writeFile(dir, "test.jsonl", pairs(4, 40))
@@ -62,7 +62,8 @@ describe("the dpo stage", () => {
     expect(first.code, first.stderr).toBe(0)
     expect(first.stderr).toContain("the reference log-probabilities of 12 train pairs and 4 test pairs")
     expect(first.stderr).toMatch(/training .* on 12 pairs, evaluating on 4 \(sigmoid, beta 0\.1\): 3 steps/)
-    expect(first.stderr).toMatch(/step 1 \(epoch [\d.]+\): loss 0\.6931, .*rewards\/chosen 0\.0000, rewards\/rejected 0\.0000, rewards\/accuracies 0\.0000, rewards\/margins 0\.0000, logps\/chosen -\d/)
+    // Step 1: the policy is the reference (to float noise: the reference ran in batches of another shape), so the loss is log 2 and the rewards 0.
+    expect(first.stderr).toMatch(/step 1 \(epoch [\d.]+\): loss 0\.6931, .*rewards\/chosen -?0\.0000, rewards\/rejected -?0\.0000, rewards\/accuracies [\d.]+, rewards\/margins -?0\.0000, logps\/chosen -\d/)
     expect(first.stderr).toMatch(/step 2 \(epoch [\d.]+\): eval_loss \d\.\d{4}, eval_rewards\/chosen /)
     const dpo = (JSON.parse(first.stdout) as { stages: Array<{ id: string; metrics: Record<string, number> }> }).stages.find((s) => s.id === "dpo")!
     expect(Object.keys(dpo.metrics)).toEqual(expect.arrayContaining(["steps", "loss", "eval_loss", "rewards/margins", "rewards/accuracies", "eval_rewards/margins", "logps/chosen"]))
@@ -72,8 +73,8 @@ describe("the dpo stage", () => {
     expect(table.code, table.stderr).toBe(0)
     const rows = table.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, number | null>)
     expect(rows.map((r) => r.step)).toEqual([1, 2, 2, 3])
-    // Step 1: the policy is the reference, so every reward is 0; step 2's second row is the evaluation.
-    expect(rows[0]!["rewards/margins"]).toBe(0)
+    // Step 1: every reward is 0 (to float noise); step 2's second row is the evaluation.
+    expect(Math.abs(rows[0]!["rewards/margins"]!)).toBeLessThan(1e-5)
     expect(rows[0]!.loss).toBeCloseTo(Math.log(2), 4)
     expect(rows[1]!["eval_loss"]).toBeNull()
     expect(rows[2]!["eval_loss"]).toBeGreaterThan(0)

@@ -33,4 +33,31 @@ describe("word-problems", () => {
       expect(answer.endsWith(`#### ${steps.at(-1)![4]}`)).toBe(true)
     }
   })
+
+  it("with pairs: the worked answer as chosen, and as rejected the same working with its last step off by 1 to 3", async () => {
+    const dir = tempDir()
+    const cache = tempDir()
+    const file = writeFile(dir, "p.yaml", "stages:\n  data: { uses: word-problems, with: { seed: 3, splits: { train: 200 }, pairs: true } }\n")
+    expect((await cliInProcess(["run", file, "--cache-dir", cache])).code).toBe(0)
+    const shown = await cliInProcess(["show", file, "data", "--limit", "1000", "--format", "jsonl", "--cache-dir", cache])
+    const rows = shown.stdout.trim().split("\n").map((line) => JSON.parse(line) as { prompt: string; chosen: string; rejected: string })
+    expect(rows).toHaveLength(200)
+    const steps = (text: string) => [...text.matchAll(/<<(\d+)([-+*])(\d+)=(\d+)>>/g)]
+    let below = 0
+    for (const { prompt, chosen, rejected } of rows) {
+      expect(prompt).toMatch(/\?$/)
+      const right = steps(chosen)
+      const wrong = steps(rejected)
+      expect(wrong.length).toBe(right.length)
+      // Every step but the last is the same; the last result is off by 1 to 3, and the final line follows it.
+      expect(wrong.slice(0, -1).map((m) => m[0])).toEqual(right.slice(0, -1).map((m) => m[0]))
+      const off = Number(wrong.at(-1)![4]) - Number(right.at(-1)![4])
+      expect([-3, -2, -1, 1, 2, 3]).toContain(off)
+      if (off < 0) below++
+      expect(Number(wrong.at(-1)![4])).toBeGreaterThanOrEqual(0)
+      expect(rejected.endsWith(`#### ${wrong.at(-1)![4]}`)).toBe(true)
+      expect(chosen.endsWith(`#### ${right.at(-1)![4]}`)).toBe(true)
+    }
+    expect(below).toBeGreaterThan(20)
+  })
 })
