@@ -168,13 +168,8 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         return yield* semaphore.withPermits(1)(execute(stage, upstream, material, fingerprint, reason))
       })
 
-    /** Parts (`cachedPart`) each stage's entry was made with, by fingerprint: a cached entry's come from the run record. */
-    const partsOf = (id: string, fingerprint: string) => {
-      const recorded = record?.stages[id]
-      return recorded?.fingerprint === fingerprint ? recorded.parts ?? [] : []
-    }
-
-    const remember = (id: string, fingerprint: string, material: FingerprintMaterial, entry: Entry, parts: ReadonlyArray<string> = partsOf(id, fingerprint)) =>
+    /** The run record names the parts (`cachedPart`) each entry was made with, from its manifest, so gc keeps them. */
+    const remember = (id: string, fingerprint: string, material: FingerprintMaterial, entry: Entry, parts: ReadonlyArray<string> = entry.manifest.parts) =>
       options.dryRun
         ? Effect.void
         : store.recordStage(pipeline.spec.file, pipeline.spec.name, id, {
@@ -186,7 +181,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         })
 
     /** A stage's part, cached as an entry of its own: its material is the stage's with only `params` kept. */
-    const cachedPart = (stage: ResolvedStage, material: FingerprintMaterial, used: Array<string>) =>
+    const cachedPart = (stage: ResolvedStage, material: FingerprintMaterial, used: Array<string>, forced: boolean) =>
       <R>(name: string, params: ReadonlyArray<string>, produce: (outDir: string) => Effect.Effect<CachedPart["outputs"], StageError, R>): Effect.Effect<CachedPart, StageError, R> =>
         Effect.gen(function* () {
           if (!/^[a-z][a-z0-9-]*$/.test(name)) return yield* new StageError({ message: `a cached part's name must be lowercase letters, digits and "-": got "${name}"` })
@@ -197,7 +192,8 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
           }
           const fingerprint = fingerprintOf(partMaterial)
           used.push(fingerprint)
-          const found = yield* store.lookup(fingerprint).pipe(Effect.mapError((e) => new StageError({ message: e.message })))
+          // `--force` on the stage makes its parts anew too.
+          const found = forced ? { _tag: "Miss" as const } : yield* store.lookup(fingerprint).pipe(Effect.mapError((e) => new StageError({ message: e.message })))
           if (found._tag === "Hit") return { outputs: found.entry.outputs, reused: true }
           const started = performance.now()
           const entry = yield* Effect.scoped(
@@ -239,7 +235,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
             workDir,
             progress: (doneUnits, total, unit = "rows") => reporter.progress(stage.id, doneUnits, total, unit),
             log: (message) => reporter.log(stage.id, message),
-            cachedPart: cachedPart(stage, material, parts)
+            cachedPart: cachedPart(stage, material, parts, options.force.includes(stage.id))
           }
           const result = yield* stage.impl.definition.run(ctx)
           const declared = stage.impl.definition.produces
@@ -259,7 +255,8 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
             material,
             outputs: result.outputs,
             metrics: result.metrics ?? {},
-            durationMs
+            durationMs,
+            parts
           })
           yield* remember(stage.id, fingerprint, material, entry, parts)
           return {

@@ -68,7 +68,9 @@ const ManifestSchema = Schema.Struct({
   /** sha256 over `contents` and `outputs`: what downstream fingerprints see. */
   outputDigest: Hex64,
   createdAt: Schema.String,
-  durationMs: Schema.Number
+  durationMs: Schema.Number,
+  /** The cached parts (`StageContext.cachedPart`) the entry was made with, by fingerprint. */
+  parts: Schema.optionalWith(Schema.Array(Hex64), { default: () => [] })
 })
 
 const RunRecordSchema = Schema.Struct({
@@ -145,6 +147,7 @@ export interface RunRecord {
 /** What a finished stage hands to `commit`: its outputs with absolute paths inside `stagingDir`. */
 export interface CommitRequest extends Pick<Manifest, "fingerprint" | "pipeline" | "stage" | "material" | "outputs" | "metrics" | "durationMs"> {
   readonly stagingDir: string
+  readonly parts?: ReadonlyArray<string>
 }
 
 export interface GcReport {
@@ -371,7 +374,8 @@ const make = (root: string, options: StoreOptions = {}) =>
           contents,
           outputDigest: sha256(canonicalJson({ contents: digestOf, outputs })),
           createdAt: new Date().toISOString(),
-          durationMs: request.durationMs
+          durationMs: request.durationMs,
+          parts: [...new Set(request.parts ?? [])]
         }
         yield* fs.writeFileString(path.join(dir, MANIFEST), JSON.stringify(manifest, null, 2))
         const target = path.join(entriesDir, request.fingerprint)

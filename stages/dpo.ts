@@ -88,16 +88,21 @@ export default defineStage({
     const pairOptions = { tokenizer, chatTemplate: p.chat_template, truncation }
     const train = yield* loadPairs(dataset, p.split, pairOptions)
     if (train.length === 0) return yield* new StageError({ message: `split "${p.split}" has no pairs` })
-    const evalPairs = dataset.splits[p.eval_split] === undefined || p.eval_split === p.split ? undefined : yield* loadPairs(dataset, p.eval_split, pairOptions)
+    // Evaluating on the training split itself is allowed, as in train: its pairs and reference serve both.
+    const sameSplit = p.eval_split === p.split
+    const evalPairs = dataset.splits[p.eval_split] === undefined ? undefined : sameSplit ? train : yield* loadPairs(dataset, p.eval_split, pairOptions)
+    if (evalPairs !== undefined && evalPairs.length === 0) {
+      return yield* new StageError({ message: `eval split "${p.eval_split}" has no pairs: fill it, or set eval_split to a split that has some` })
+    }
     const longest = (pairs: ReadonlyArray<PairExample>) =>
-      Math.max(...pairs.map((pair) => pair.prompt.length + Math.max(pair.chosen.length, pair.rejected.length)))
+      pairs.reduce((most, pair) => Math.max(most, pair.prompt.length + Math.max(pair.chosen.length, pair.rejected.length)), 0)
     const seqLen = Math.min(p.max_length ?? Number.POSITIVE_INFINITY, longest(train))
     // A micro-batch is 2 × batch_size rows: each pair's chosen and rejected completions.
     yield* checkTrainingFit(config, backend.name, { adapter: start.adapter?.plan, batchSize: 2 * p.batch_size, seqLen }).pipe(
       Effect.mapError((e) => new StageError({ message: e.message }))
     )
     const padId = padTokenId(config)
-    const splits = { [p.split]: train, ...(evalPairs !== undefined && { [p.eval_split]: evalPairs }) }
+    const splits = { [p.split]: train, ...(evalPairs !== undefined && !sameSplit && { [p.eval_split]: evalPairs }) }
 
     const part = yield* ctx.cachedPart("reference", REFERENCE_PARAMS, (dir) =>
       Effect.acquireUseRelease(
@@ -118,7 +123,7 @@ export default defineStage({
     const reference = part.outputs.dataset as DatasetArtifact
     if (part.reused) yield* ctx.log("the reference log-probabilities are cached: not computed again")
     const trainReference = yield* readReference(reference, p.split, train.length)
-    const evalReference = evalPairs === undefined ? undefined : yield* readReference(reference, p.eval_split, evalPairs.length)
+    const evalReference = evalPairs === undefined ? undefined : sameSplit ? trainReference : yield* readReference(reference, p.eval_split, evalPairs.length)
     const outputDataset = yield* writeDataset(ctx.outDir, Object.fromEntries(Object.keys(splits).map((split) => [split, reference.splits[split]!])))
 
     const args = toArgs(p)

@@ -90,4 +90,38 @@ describe("cached parts", () => {
     expect(await run(1, 0.7)).toContain("part produced")
     expect(produced()).toEqual(["produced width 1", "produced width 2", "produced width 1"])
   }, 240_000)
+
+  it("an entry served from the cache keeps its part live: going back to an earlier config, gc keeps the part it was made with", async () => {
+    const dir = projectTempDir()
+    const cache = tempDir()
+    const log = join(tempDir(), "produced.log")
+    plugin(dir)
+    const run = async (width: number, beta: number) => {
+      const result = await cliInProcess(["run", pipelineFile(dir, width, beta, log), "--cache-dir", cache])
+      expect(result.code, result.stderr).toBe(0)
+      return result.stderr
+    }
+    await run(1, 0.1)
+    await run(2, 0.1)
+    // Back to width 1: its entry is cached, and names its part in its manifest.
+    expect(await run(1, 0.1)).toMatch(/s: cached/)
+    const gc = await cliInProcess(["gc", "--cache-dir", cache, "--json"])
+    expect(gc.code, gc.stderr).toBe(0)
+    expect(JSON.parse(gc.stdout).removedEntries).toBe(2) // width 2's entry and its part
+    expect(await run(1, 0.9)).toContain("part reused")
+    expect(readFileSync(log, "utf8").trim().split("\n")).toEqual(["produced width 1", "produced width 2"])
+  }, 240_000)
+
+  it("--force on the stage makes its part anew", async () => {
+    const dir = projectTempDir()
+    const cache = tempDir()
+    const log = join(tempDir(), "produced.log")
+    plugin(dir)
+    const file = pipelineFile(dir, 3, 0.1, log)
+    expect((await cliInProcess(["run", file, "--cache-dir", cache])).code).toBe(0)
+    const forced = await cliInProcess(["run", file, "--cache-dir", cache, "--force", "s"])
+    expect(forced.code, forced.stderr).toBe(0)
+    expect(forced.stderr).toContain("part produced")
+    expect(readFileSync(log, "utf8").trim().split("\n")).toEqual(["produced width 3", "produced width 3"])
+  }, 240_000)
 })

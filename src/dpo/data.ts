@@ -94,10 +94,18 @@ export const loadPairs = (dataset: DatasetArtifact, split: string, options: Pair
     const maxLength = options.truncation.maxLength
     for (const [i, pair] of truncated.entries()) {
       for (const side of ["chosen", "rejected"] as const) {
-        const room = maxLength === undefined ? pair[side].length : Math.min(pair[side].length, maxLength - pair.prompt.length)
+        // Scored tokens: position 0 has nothing before it, so with an empty prompt the first completion token is not scored.
+        const kept = maxLength === undefined ? pair[side].length : Math.min(pair[side].length, maxLength - pair.prompt.length)
+        const room = pair.prompt.length === 0 ? kept - 1 : kept
         if (room <= 0) {
           return yield* new StageError({
-            message: `split "${split}" row ${i}: the ${side} completion ${pair[side].length === 0 ? "is empty" : `starts after max_length (${maxLength}; the prompt has ${pair.prompt.length} tokens)`}: nothing of it can be scored. Raise max_length, or lower max_prompt_length`
+            message: `split "${split}" row ${i}: the ${side} completion ${
+              pair[side].length === 0
+                ? "is empty"
+                : kept <= 0
+                ? `starts after max_length (${maxLength}; the prompt has ${pair.prompt.length} tokens)`
+                : "has one token and the prompt none (the first token is never scored)"
+            }: nothing of it can be scored. Raise max_length, lower max_prompt_length, or give the pair a prompt`
           })
         }
       }
@@ -107,5 +115,6 @@ export const loadPairs = (dataset: DatasetArtifact, split: string, options: Pair
 
 const ids = (column: Vector, row: number): Int32Array => {
   const cell = column.get(row) as Vector | null
-  return cell === null ? new Int32Array(0) : Int32Array.from(cell.toArray() as ArrayLike<number>)
+  // Int64 lists (Arrow files written elsewhere) hold bigints.
+  return cell === null ? new Int32Array(0) : Int32Array.from(cell.toArray() as ArrayLike<number | bigint>, (id) => Number(id))
 }
