@@ -112,6 +112,16 @@ describe("the dpo stage", () => {
     expect(readFileSync(join(dpo.outputs.model.dir, "adapter_config.json"), "utf8")).toContain('"peft_type": "LORA"')
   }, 600_000)
 
+  it("evaluates on the training split itself when eval_split names it", async () => {
+    const cache = tempDir()
+    const file = writeFile(dir, "self.yaml", pipeline("      eval_split: train\n"))
+    const run = await cliAsync(["run", file, "--cache-dir", cache], { env: ENV })
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr).toMatch(/training .* on 12 pairs, evaluating on 12 /)
+    expect(run.stderr).toContain("the reference log-probabilities of 12 train pairs")
+    expect(run.stderr).toMatch(/step 2 \(epoch [\d.]+\): eval_loss \d\.\d{4}, eval_rewards\/chosen /)
+  }, 600_000)
+
   it("resumes after kill -9 and ends with the weights of an uninterrupted run", async () => {
     const file = writeFile(dir, "resume.yaml", pipeline())
     const whole = tempDir()
@@ -138,6 +148,11 @@ describe("the dpo stage", () => {
     const second = await cliAsync(["run", short, "--cache-dir", cache], { env: ENV })
     expect(second.code).toBe(1)
     expect(second.stderr).toMatch(/✖ dpo: failed: split "train" row \d+: the chosen completion starts after max_length \(8; the prompt has \d+ tokens\): nothing of it can be scored/)
+    writeFile(dir, "empty.jsonl", '{"prompt": "", "chosen": "", "rejected": "no"}\n')
+    const empty = writeFile(dir, "empty.yaml", pipeline().replace("{ train: train.jsonl, test: test.jsonl }", "{ train: empty.jsonl }"))
+    const unscored = await cliAsync(["run", empty, "--cache-dir", cache], { env: ENV })
+    expect(unscored.code).toBe(1)
+    expect(unscored.stderr).toContain(`✖ dpo: failed: split "train" row 0: the chosen completion has one token and the prompt none (the first token is never scored): nothing of it can be scored`)
     const smoothing = writeFile(dir, "smoothing.yaml", pipeline("      loss_type: ipo\n      label_smoothing: 0.1\n"))
     const third = await cliAsync(["run", smoothing, "--cache-dir", cache], { env: ENV })
     expect(third.code).toBe(2)
