@@ -324,3 +324,17 @@ export const loadTokenizer = Effect.fn("Tokenizer.load")(function* (dir: string)
   loaded.set(absolute, { stamp, tokenizer })
   return tokenizer
 })
+
+/**
+ * A prompt and its reply as the chat template renders them: the user turn with the
+ * generation prompt, and the rest of the rendered conversation (the assistant's reply
+ * and its turn end). Undefined when the template does not render the conversation as
+ * that prompt followed by the reply, so that the reply cannot be told apart.
+ */
+export const chatTurns = (tokenizer: Tokenizer, prompt: string, reply: string) =>
+  Effect.gen(function* () {
+    const user = { role: "user", content: prompt }
+    const head = yield* tokenizer.applyChatTemplate([user], { addGenerationPrompt: true })
+    const whole = yield* tokenizer.applyChatTemplate([user, { role: "assistant", content: reply }])
+    return whole.startsWith(head) ? ([head, whole.slice(head.length)] as const) : undefined
+  })

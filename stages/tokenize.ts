@@ -14,7 +14,7 @@ import { inputDataset, transformSplits } from "../src/dataset.ts"
 import { StageError } from "../src/errors.ts"
 import { defineStage } from "../src/stage.ts"
 import { availableParallelism } from "node:os"
-import { fileList, loadTokenizer, resolveTokenizerDir, type Tokenizer, type TokenizerError, tokenizerFiles, tokenizerRevision, tokenizerSource } from "../src/tokenizer.ts"
+import { chatTurns, fileList, loadTokenizer, resolveTokenizerDir, type Tokenizer, type TokenizerError, tokenizerFiles, tokenizerRevision, tokenizerSource } from "../src/tokenizer.ts"
 import { encodePool } from "../src/tokenizer/pool.ts"
 import { IGNORE_INDEX } from "../src/constants.ts"
 import { Splits } from "./common.ts"
@@ -170,16 +170,14 @@ const PLAIN = { addSpecialTokens: false } as const
  */
 const chatParts = (tokenizer: Tokenizer, prompt: string, completion: string) =>
   Effect.gen(function* () {
-    const user = { role: "user", content: prompt }
-    const head = yield* tokenizer.applyChatTemplate([user], { addGenerationPrompt: true })
-    const whole = yield* tokenizer.applyChatTemplate([user, { role: "assistant", content: completion }])
-    if (!whole.startsWith(head)) {
+    const turns = yield* chatTurns(tokenizer, prompt, completion).pipe(Effect.mapError(stageError))
+    if (turns === undefined) {
       return yield* new StageError({
         message: "the chat template does not render the conversation as the prompt (with the generation prompt) followed by the reply, so the reply cannot be told apart: tokenize without chat_template"
       })
     }
-    return [head, whole.slice(head.length)] as const
-  }).pipe(Effect.mapError((e) => (e._tag === "TokenizerError" ? stageError(e) : e)))
+    return turns
+  })
 
 /** How each row of a batch becomes an example, decided once from the params. */
 type Encoder = (batch: RecordBatch, place: Place) => Effect.Effect<ReadonlyArray<Example>, StageError>

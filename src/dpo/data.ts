@@ -17,7 +17,7 @@ import { Effect } from "effect"
 import type { DatasetArtifact } from "../artifact.ts"
 import { readSplit } from "../dataset.ts"
 import { StageError } from "../errors.ts"
-import type { Tokenizer } from "../tokenizer.ts"
+import { chatTurns, type Tokenizer } from "../tokenizer.ts"
 import { type PairExample, type Truncation, truncatePair } from "./pairs.ts"
 
 export const TEXT_COLUMNS = ["prompt", "chosen", "rejected"] as const
@@ -30,16 +30,14 @@ const has = (table: Table, names: ReadonlyArray<string>) => names.every((name) =
 /** The user turn and the rest of the conversation, as tokenize's `chat_template` splits them. */
 const chatParts = (tokenizer: Tokenizer, prompt: string, completion: string) =>
   Effect.gen(function* () {
-    const user = { role: "user", content: prompt }
-    const head = yield* tokenizer.applyChatTemplate([user], { addGenerationPrompt: true })
-    const whole = yield* tokenizer.applyChatTemplate([user, { role: "assistant", content: completion }])
-    if (!whole.startsWith(head)) {
+    const turns = yield* chatTurns(tokenizer, prompt, completion).pipe(Effect.mapError(stageError))
+    if (turns === undefined) {
       return yield* new StageError({
         message: "the chat template does not render the conversation as the prompt (with the generation prompt) followed by the reply: leave chat_template off"
       })
     }
-    return [head, whole.slice(head.length)] as const
-  }).pipe(Effect.mapError((e) => (e._tag === "TokenizerError" ? stageError(e) : e)))
+    return turns
+  })
 
 const PLAIN = { addSpecialTokens: false } as const
 

@@ -24,8 +24,6 @@ export interface Truncation {
   readonly maxCompletionLength: number | undefined
 }
 
-export const NO_TRUNCATION: Truncation = { maxLength: undefined, maxPromptLength: undefined, maxCompletionLength: undefined }
-
 /** TRL's cuts: the end of the prompt, the start of each completion. */
 export const truncatePair = (pair: PairExample, cut: Truncation): PairExample => ({
   prompt: cut.maxPromptLength === undefined || pair.prompt.length <= cut.maxPromptLength ? pair.prompt : pair.prompt.slice(pair.prompt.length - cut.maxPromptLength),
