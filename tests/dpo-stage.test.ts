@@ -124,12 +124,14 @@ describe("the dpo stage", () => {
 
   it("resumes after kill -9 and ends with the weights of an uninterrupted run", async () => {
     const file = writeFile(dir, "resume.yaml", pipeline())
+    // Nine steps: killed at the second checkpoint, seven are left to resume, however fast the machine.
+    const longer = ["--set", "dpo.epochs=3"]
     const whole = tempDir()
-    const straight = await cliAsync(["run", file, "--cache-dir", whole, "--json"], { env: ENV })
+    const straight = await cliAsync(["run", file, ...longer, "--cache-dir", whole, "--json"], { env: ENV })
     expect(straight.code, straight.stderr).toBe(0)
     const cache = tempDir()
-    await runAndKillAtCheckpoint([file], cache, ENV, /^checkpoint-2$/)
-    const resumed = await cliAsync(["run", file, "--cache-dir", cache, "--json"], { env: ENV })
+    await runAndKillAtCheckpoint([file, ...longer], cache, ENV, /^checkpoint-2$/)
+    const resumed = await cliAsync(["run", file, ...longer, "--cache-dir", cache, "--json"], { env: ENV })
     expect(resumed.code, resumed.stderr).toBe(0)
     expect(resumed.stderr).toMatch(/resuming from checkpoint-\d/)
     const modelOf = (stdout: string) =>
