@@ -20,8 +20,8 @@ import { StageError } from "../errors.ts"
 import { chatTurns, type Tokenizer } from "../tokenizer.ts"
 import { type PairExample, type Truncation, truncatePair } from "./pairs.ts"
 
-export const TEXT_COLUMNS = ["prompt", "chosen", "rejected"] as const
-export const ID_COLUMNS = ["prompt_input_ids", "chosen_input_ids", "rejected_input_ids"] as const
+const TEXT_COLUMNS = ["prompt", "chosen", "rejected"] as const
+const ID_COLUMNS = ["prompt_input_ids", "chosen_input_ids", "rejected_input_ids"] as const
 
 const stageError = (e: { readonly message: string }) => new StageError({ message: e.message })
 
@@ -41,7 +41,7 @@ const chatParts = (tokenizer: Tokenizer, prompt: string, completion: string) =>
 
 const PLAIN = { addSpecialTokens: false } as const
 
-export interface PairOptions {
+interface PairOptions {
   readonly tokenizer: Tokenizer
   readonly chatTemplate: boolean
   readonly truncation: Truncation

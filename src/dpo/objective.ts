@@ -44,7 +44,7 @@ export interface PairTerms {
 }
 
 /** log σ(x) without overflow: −softplus(−x). */
-export const logSigmoid = (x: number): number => (x >= 0 ? -Math.log1p(Math.exp(-x)) : x - Math.log1p(Math.exp(x)))
+const logSigmoid = (x: number): number => (x >= 0 ? -Math.log1p(Math.exp(-x)) : x - Math.log1p(Math.exp(x)))
 const sigmoid = (x: number): number => (x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x)))
 
 /** One pair's loss, its derivative, and its rewards. */
@@ -80,7 +80,7 @@ export interface MicroBatchTerms {
 }
 
 /** TRL's logged metrics of a batch, each a mean over its pairs. */
-export interface DpoMetrics {
+interface DpoMetrics {
   readonly "rewards/chosen": number
   readonly "rewards/rejected": number
   readonly "rewards/accuracies": number

@@ -46,7 +46,7 @@ const row = (prompt: Int32Array, completion: Int32Array, maxLength: number | und
 }
 
 /** The rows of a micro-batch: every chosen row, then every rejected row (pairs are already truncated but for `maxLength`). */
-export const pairRows = (pairs: ReadonlyArray<PairExample>, maxLength: number | undefined): Array<Example> => [
+const pairRows = (pairs: ReadonlyArray<PairExample>, maxLength: number | undefined): Array<Example> => [
   ...pairs.map((p) => row(p.prompt, p.chosen, maxLength)),
   ...pairs.map((p) => row(p.prompt, p.rejected, maxLength))
 ]

@@ -14,7 +14,7 @@ import type { LayerwiseModel } from "../train/layerwise.ts"
 import { type DpoLossType, type PairLogps, rowLogps } from "./objective.ts"
 import { collatePairs, type PairExample } from "./pairs.ts"
 
-export const REFERENCE_COLUMNS = ["ref_chosen_logps", "ref_rejected_logps", "chosen_tokens", "rejected_tokens"] as const
+const REFERENCE_COLUMNS = ["ref_chosen_logps", "ref_rejected_logps", "chosen_tokens", "rejected_tokens"] as const
 
 export interface ReferenceRow {
   readonly chosen: number

@@ -16,7 +16,7 @@ export class CardProblem extends Data.TaggedError("CardProblem")<{ readonly key:
 const WORKER = sourceUrl("hub/card-yaml-worker.mjs")
 
 /** The largest YAML header read: real cards' headers, their configs and dataset_info included, are far smaller. */
-export const MAX_HEADER_BYTES = 4 * 1024 * 1024
+const MAX_HEADER_BYTES = 4 * 1024 * 1024
 /** The most memory the parser may take (a header's data is a few times its text). */
 const WORKER_HEAP_MB = 512
 

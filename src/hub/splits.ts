@@ -44,7 +44,7 @@ const chooseConfig = (repo: RepoRef, layout: DataLayout, requested: string | und
 }
 
 /** The largest card (README.md) read: only its YAML header counts, and that is read up to 4 MiB (card-yaml.ts). */
-export const MAX_CARD_BYTES = 16 * 1024 * 1024
+const MAX_CARD_BYTES = 16 * 1024 * 1024
 
 const unreadable = (config: string, files: ReadonlyArray<string>) =>
   files.length === 0
