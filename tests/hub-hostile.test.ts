@@ -5,15 +5,14 @@
  * shorter than announced. Each case fails with a clear HubError, writes nothing
  * outside the cache, and sends the token nowhere but the hub.
  */
-import * as NodeContext from "@effect/platform-node/NodeContext"
-import { FetchHttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Layer, Option, Redacted } from "effect"
+import { Effect, Exit, Fiber, Option, Redacted } from "effect"
 import { existsSync, mkdirSync, readdirSync, statSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, afterEach, beforeAll } from "vitest"
-import { dataset, DEFAULT_MAX_TREE, Hub, type HubConfig, type HubError, type HubService, layerConfig, model } from "../src/hub/index.ts"
+import { dataset, type HubConfig, model } from "../src/hub/index.ts"
 import { cliAsync, tempDir, writeFile } from "./helpers.ts"
+import { failureOf, testHubConfig, withHub } from "./support/hub-client.ts"
 import { GRANTED_TOKEN } from "./support/hub-server.ts"
 import { BACKTRACKING_PATTERN, CLIMBING_FILE, type HostileHub, MANY, SLOW_HEADER_KEYS, startHostileHub, type Upstream } from "./support/hostile-hub.ts"
 
@@ -35,26 +34,9 @@ const sandbox = () => {
   return { root, cacheDir, outside: () => readdirSync(root).filter((name) => name !== "cache") }
 }
 
-const settings = (cacheDir: string, overrides: Partial<HubConfig> = {}): HubConfig => ({
-  endpoint: hub.url,
-  token: Option.some(Redacted.make(GRANTED_TOKEN)),
-  home: cacheDir,
-  cacheDir,
-  offline: false,
-  requestTimeout: Duration.seconds(10),
-  idleTimeout: Duration.seconds(10),
-  retries: 0,
-  retryBase: Duration.millis(1),
-  maxTree: DEFAULT_MAX_TREE,
-  ...overrides
-})
-
-const withHub = <A>(config: HubConfig, use: (hub: HubService) => Effect.Effect<A, HubError>) =>
-  Effect.flatMap(Hub, use).pipe(
-    Effect.provide(layerConfig(config).pipe(Layer.provide(FetchHttpClient.layer), Layer.provide(NodeContext.layer)))
-  )
-
-const failureOf = <A>(config: HubConfig, use: (hub: HubService) => Effect.Effect<A, HubError>) => Effect.flip(withHub(config, use))
+/** The granted token, and no retries: each trick is met once. */
+const settings = (cacheDir: string, overrides: Partial<HubConfig> = {}): HubConfig =>
+  testHubConfig(hub.url, cacheDir, { token: Option.some(Redacted.make(GRANTED_TOKEN)), retries: 0, ...overrides })
 
 /** Every file under a folder but the refs (`refs/main` is written as soon as the hub names main's commit), with its size. */
 const sizesUnder = (dir: string): Array<[string, number]> =>

@@ -4,16 +4,16 @@
  * offline mode, each failure's message, retries, and interrupted downloads.
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import { FetchHttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, ConfigProvider, Duration, Effect, Fiber, Layer, Option, Redacted, TestClock } from "effect"
+import { Chunk, ConfigProvider, Duration, Effect, Fiber, Option, Redacted, TestClock } from "effect"
 import { createHash } from "node:crypto"
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, afterEach, beforeAll } from "vitest"
 import { readTable } from "../src/formats/index.ts"
-import { dataset, DEFAULT_MAX_TREE, Hub, type HubConfig, HubError, type HubService, layerConfig, loadHubConfig, model } from "../src/hub/index.ts"
+import { dataset, type HubConfig, HubError, type HubService, loadHubConfig, model } from "../src/hub/index.ts"
 import { REPO, tempDir } from "./helpers.ts"
+import { failureOf, testHubConfig, withHub } from "./support/hub-client.ts"
 import { GRANTED_TOKEN, type HubServer, startHubServer, UNGRANTED_TOKEN } from "./support/hub-server.ts"
 
 let server: HubServer
@@ -24,27 +24,7 @@ let deadEndpoint: string
 
 const QWEN_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "*.safetensors", "model.safetensors.index.json"]
 
-const settings = (overrides: Partial<HubConfig> = {}): HubConfig => ({
-  endpoint: server.url,
-  token: Option.none(),
-  home: warm,
-  cacheDir: tempDir("hub-cache-"),
-  offline: false,
-  requestTimeout: Duration.seconds(10),
-  idleTimeout: Duration.seconds(10),
-  retries: 3,
-  retryBase: Duration.millis(1),
-  maxTree: DEFAULT_MAX_TREE,
-  ...overrides
-})
-
-const withHub = <A>(config: HubConfig, use: (hub: HubService) => Effect.Effect<A, HubError>) =>
-  Effect.flatMap(Hub, use).pipe(
-    Effect.provide(layerConfig(config).pipe(Layer.provide(FetchHttpClient.layer), Layer.provide(NodeContext.layer)))
-  )
-
-const failureOf = <A>(config: HubConfig, use: (hub: HubService) => Effect.Effect<A, HubError>) =>
-  Effect.flip(withHub(config, use))
+const settings = (overrides: Partial<HubConfig> = {}): HubConfig => testHubConfig(server.url, tempDir("hub-cache-"), { home: warm, ...overrides })
 
 const rowsOf = (file: string) =>
   Effect.map(readTable(readFileSync(file), "parquet", file), (table) => table.numRows)

@@ -11,8 +11,9 @@ import type { DatasetArtifact } from "../artifact.ts"
 import { readSplit } from "../dataset.ts"
 import { StageError } from "../errors.ts"
 import type { LayerwiseModel } from "../train/layerwise.ts"
-import { type DpoLossType, type PairLogps, rowLogps } from "./objective.ts"
+import type { DpoLossType, PairLogps } from "./objective.ts"
 import { collatePairs, type PairExample } from "./pairs.ts"
+import { batchRowLogps } from "./update.ts"
 
 const REFERENCE_COLUMNS = ["ref_chosen_logps", "ref_rejected_logps", "chosen_tokens", "rejected_tokens"] as const
 
@@ -37,9 +38,8 @@ export const referenceRows = (
       const batch = collatePairs(chunk, options.padId, options.maxLength)
       const computed = yield* Effect.try({
         try: () => {
-          const scored = model.tokenLosses(batch, { adapterOff: model.adapter !== undefined })
-          const rowsOfTokens = Int32Array.from(scored.rows, (r) => Math.floor(r / batch.length))
-          const { logps, counts } = rowLogps("sigmoid", rowsOfTokens, scored.losses, batch.size)
+          // Sums (the sigmoid loss's), with the counts that make IPO's means.
+          const { logps, counts } = batchRowLogps(model, "sigmoid", batch, { adapterOff: model.adapter !== undefined })
           return chunk.map((_, i) => ({ chosen: logps[i]!, rejected: logps[chunk.length + i]!, chosenTokens: counts[i]!, rejectedTokens: counts[chunk.length + i]! }))
         },
         catch: (error) => new StageError({ message: `the reference model's log-probabilities failed: ${(error as Error).message}`, cause: error })

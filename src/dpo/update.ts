@@ -58,9 +58,12 @@ export const dpoUpdate = (model: LayerwiseModel, optimizer: AdamW, settings: Dpo
   return { loss, norm, microBatches }
 }
 
-/** A micro-batch's pairs' log-probabilities, forward only (no noise): evaluation, and the reference's pass (`adapterOff` for LoRA's). */
-export const pairLogps = (model: LayerwiseModel, settings: Pick<DpoSettings, "lossType">, batch: Batch, pairs: number, options: { readonly adapterOff?: boolean } = {}): Array<PairLogps> => {
+/** Each row's log-probability and scored tokens, forward only (no noise); `adapterOff` for LoRA's reference. */
+export const batchRowLogps = (model: LayerwiseModel, lossType: DpoSettings["lossType"], batch: Batch, options: { readonly adapterOff?: boolean } = {}) => {
   const scored = model.tokenLosses(batch, options)
-  const { logps } = rowLogps(settings.lossType, rowsOf(scored.rows, batch.length), scored.losses, batch.size)
-  return asPairs(logps, pairs)
+  return rowLogps(lossType, rowsOf(scored.rows, batch.length), scored.losses, batch.size)
 }
+
+/** A micro-batch's pairs' log-probabilities, forward only: evaluation. */
+export const pairLogps = (model: LayerwiseModel, settings: Pick<DpoSettings, "lossType">, batch: Batch, pairs: number, options: { readonly adapterOff?: boolean } = {}): Array<PairLogps> =>
+  asPairs(batchRowLogps(model, settings.lossType, batch, options).logps, pairs)

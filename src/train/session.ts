@@ -152,7 +152,7 @@ const writeOutputs = (model: LayerwiseModel, state: TrainerState, options: Sessi
         ...(lastEval !== undefined && { eval_loss: lastEval }),
         ...(state.best_metric !== null && { best_metric: state.best_metric }),
         // An objective's own metrics, as last logged (DPO's rewards/margins, eval_rewards/margins, …).
-        ...Object.assign({}, ...state.log_history.map((row) => row.metrics ?? {})),
+        ...state.log_history.reduce<Record<string, number>>((last, row) => Object.assign(last, row.metrics), {}),
         tokens_per_second: Math.round(state.tokens_seen / Math.max(state.train_seconds, 1e-9)),
         tokens: state.tokens_seen,
         train_seconds: Math.round(state.train_seconds * 1000) / 1000,

@@ -153,7 +153,7 @@ export const train = (objective: Objective, args: TrainingArguments, start: Trai
     let stepsSinceLog = 0
     let tokensSinceLog = 0
     let secondsSinceLog = 0
-    let metricsSinceLog: Array<Readonly<Record<string, number>>> = []
+    const metricsSinceLog: Array<Readonly<Record<string, number>>> = []
 
     for (let step = start.global_step; step < plan.total; step++) {
       const epoch = Math.floor(step / plan.perEpoch)
@@ -179,7 +179,7 @@ export const train = (objective: Objective, args: TrainingArguments, start: Trai
       stepsSinceLog += 1
       tokensSinceLog += tokens
       secondsSinceLog += seconds
-      metricsSinceLog = [...metricsSinceLog, ...(outcome.metrics ?? [])]
+      for (const row of outcome.metrics ?? []) metricsSinceLog.push(row)
       state = { ...state, global_step: done, adam_step: state.adam_step + 1, tokens_seen: state.tokens_seen + tokens, train_seconds: state.train_seconds + seconds }
 
       if ((args.loggingFirstStep && done === 1) || done % args.loggingSteps === 0 || done === plan.total) {
@@ -196,7 +196,7 @@ export const train = (objective: Objective, args: TrainingArguments, start: Trai
         history.push(row)
         yield* hooks.log(row)
         lossSinceLog = stepsSinceLog = tokensSinceLog = secondsSinceLog = 0
-        metricsSinceLog = []
+        metricsSinceLog.length = 0
       }
       // As the Trainer's DefaultFlowCallback: evaluation at multiples of eval_steps only
       // (none forced at the end, so a `max_steps: 2` smoke run does not score the whole
