@@ -14,7 +14,8 @@ import { readJsonl } from "./jsonl.ts"
 import { readParquet } from "./parquet.ts"
 
 export { FormatError } from "./error.ts"
-export { type Column, type InferOptions, type Kind, rowsToTable } from "./infer.ts"
+export { type Column, type InferOptions, rowsToTable } from "./infer.ts"
+export type { Kind } from "./kinds.ts"
 
 /** A file format. TSV is CSV with tabs, kept apart because the extension decides the delimiter. */
 export type Format = "jsonl" | "json" | "csv" | "tsv" | "parquet" | "arrow"

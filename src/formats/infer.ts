@@ -1,6 +1,8 @@
 /**
  * Schema inference: plain rows (from JSON lines, JSON, CSV, parquet, the hub or a
- * scraper) become one Arrow table.
+ * scraper) become Arrow record batches of one schema. `KindInference` takes the rows one
+ * at a time, so that a file too large to hold can be read twice: once to infer, once to
+ * build its batches (`batch.ts`) with the final kinds.
  *
  * Every row is read, not a sample: a column that turns from numbers to text at row
  * 90,000 is an error here, not a corrupt dataset later. Columns come in first-seen key
@@ -23,40 +25,11 @@
  * Any other mix (text in one row, a number in another) is a FormatError naming the
  * column, the row and both types.
  */
-import {
-  Bool,
-  type Data,
-  type DataType,
-  Field,
-  Float64,
-  Int32,
-  Int64,
-  List,
-  makeBuilder,
-  makeData,
-  makeVector,
-  RecordBatch,
-  Schema,
-  Struct,
-  Table,
-  Utf8,
-  type Vector
-} from "apache-arrow"
-import { Effect } from "effect"
-import { int32ListVector } from "../arrow.ts"
+import { Table } from "apache-arrow"
+import { Effect, Either } from "effect"
+import { batchBuilder } from "./batch.ts"
 import { formatError, type FormatError } from "./error.ts"
-
-export type Scalar = "int32" | "int64" | "float64" | "bool" | "utf8"
-type ListKind = `list<${Scalar}>`
-
-/** A column's type as far as the rows read so far tell. */
-export type Kind =
-  | Scalar
-  | ListKind
-  /** Only empty arrays so far. */
-  | "list<>"
-  /** Utf8 holding JSON text. */
-  | "json"
+import { describeKind, finalKind, join, type Kind, valueKind } from "./kinds.ts"
 
 export interface Column {
   readonly name: string
@@ -69,12 +42,6 @@ export interface InferOptions {
   readonly columns?: ReadonlyArray<Column>
   /** The 1-based source line of each row, for errors. */
   readonly lines?: ReadonlyArray<number>
-}
-
-export const isPlainObject = (value: unknown): value is Record<string, unknown> => {
-  if (typeof value !== "object" || value === null) return false
-  const proto = Object.getPrototypeOf(value)
-  return proto === Object.prototype || proto === null
 }
 
 /**
@@ -92,6 +59,54 @@ export const RESERVED_COLUMN = "__proto__"
 
 export const reservedColumnReason = `column name "${RESERVED_COLUMN}" is reserved in JavaScript (its values would be lost): rename the column`
 
+/**
+ * The kinds of a file's columns, joined over its rows in order. A row is placed in
+ * errors by its source line when it has one, else by its number (rows are counted here).
+ */
+export interface KindInference {
+  /** Joins one row in; the error of a value that does not fit. */
+  readonly add: (row: Record<string, unknown>, line?: number) => FormatError | undefined
+  /** The columns so far, in first-seen order (declared ones first). */
+  readonly columns: () => ReadonlyArray<Column>
+}
+
+export const kindInference = (path: string, declared: ReadonlyArray<Column> = []): Either.Either<KindInference, FormatError> => {
+  const kinds = new Map<string, Kind | undefined>(declared.map((c) => [c.name, c.kind]))
+  if (kinds.has(RESERVED_COLUMN)) return Either.left(formatError(path, reservedColumnReason))
+  let rows = 0
+  const add = (row: Record<string, unknown>, line?: number): FormatError | undefined => {
+    rows++
+    const fail = (reason: string) =>
+      line === undefined ? formatError(path, `row ${rows}: ${reason}`) : formatError(path, reason, { line })
+    for (const [name, value] of Object.entries(row)) {
+      if (name === RESERVED_COLUMN) return fail(reservedColumnReason)
+      const seen = kinds.get(name)
+      // A null tells no type, but still places its column in first-seen order.
+      if (value === null || value === undefined) {
+        kinds.set(name, seen)
+        continue
+      }
+      const kind = valueKind(value)
+      const joined = kind === undefined || seen === undefined ? kind : join(seen, kind)
+      if (joined === undefined) {
+        return fail(kind === undefined
+          ? `column "${name}" holds a value of an unsupported type (${typeName(value)})`
+          : `column "${name}" mixes types: ${describeKind(seen!)} in earlier rows, ${describeKind(kind)} here`)
+      }
+      if (kind === "json" && nestingDepth(value, MAX_NESTING) > MAX_NESTING) {
+        return fail(`column "${name}" is nested more than ${MAX_NESTING} levels deep (arrays or objects inside each other); this reader supports up to ${MAX_NESTING}`)
+      }
+      kinds.set(name, joined)
+    }
+    return undefined
+  }
+  return Either.right({ add, columns: () => Array.from(kinds, ([name, kind]) => ({ name, kind })) })
+}
+
+/** The columns with their final kinds, ready for `batchBuilder`. */
+export const finalColumns = (columns: ReadonlyArray<Column>) =>
+  columns.map(({ name, kind }) => ({ name, kind: finalKind(kind) }))
+
 /** Builds one table from `rows`, inferring the schema from all of them. */
 export const rowsToTable = (
   rows: ReadonlyArray<Record<string, unknown>>,
@@ -99,35 +114,13 @@ export const rowsToTable = (
   options: InferOptions = {}
 ): Effect.Effect<Table, FormatError> =>
   Effect.gen(function* () {
-    const kinds = new Map<string, Kind | undefined>(options.columns?.map((c) => [c.name, c.kind]))
-    if (kinds.has(RESERVED_COLUMN)) return yield* formatError(path, reservedColumnReason)
+    const inference = yield* kindInference(path, options.columns)
     for (let r = 0; r < rows.length; r++) {
-      const fail = (reason: string) => {
-        const line = options.lines?.[r]
-        return line === undefined ? formatError(path, `row ${r + 1}: ${reason}`) : formatError(path, reason, { line })
-      }
-      for (const [name, value] of Object.entries(rows[r]!)) {
-        if (name === RESERVED_COLUMN) return yield* fail(reservedColumnReason)
-        const seen = kinds.get(name)
-        // A null tells no type, but still places its column in first-seen order.
-        if (value === null || value === undefined) {
-          kinds.set(name, seen)
-          continue
-        }
-        const kind = valueKind(value)
-        const joined = kind === undefined || seen === undefined ? kind : join(seen, kind)
-        if (joined === undefined) {
-          return yield* fail(kind === undefined
-            ? `column "${name}" holds a value of an unsupported type (${typeName(value)})`
-            : `column "${name}" mixes types: ${describe(seen!)} in earlier rows, ${describe(kind)} here`)
-        }
-        if (kind === "json" && nestingDepth(value, MAX_NESTING) > MAX_NESTING) {
-          return yield* fail(`column "${name}" is nested more than ${MAX_NESTING} levels deep (arrays or objects inside each other); this reader supports up to ${MAX_NESTING}`)
-        }
-        kinds.set(name, joined)
-      }
+      const error = inference.add(rows[r]!, options.lines?.[r])
+      if (error !== undefined) return yield* error
     }
-    return buildTable(rows, kinds)
+    const builder = batchBuilder(finalColumns(inference.columns()))
+    return new Table(builder.schema, [builder.build(rows)])
   })
 
 /** How many arrays and objects deep `value` goes (1 for a flat one), counted without recursion; stops once past `limit`. */
@@ -147,171 +140,3 @@ const nestingDepth = (value: unknown, limit: number): number => {
 
 const typeName = (value: unknown): string =>
   typeof value === "object" ? Object.prototype.toString.call(value).slice("[object ".length, -1) : typeof value
-
-const INT32_MIN = -(2 ** 31)
-const INT32_MAX = 2 ** 31 - 1
-const INT32_MIN_BIG = BigInt(INT32_MIN)
-const INT32_MAX_BIG = BigInt(INT32_MAX)
-
-const scalarKind = (value: unknown): Scalar | undefined => {
-  switch (typeof value) {
-    case "number":
-      return Number.isInteger(value) && value >= INT32_MIN && value <= INT32_MAX ? "int32" : "float64"
-    case "bigint":
-      return value >= INT32_MIN_BIG && value <= INT32_MAX_BIG ? "int32" : "int64"
-    case "boolean":
-      return "bool"
-    case "string":
-      return "utf8"
-    default:
-      return undefined
-  }
-}
-
-/** The kind of one non-null value; undefined when no column type can hold it. */
-const valueKind = (value: unknown): Kind | undefined => {
-  const scalar = scalarKind(value)
-  if (scalar !== undefined) return scalar
-  if (Array.isArray(value)) return value.length === 0 ? "list<>" : arrayKind(value)
-  return isPlainObject(value) ? "json" : undefined
-}
-
-const arrayKind = (items: ReadonlyArray<unknown>): Kind => {
-  let element = scalarKind(items[0])
-  for (let i = 1; i < items.length && element !== undefined; i++) {
-    const kind = scalarKind(items[i])
-    element = kind === undefined ? undefined : joinScalar(element, kind)
-  }
-  return element === undefined ? "json" : `list<${element}>`
-}
-
-const isNumeric = (kind: Scalar): boolean => kind === "int32" || kind === "int64" || kind === "float64"
-
-const joinScalar = (a: Scalar, b: Scalar): Scalar | undefined => {
-  if (a === b) return a
-  if (!isNumeric(a) || !isNumeric(b)) return undefined
-  return a === "float64" || b === "float64" ? "float64" : "int64"
-}
-
-const isList = (kind: Kind): kind is ListKind => kind.startsWith("list<") && kind !== "list<>"
-
-const elementOf = (kind: ListKind): Scalar => kind.slice("list<".length, -1) as Scalar
-
-/** The narrowest kind holding both, or undefined when they don't mix. */
-const join = (a: Kind, b: Kind): Kind | undefined => {
-  if (a === b) return a
-  if (a === "list<>") return isList(b) || b === "json" ? b : undefined
-  if (b === "list<>") return join(b, a)
-  if (isList(a) && isList(b)) {
-    const element = joinScalar(elementOf(a), elementOf(b))
-    return element === undefined ? undefined : `list<${element}>`
-  }
-  if (isList(a) || isList(b) || a === "json" || b === "json") return undefined
-  return joinScalar(a, b)
-}
-
-const NAMES: Record<Scalar, string> = {
-  int32: "integer",
-  int64: "64-bit integer",
-  float64: "number",
-  bool: "boolean",
-  utf8: "string"
-}
-
-const describe = (kind: Kind): string => {
-  if (kind === "json") return "object or nested array"
-  if (kind === "list<>") return "empty list"
-  return isList(kind) ? `list of ${NAMES[elementOf(kind)]}s` : NAMES[kind]
-}
-
-const buildTable = (rows: ReadonlyArray<Record<string, unknown>>, kinds: ReadonlyMap<string, Kind | undefined>): Table => {
-  const fields: Array<Field> = []
-  const columns: Array<Vector> = []
-  for (const [name, kind] of kinds) {
-    const values = rows.map((row) => (Object.hasOwn(row, name) ? row[name] : null))
-    const column = buildColumn(values, kind === undefined ? "utf8" : kind === "list<>" ? "list<int32>" : kind)
-    fields.push(new Field(name, column.type, true))
-    columns.push(column)
-  }
-  const schema = new Schema(fields)
-  const data = makeData({ type: new Struct(fields), length: rows.length, nullCount: 0, children: columns.map((c) => c.data[0]!) })
-  return new Table(schema, [new RecordBatch(schema, data)])
-}
-
-const scalarType = (kind: Scalar): DataType => {
-  switch (kind) {
-    case "int32":
-      return new Int32()
-    case "int64":
-      return new Int64()
-    case "float64":
-      return new Float64()
-    case "bool":
-      return new Bool()
-    case "utf8":
-      return new Utf8()
-  }
-}
-
-// bigints only come from parquet, whose INT64 fields inside structs reach here as JSON.
-const jsonText = (value: unknown): string =>
-  JSON.stringify(value, (_key, v: unknown) =>
-    typeof v === "bigint" ? (Number.isSafeInteger(Number(v)) ? Number(v) : v.toString()) : v)
-
-const converter = (kind: Exclude<Kind, "list<>">): ((value: unknown) => unknown) => {
-  if (kind === "json") return jsonText
-  if (isList(kind)) {
-    const element = converter(elementOf(kind))
-    return (value) => (value as ReadonlyArray<unknown>).map(element)
-  }
-  switch (kind) {
-    case "int32":
-    case "float64":
-      return Number
-    case "int64":
-      return (value) => BigInt(value as number | bigint)
-    case "bool":
-    case "utf8":
-      return (value) => value
-  }
-}
-
-const buildColumn = (values: ReadonlyArray<unknown>, kind: Exclude<Kind, "list<>">): Vector => {
-  if (kind === "list<int32>") return int32Lists(values)
-  const type = isList(kind)
-    ? new List(new Field("item", scalarType(elementOf(kind)), false))
-    : scalarType(kind === "json" ? "utf8" : kind)
-  const convert = converter(kind)
-  const builder = makeBuilder({ type, nullValues: [null, undefined] })
-  for (const value of values) builder.append(value === null || value === undefined ? null : convert(value))
-  return builder.finish().toVector()
-}
-
-/** `int32ListVector` knows no nulls: a null row is built as an empty list, then masked as null. */
-const int32Lists = (values: ReadonlyArray<unknown>): Vector => {
-  const empty = new Int32Array(0)
-  const vector = int32ListVector(values.map((v) => (v === null || v === undefined ? empty : asNumbers(v))))
-  const validity = new Uint8Array(Math.ceil(values.length / 8))
-  let nullCount = 0
-  values.forEach((v, i) => {
-    if (v === null || v === undefined) nullCount++
-    else validity[i >> 3]! |= 1 << (i & 7)
-  })
-  if (nullCount === 0) return vector
-  const data = vector.data[0]!
-  return makeVector(makeData({
-    type: data.type,
-    length: data.length,
-    nullCount,
-    nullBitmap: validity,
-    valueOffsets: data.valueOffsets,
-    child: data.children[0] as Data<Int32>
-  }))
-}
-
-// Number arrays go in as they are (copying them first costs more than the copy into the
-// vector); bigints (parquet INT64) must become numbers.
-const asNumbers = (value: unknown): ArrayLike<number> => {
-  const items = value as ReadonlyArray<number | bigint>
-  return items.some((item) => typeof item === "bigint") ? items.map(Number) : (items as ReadonlyArray<number>)
-}

@@ -7,7 +7,8 @@
 import type { Table } from "apache-arrow"
 import { Effect, Either } from "effect"
 import { formatError, type FormatError } from "./error.ts"
-import { isPlainObject, rowsToTable } from "./infer.ts"
+import { rowsToTable } from "./infer.ts"
+import { isPlainObject } from "./kinds.ts"
 import { decodeUtf8, positionAt } from "./text.ts"
 
 export const readJson = (bytes: Uint8Array, path: string): Effect.Effect<Table, FormatError> =>

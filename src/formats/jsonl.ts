@@ -2,7 +2,8 @@
 import type { Table } from "apache-arrow"
 import { Effect, Either } from "effect"
 import { formatError, type FormatError } from "./error.ts"
-import { isPlainObject, rowsToTable } from "./infer.ts"
+import { rowsToTable } from "./infer.ts"
+import { isPlainObject } from "./kinds.ts"
 import { describeJson, parseJson } from "./json.ts"
 import { decodeUtf8 } from "./text.ts"
 

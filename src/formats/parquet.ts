@@ -26,7 +26,8 @@ import {
 } from "hyparquet"
 import { brotliDecompressSync, gunzipSync } from "node:zlib"
 import { formatError, type FormatError } from "./error.ts"
-import { type Column, type Kind, rowsToTable, type Scalar } from "./infer.ts"
+import { type Column, rowsToTable } from "./infer.ts"
+import type { Kind, Scalar } from "./kinds.ts"
 
 const decoder = new TextDecoder()
 const iso = (millis: number): string => new Date(millis).toISOString()
