@@ -51,7 +51,7 @@ describe("detectFormat", () => {
   it("knows nothing of other files", () => {
     expect(detectFormat("x.txt")).toBeUndefined()
     expect(detectFormat("jsonl")).toBeUndefined()
-    expect(detectFormat("x.jsonl.gz")).toBeUndefined()
+    expect(detectFormat("x.txt.gz")).toBeUndefined()
   })
 })
 

@@ -3,23 +3,48 @@
  * `{"version": "1.1", "data": [...]}`. The wrapper must have exactly one array-valued
  * key; its other keys (metadata) are ignored. With two arrays, which one holds the rows
  * would be a guess, so that is an error.
+ *
+ * The one format read whole: JSON.parse takes the whole document, and streaming it
+ * would need a streaming JSON parser. Its batches are built from the rows in memory.
  */
-import type { Table } from "apache-arrow"
-import { Effect, Either } from "effect"
+import { Effect, Either, Stream } from "effect"
+import { batchBuilder } from "./batch.ts"
 import { formatError, type FormatError } from "./error.ts"
-import { rowsToTable } from "./infer.ts"
+import { finalColumns, kindInference } from "./infer.ts"
 import { isPlainObject } from "./kinds.ts"
+import { type OpenedFile, type OpenOptions, progressFrom } from "./opened.ts"
+import { contentChunks, readError, type Source } from "./source.ts"
 import { decodeUtf8, positionAt } from "./text.ts"
 
-export const readJson = (bytes: Uint8Array, path: string): Effect.Effect<Table, FormatError> =>
+export const openJson = (source: Source, options: OpenOptions): Effect.Effect<OpenedFile, FormatError> =>
   Effect.gen(function* () {
-    const text = yield* decodeUtf8(bytes, path)
-    const rows = yield* rowsOf(yield* parseJson(text, path), path)
+    const { path } = source
+    const bytes = yield* Effect.scoped(Effect.flatMap(source.open, (reader) =>
+      Effect.tryPromise({
+        try: async () => {
+          const chunks: Array<Uint8Array> = []
+          for await (const chunk of contentChunks(reader, progressFrom(options, 0, reader.size, reader.size))) chunks.push(chunk)
+          return Buffer.concat(chunks)
+        },
+        catch: readError(path)
+      })))
+    const rows = yield* rowsOf(yield* parseJson(yield* decodeUtf8(bytes, path), path), path)
     if (!rows.every(isPlainObject)) {
       const row = rows.findIndex((r) => !isPlainObject(r))
       return yield* formatError(path, `row ${row + 1}: expected a JSON object, found ${describeJson(rows[row])}`)
     }
-    return yield* rowsToTable(rows, path)
+    const inference = yield* kindInference(path)
+    for (const row of rows) {
+      const error = inference.add(row)
+      if (error !== undefined) return yield* error
+    }
+    const builder = batchBuilder(finalColumns(inference.columns()))
+    const starts = Array.from({ length: Math.ceil(rows.length / options.batchRows) }, (_, i) => i * options.batchRows)
+    return {
+      schema: builder.schema,
+      rows: rows.length,
+      batches: Stream.fromIterable(starts).pipe(Stream.map((start) => builder.build(rows.slice(start, start + options.batchRows))))
+    }
   })
 
 const rowsOf = (document: unknown, path: string): Either.Either<ReadonlyArray<unknown>, FormatError> => {

@@ -1,6 +1,7 @@
 /**
- * Parquet, read with hyparquet. The file's schema gives each column's starting type,
- * which its values may only widen (see `infer.ts`):
+ * Parquet, read with hyparquet one row group at a time, through positional reads of the
+ * file: memory holds a row group's rows, never the file. The file's schema gives each
+ * column's starting type, which its values may only widen (see `infer.ts`):
  * - INT32 and INT64 are Int32 when every value fits, as JSON integers are: pandas
  *   writes INT64 by default, and a dataset should get one schema whether it arrives
  *   as parquet or JSON lines. An INT64 column holding a larger value is Int64, exact
@@ -9,25 +10,34 @@
  * - lists of those: List of the same, so INT64 token ids become List<Int32>.
  * - dates and timestamps: ISO 8601 text, to the millisecond. JSON columns keep their
  *   text; structs and maps become JSON text, as nested objects do in JSON files.
- * Compression: none, Snappy (pyarrow's default), gzip and Brotli. Zstandard and LZ4
- * need codecs that Node 20 lacks, and are a FormatError.
+ * Compression: none, Snappy (pyarrow's default), gzip, Brotli, Zstandard (pandas' and
+ * polars' default), LZ4 and LZ4_RAW. LZO is a FormatError naming it.
+ *
+ * Every batch must have the final schema, so the kinds are settled before the first
+ * batch (`kinds.ts`). Most columns' declared type is final; the column chunks'
+ * statistics settle integer columns (min and max within int32); what is left (INT64
+ * without statistics, lists that may hold null elements, types only values tell) is
+ * read in a first pass over the row groups, those columns only.
  */
-import type { Table } from "apache-arrow"
-import { Effect } from "effect"
+import { Effect, Stream } from "effect"
 import {
+  type AsyncBuffer,
   type Compressors,
   type FileMetaData,
   parquetMetadata,
+  parquetMetadataAsync,
   type ParquetParsers,
   parquetReadObjects,
-  parquetSchema,
-  type SchemaElement,
-  type SchemaTree
+  type ParquetRow
 } from "hyparquet"
+import { decompressLz4, decompressLz4Raw, decompressZstd } from "hyparquet-compressors"
 import { brotliDecompressSync, gunzipSync } from "node:zlib"
+import { batchBuilder } from "./batch.ts"
 import { formatError, type FormatError } from "./error.ts"
-import { type Column, rowsToTable } from "./infer.ts"
-import type { Kind, Scalar } from "./kinds.ts"
+import { finalColumns, kindInference } from "./infer.ts"
+import { completeProgress, type OpenedFile, type OpenOptions, progressFrom, rowBatches } from "./opened.ts"
+import { settledColumns } from "./parquet-schema.ts"
+import { pass, type Reader, type Source } from "./source.ts"
 
 const decoder = new TextDecoder()
 const iso = (millis: number): string => new Date(millis).toISOString()
@@ -41,68 +51,98 @@ const parsers: Partial<ParquetParsers> = {
   jsonFromBytes: (bytes) => bytes && decoder.decode(bytes)
 }
 
+/** Node's zlib is native, faster than the JavaScript gzip and Brotli of hyparquet-compressors. */
 const compressors: Compressors = {
   GZIP: (input) => gunzipSync(input),
-  BROTLI: (input) => brotliDecompressSync(input)
+  BROTLI: (input) => brotliDecompressSync(input),
+  ZSTD: (input) => decompressZstd(input),
+  LZ4: decompressLz4,
+  LZ4_RAW: decompressLz4Raw
 }
-
-export const readParquet = (bytes: Uint8Array, path: string): Effect.Effect<Table, FormatError> =>
-  Effect.gen(function* () {
-    // hyparquet wants an ArrayBuffer holding the file alone, and a Node Buffer is often a
-    // view into a shared pool, whose `slice` is a view too: copy.
-    const file = new Uint8Array(bytes).buffer
-    const metadata = yield* Effect.try({ try: () => parquetMetadata(file), catch: (error) => parquetError(error, path) })
-    const rows = yield* Effect.tryPromise({
-      try: () => parquetReadObjects({ file, metadata, parsers, compressors }),
-      catch: (error) => parquetError(error, path)
-    })
-    return yield* rowsToTable(rows, path, { columns: declaredColumns(metadata) })
-  })
 
 const parquetError = (error: unknown, path: string): FormatError =>
   formatError(path, `cannot read parquet: ${error instanceof Error ? error.message : String(error)}`)
 
-const declaredColumns = (metadata: FileMetaData): Array<Column> =>
-  parquetSchema(metadata).children.map((node) => ({ name: node.element.name, kind: declaredKind(node) }))
-
-const declaredKind = (node: SchemaTree): Kind | undefined => {
-  if (annotationOf(node.element) === "LIST") {
-    const element = listElement(node)
-    const kind = element === undefined ? undefined : primitiveKind(element.element)
-    return kind === undefined ? undefined : `list<${kind}>`
-  }
-  return node.children.length > 0 ? "json" : primitiveKind(node.element)
-}
-
-/** The leaf under a LIST: `list.element` in the standard layout, the repeated field itself in the legacy one. */
-const listElement = (list: SchemaTree): SchemaTree | undefined => {
-  const repeated = list.children[0]
-  const element = repeated?.children.length === 1 ? repeated.children[0] : repeated
-  return element?.children.length === 0 ? element : undefined
-}
-
-const annotationOf = (element: SchemaElement): string | undefined =>
-  element.logical_type?.type ?? element.converted_type
-
-const TEXT_ANNOTATIONS = new Set([undefined, "STRING", "UTF8", "ENUM", "JSON"])
-
-/** Undefined where the values should decide (INT96 timestamps, fixed-length byte arrays, geometry). */
-const primitiveKind = (element: SchemaElement): Scalar | undefined => {
-  const annotation = annotationOf(element)
-  if (annotation === "DECIMAL" || annotation === "FLOAT16") return "float64"
-  if (annotation === "DATE" || annotation?.startsWith("TIMESTAMP")) return "utf8"
-  switch (element.type) {
-    case "BOOLEAN":
-      return "bool"
-    case "INT32":
-    case "INT64":
-      return "int32"
-    case "FLOAT":
-    case "DOUBLE":
-      return "float64"
-    case "BYTE_ARRAY":
-      return TEXT_ANNOTATIONS.has(annotation) ? "utf8" : undefined
-    default:
-      return undefined
+/** hyparquet's view of the file: its reads are counted for progress. */
+const asyncBuffer = (reader: Reader, onRead: (bytes: number) => void): AsyncBuffer => {
+  let read = 0
+  return {
+    byteLength: reader.size,
+    slice: async (start, end = reader.size) => {
+      const bytes = await reader.read(start, end - start)
+      onRead(read += bytes.length)
+      return bytes.buffer
+    }
   }
 }
+
+/** The rows of each row group in turn; only `columns` when given. */
+async function* rowGroups(
+  file: AsyncBuffer,
+  metadata: FileMetaData,
+  path: string,
+  columns?: ReadonlyArray<string>
+): AsyncGenerator<Array<ParquetRow>> {
+  let rowStart = 0
+  for (const group of metadata.row_groups) {
+    const rowEnd = rowStart + Number(group.num_rows)
+    if (rowEnd === rowStart) continue
+    yield await parquetReadObjects({
+      file,
+      metadata,
+      rowStart,
+      rowEnd,
+      parsers,
+      compressors,
+      ...(columns === undefined ? {} : { columns: [...columns] })
+    }).catch((error: unknown) => {
+      throw parquetError(error, path)
+    })
+    rowStart = rowEnd
+  }
+}
+
+export const openParquet = (source: Source, options: OpenOptions): Effect.Effect<OpenedFile, FormatError> =>
+  Effect.gen(function* () {
+    const { path } = source
+    const { metadata, reader } = yield* Effect.scoped(Effect.flatMap(source.open, (reader) =>
+      Effect.tryPromise({
+        // Under 8 bytes, the whole-buffer reader says why it is not parquet.
+        try: async () => ({
+          reader,
+          metadata: reader.size < 8
+            ? parquetMetadata(await reader.read(0, reader.size))
+            : await parquetMetadataAsync(asyncBuffer(reader, () => {}))
+        }),
+        catch: (error) => parquetError(error, path)
+      })))
+    const { columns, unsettled } = settledColumns(metadata)
+    const inference = yield* kindInference(path, columns)
+    // Progress counts the column chunks each pass reads (the footer is not counted).
+    const chunkBytes = (columns?: ReadonlyArray<string>) =>
+      metadata.row_groups
+        .flatMap((group) => group.columns)
+        .filter((chunk) => columns === undefined || columns.includes(chunk.meta_data?.path_in_schema[0] ?? ""))
+        .reduce((sum, chunk) => sum + Number(chunk.meta_data?.total_compressed_size ?? 0n), 0)
+    const [prepassBytes, allBytes] = [chunkBytes(unsettled), chunkBytes()]
+    const total = prepassBytes + allBytes
+    const groups = (columns: ReadonlyArray<string> | undefined, before: number, share: number) =>
+      pass(source, (reader) => rowGroups(asyncBuffer(reader, progressFrom(options, before, share, total)), metadata, path, columns), reader.version)
+    if (unsettled.length > 0) {
+      yield* Stream.runForEach(groups(unsettled, 0, prepassBytes), (rows) =>
+        Effect.suspend(() => {
+          for (const row of rows) {
+            const error = inference.add(row)
+            if (error !== undefined) return error
+          }
+          return Effect.void
+        }))
+    }
+    const builder = batchBuilder(finalColumns(inference.columns()))
+    const rows = groups(undefined, prepassBytes, allBytes).pipe(Stream.flattenIterables)
+    return {
+      schema: builder.schema,
+      rows: Number(metadata.num_rows),
+      batches: rowBatches(rows, builder, options.batchRows).pipe(completeProgress(options, total))
+    }
+  })
