@@ -6,8 +6,9 @@
  * 2. without one, parquet files, one config per top-level folder (`main/train-00000-of-00001.parquet`
  *    is split train of config main; files at the root or under `data/` are config "default");
  * 3. the hub's parquet conversion on `refs/convert/parquet`: `{config}/{split}/0000.parquet`;
- * 4. any other data files (json lines, JSON, CSV, Arrow) as config "default", the
- *    most common format only, with splits named as `datasets` names them from paths:
+ * 4. any other data files (json lines, JSON, CSV, Arrow; the text formats gzipped too,
+ *    `train.jsonl.gz`) as config "default", the most common format only (gzipped or
+ *    not, as `datasets` counts them), with splits named as `datasets` names them from paths:
  *    `data/{split}-00000-of-00001.*`, else a folder or a file name holding a split
  *    keyword (train/training; validation/valid/dev/val; test/testing/eval/evaluation)
  *    between separators, else everything is train.
@@ -56,7 +57,7 @@ const ordered = (splits: Record<string, Array<string>>): Splits => {
 
 export const isHidden = (file: string): boolean => file.split("/").some((part) => part.startsWith(".") || part.startsWith("__"))
 
-/** A format `readTable` reads, for a data file that is not hidden. */
+/** A format `openFile` reads (gzipped or not), for a data file that is not hidden. */
 export const dataFormat = (file: string): Format | undefined => (isHidden(file) ? undefined : detectFormat(file))
 
 /**
@@ -287,7 +288,7 @@ export const filesLayout = (files: ReadonlyArray<string>): DataLayout | undefine
   return { configs: new Map([["default", inferSplits(chosen, "data/")]]) }
 }
 
-/** Whether every file of the splits is one `readTable` reads, and there is at least one. */
+/** Whether every file of the splits is one `openFile` reads, and there is at least one. */
 export const isReadable = (splits: Splits): boolean => {
   const files = Object.values(splits).flat()
   return files.length > 0 && files.every((f) => detectFormat(f) !== undefined)
