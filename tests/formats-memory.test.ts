@@ -10,6 +10,7 @@ import { promisify } from "node:util"
 import { expect, it } from "vitest"
 import { tempDir } from "./support/formats-stream.ts"
 
+const dir = tempDir("formats-memory-")
 const HEAP_MIB = 64
 const FILE_MIB = 2 * HEAP_MIB
 
@@ -37,7 +38,7 @@ const STREAM_FILE = `
 `
 
 it(`streams a ${FILE_MIB} MiB JSON-lines file under a ${HEAP_MIB} MiB heap`, async () => {
-  const file = path.join(tempDir("formats-memory-"), "big.jsonl")
+  const file = path.join(dir, "big.jsonl")
   const rows = writeRows(file)
   const { stdout } = await promisify(execFile)(
     process.execPath,
@@ -45,5 +46,4 @@ it(`streams a ${FILE_MIB} MiB JSON-lines file under a ${HEAP_MIB} MiB heap`, asy
     { cwd: path.resolve(__dirname, "..") }
   )
   expect(JSON.parse(stdout)).toEqual({ rows, streamed: rows, schema: ["Int32", "Utf8", "List<Int32>", "Float64"] })
-  fs.rmSync(file)
 })

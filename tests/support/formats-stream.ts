@@ -8,11 +8,16 @@ import { Chunk, Effect, Stream } from "effect"
 import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
-import { expect } from "vitest"
+import { afterAll, expect } from "vitest"
 import { rowAt } from "../../src/arrow.ts"
 import { type Format, type FormatError, type OpenedFile, openFile, readTable } from "../../src/formats/index.ts"
 
-export const tempDir = (prefix: string): string => fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+/** A temporary folder, removed once the calling test file's tests are done (call it at the top of the file). */
+export const tempDir = (prefix: string): string => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
 
 export const writeIn = (dir: string) => (name: string, content: string | Uint8Array): string => {
   const file = path.join(dir, name)
