@@ -18,7 +18,10 @@ export interface OpenedFile {
 
 export interface OpenOptions {
   readonly batchRows: number
-  /** Progress: bytes of the file read so far, out of `total` (total counts the file twice for formats read in two passes). */
+  /**
+   * Progress: bytes of the file read so far, out of `total`, which counts every pass: twice
+   * the file for the text formats but JSON documents, the column chunks read for parquet.
+   */
   readonly onProgress?: (done: number, total: number) => void
 }
 

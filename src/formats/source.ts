@@ -43,7 +43,7 @@ export const fileSource = (path: string): Source => ({
   open: Effect.gen(function* () {
     const handle = yield* Effect.acquireRelease(
       Effect.tryPromise({ try: () => open(path, "r"), catch: readError(path) }),
-      (handle) => Effect.promise(() => handle.close()).pipe(Effect.ignore)
+      (handle) => Effect.tryPromise(() => handle.close()).pipe(Effect.ignore)
     )
     const stat = yield* Effect.tryPromise({ try: () => handle.stat(), catch: readError(path) })
     const read = async (position: number, length: number): Promise<Uint8Array<ArrayBuffer>> => {
