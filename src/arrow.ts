@@ -14,32 +14,12 @@ import {
   makeData,
   makeVector,
   RecordBatch,
-  RecordBatchFileWriter,
+  type Schema,
   Struct,
   Table,
   tableFromIPC,
   type Vector
 } from "apache-arrow"
-
-/** Rows per record batch when writing: keeps peak memory bounded for large splits. */
-const BATCH_ROWS = 16_384
-
-/** Encodes a table as an Arrow IPC file. */
-export const encodeIpcFile = (table: Table): Uint8Array => {
-  const writer = new RecordBatchFileWriter()
-  writer.reset(undefined, table.schema)
-  for (const batch of table.batches) {
-    if (batch.numRows <= BATCH_ROWS) {
-      writer.write(batch)
-      continue
-    }
-    for (let start = 0; start < batch.numRows; start += BATCH_ROWS) {
-      writer.write(batch.slice(start, Math.min(batch.numRows, start + BATCH_ROWS)))
-    }
-  }
-  writer.finish()
-  return writer.toUint8Array(true)
-}
 
 /** Decodes an Arrow IPC file (or stream). The vectors are views into `bytes`. */
 export const decodeIpc = (bytes: Uint8Array): Table => tableFromIPC(bytes)
@@ -98,16 +78,21 @@ export const takeRows = (table: Table, indices: ArrayLike<number>): Table => {
   // Few runs (select, most filters): slices share buffers and cost nothing.
   if (runs * 64 <= indices.length) return sliceRuns(table, indices)
   // Many runs (a shuffle): gather each column into fresh, contiguous batches.
-  const columns: Record<string, Vector> = {}
-  for (const field of table.schema.fields) {
-    columns[field.name] = gather(table.getChild(field.name)!, field, indices)
-  }
-  return new Table(table.schema, [new RecordBatch(table.schema, makeData({
-    type: new Struct(table.schema.fields),
-    length: indices.length,
-    nullCount: 0,
-    children: table.schema.fields.map((f) => columns[f.name]!.data[0]!)
-  }))])
+  return new Table(table.schema, [gatherBatch(table, indices)])
+}
+
+/** The rows at `indices` of `table`, in that order, as one record batch with fresh, contiguous buffers. */
+export const gatherBatch = (table: Table, indices: ArrayLike<number>): RecordBatch => {
+  const children = table.schema.fields.map((field) => gather(table.getChild(field.name)!, field, indices).data[0]!)
+  return new RecordBatch(table.schema, makeData({ type: new Struct(table.schema.fields), length: indices.length, nullCount: 0, children }))
+}
+
+/** The rows of `batches`, in order, as one record batch. */
+export const concatRows = (schema: Schema, batches: ReadonlyArray<RecordBatch>): RecordBatch => {
+  const table = new Table(schema, [...batches])
+  const all = new Int32Array(table.numRows)
+  for (let i = 0; i < all.length; i++) all[i] = i
+  return gatherBatch(table, all)
 }
 
 const countRuns = (indices: ArrayLike<number>): number => {
@@ -134,7 +119,8 @@ const sliceRuns = (table: Table, indices: ArrayLike<number>): Table => {
 }
 
 const gather = (vector: Vector, field: Field, indices: ArrayLike<number>): Vector => {
-  if (DataType.isList(field.type) && DataType.isInt(field.type.children[0]!.type) && field.type.children[0]!.type.bitWidth === 32) {
+  // Token ids: one flat copy. A null list would become an empty one there, so lists with nulls take the builder.
+  if (vector.nullCount === 0 && DataType.isList(field.type) && DataType.isInt(field.type.children[0]!.type) && field.type.children[0]!.type.bitWidth === 32) {
     const rows: Array<Int32Array> = new Array(indices.length)
     for (let i = 0; i < indices.length; i++) {
       const cell = vector.get(indices[i]!) as Vector | null

@@ -6,7 +6,8 @@ import os from "node:os"
 import path from "node:path"
 import { gzipSync } from "node:zlib"
 import { describe, expect, it } from "vitest"
-import { decodeIpc, encodeIpcFile, rowAt } from "../src/arrow.ts"
+import { decodeIpc, rowAt } from "../src/arrow.ts"
+import { encodeIpcFile } from "../src/arrow-file.ts"
 import { detectFormat, type FormatError, readTable, rowsToTable } from "../src/formats/index.ts"
 
 const GSM8K_TEST = path.resolve(__dirname, "../../shared/data/gsm8k/test.jsonl")

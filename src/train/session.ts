@@ -7,7 +7,7 @@
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Effect } from "effect"
-import { encodeIpcFile } from "../arrow.ts"
+import { encodeIpcFile } from "../arrow-file.ts"
 import type { FilesArtifact, ModelArtifact, Outputs } from "../artifact.ts"
 import { StageError } from "../errors.ts"
 import { saveHostFolder } from "../model/hf-folder.ts"
