@@ -3,14 +3,15 @@
  * built-in stages and plug-ins share.
  */
 import { FileSystem, Path } from "@effect/platform"
-import { Table } from "apache-arrow"
-import { Effect } from "effect"
-import { decodeIpc, encodeIpcFile } from "./arrow.ts"
+import { type RecordBatch, type Schema, Table } from "apache-arrow"
+import { Effect, Option, Stream } from "effect"
+import { statSync } from "node:fs"
+import { decodeIpc } from "./arrow.ts"
+import { DEFAULT_BATCH_ROWS, IpcFileReader, IpcFileWriter } from "./arrow-file.ts"
 import type { DatasetArtifact, SplitFile } from "./artifact.ts"
 import { StageError } from "./errors.ts"
 import type { StageContext } from "./stage.ts"
 
-/** The single upstream dataset of a dataset → dataset stage. */
 /**
  * The dataset of the stages in `needs`. A stage that produces a model may produce a
  * dataset beside it (dpo's reference log-probabilities): when another stage in `needs`
@@ -26,7 +27,11 @@ export const inputDataset = <P>(ctx: StageContext<P>): Effect.Effect<DatasetArti
     }))
 }
 
-/** Reads every file of a split into one table. */
+/**
+ * Reads every file of a split into one table: for what is small by nature (prompts to
+ * generate from, a page of `show`). Stages that may meet a large split stream it
+ * (`openSplit`).
+ */
 export const readSplit = (dataset: DatasetArtifact, split: string) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
@@ -69,6 +74,115 @@ const concatTables = (tables: ReadonlyArray<Table>): Table => {
   return first === undefined ? new Table() : new Table(first.schema, tables.flatMap((t) => t.batches))
 }
 
+const damaged = (path: string, cause: unknown) =>
+  new StageError({
+    message: `${path} is not a readable Arrow file (${cause instanceof Error ? cause.message : String(cause)}): the cache entry is damaged. Run \`pipeline verify --repair\` to remove damaged entries; the next run rebuilds them.`,
+    cause
+  })
+
+const openReader = (file: SplitFile) =>
+  Effect.acquireRelease(Effect.try({ try: () => IpcFileReader.open(file.path), catch: (cause) => damaged(file.path, cause) }), (reader) =>
+    Effect.sync(() => reader.close()))
+
+/** A split of an input dataset, read a record batch at a time. */
+export interface SplitInput {
+  readonly name: string
+  readonly schema: Schema
+  readonly rows: number
+  /** Bytes of its Arrow files. */
+  readonly bytes: number
+  readonly files: ReadonlyArray<SplitFile>
+  /** Its rows in order, in batches of at most the stage's batch rows. Each run reads the files again. */
+  readonly batches: Stream.Stream<RecordBatch, StageError>
+}
+
+/** Batches of `file` of at most `batchRows` rows (slices of its own), checked against the rows it recorded. */
+const fileBatches = (file: SplitFile, batchRows: number): Stream.Stream<RecordBatch, StageError> =>
+  Stream.unwrapScoped(Effect.map(openReader(file), (reader) => {
+    let rows = 0
+    return Stream.range(0, reader.numBatches - 1).pipe(
+      Stream.filter(() => reader.numBatches > 0),
+      Stream.mapEffect((index) =>
+        Effect.try({ try: () => reader.readBatch(index), catch: (cause) => damaged(file.path, cause) })),
+      Stream.mapConcat((batch) => {
+        rows += batch.numRows
+        const slices: Array<RecordBatch> = []
+        for (let start = 0; start < batch.numRows; start += batchRows) {
+          slices.push(batch.numRows <= batchRows ? batch : batch.slice(start, Math.min(batch.numRows, start + batchRows)))
+        }
+        return slices
+      }),
+      Stream.concat(Stream.suspend(() =>
+        rows === file.rows ? Stream.empty : Stream.fail(damaged(file.path, new Error(`it holds ${rows} rows where ${file.rows} were written`)))))
+    )
+  }))
+
+/** Opens split `name` of `dataset` for reading in batches of at most `batchRows` rows. */
+export const openSplit = (dataset: DatasetArtifact, name: string, batchRows: number): Effect.Effect<SplitInput, StageError> =>
+  Effect.gen(function* () {
+    const files = dataset.splits[name]
+    if (files === undefined) {
+      return yield* new StageError({
+        message: `the dataset has no split "${name}" (it has: ${Object.keys(dataset.splits).join(", ") || "none"})`
+      })
+    }
+    const first = files[0]
+    const schema = first === undefined
+      ? yield* new StageError({ message: `split "${name}" has no files` })
+      : yield* Effect.scoped(Effect.map(openReader(first), (reader) => reader.schema))
+    const bytes = yield* Effect.try({
+      try: () => files.reduce((sum, file) => sum + statSync(file.path).size, 0),
+      catch: (cause) => new StageError({ message: `cannot read split "${name}": ${(cause as Error).message}`, cause })
+    })
+    return {
+      name,
+      schema,
+      rows: files.reduce((sum, file) => sum + file.rows, 0),
+      bytes,
+      files,
+      batches: Stream.flatMap(Stream.fromIterable(files), (file) => fileBatches(file, batchRows))
+    }
+  })
+
+/**
+ * Writes `batches` as split `split`'s Arrow file in `outDir`'s dataset folder, in record
+ * batches of `batchRows` rows. A failure leaves a partial file in the staging folder,
+ * which is thrown away with it.
+ */
+export const writeSplit = (
+  outDir: string,
+  split: string,
+  schema: Schema,
+  batches: Stream.Stream<RecordBatch | Table, StageError>,
+  batchRows: number = DEFAULT_BATCH_ROWS
+): Effect.Effect<SplitFile, StageError, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function* () {
+    const file = yield* splitPath(outDir, split, "")
+    const writer = yield* Effect.acquireRelease(
+      Effect.try({ try: () => IpcFileWriter.create(file, schema, batchRows), catch: (cause) => writeError(cause) }),
+      (writer) => Effect.sync(() => writer.abort())
+    )
+    yield* Stream.runForEach(batches, (batch) => Effect.try({ try: () => writer.write(batch), catch: (cause) => writeError(cause) }))
+    const rows = yield* Effect.try({ try: () => writer.finish(), catch: (cause) => writeError(cause) })
+    return { path: file, rows }
+  }).pipe(Effect.scoped)
+
+const writeError = (cause: unknown) =>
+  new StageError({ message: `cannot write the dataset: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
+
+/** The path of a split's file in the staging folder (made on first use), its name checked. */
+const splitPath = (outDir: string, split: string, suffix: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    if (!/^[A-Za-z0-9_.-]+$/.test(split)) {
+      return yield* new StageError({ message: `invalid split name "${split}": use letters, digits, "_", "-" and "."` })
+    }
+    const dir = path.join(outDir, "dataset")
+    yield* fs.makeDirectory(dir, { recursive: true }).pipe(Effect.mapError(writeError))
+    return path.join(dir, `${split}${suffix}.arrow`)
+  })
+
 /** What a split of an output dataset is made from: a new table, or an input split kept as it is. */
 export type SplitSource = Table | ReadonlyArray<SplitFile>
 
@@ -79,62 +193,129 @@ export type SplitSource = Table | ReadonlyArray<SplitFile>
  */
 export const writeDataset = (outDir: string, splits: Readonly<Record<string, SplitSource>>) =>
   Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
-    const dir = path.join(outDir, "dataset")
-    yield* fs.makeDirectory(dir, { recursive: true })
     const out: Record<string, ReadonlyArray<SplitFile>> = {}
     for (const [split, source] of Object.entries(splits)) {
-      if (!/^[A-Za-z0-9_.-]+$/.test(split)) {
-        return yield* new StageError({ message: `invalid split name "${split}": use letters, digits, "_", "-" and "."` })
-      }
-      if (source instanceof Table) {
-        const file = path.join(dir, `${split}.arrow`)
-        yield* fs.writeFile(file, encodeIpcFile(source))
-        out[split] = [{ path: file, rows: source.numRows }]
-        continue
-      }
-      const files: Array<SplitFile> = []
-      for (const [i, input] of source.entries()) {
-        const file = path.join(dir, source.length === 1 ? `${split}.arrow` : `${split}-${String(i).padStart(5, "0")}.arrow`)
-        yield* fs.link(input.path, file).pipe(Effect.orElse(() => fs.copyFile(input.path, file)))
-        files.push({ path: file, rows: input.rows })
-      }
-      out[split] = files
+      out[split] = source instanceof Table
+        ? [yield* writeSplit(outDir, split, source.schema, Stream.make(source))]
+        : yield* linkSplit(outDir, split, source)
     }
     return { kind: "dataset", splits: out } satisfies DatasetArtifact
-  }).pipe(
-    Effect.catchTag("SystemError", "BadArgument", (cause) =>
-      Effect.fail(new StageError({ message: `cannot write the dataset: ${cause.message}`, cause })))
-  )
+  })
+
+const linkSplit = (outDir: string, split: string, source: ReadonlyArray<SplitFile>) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const files: Array<SplitFile> = []
+    for (const [i, input] of source.entries()) {
+      const file = yield* splitPath(outDir, split, source.length === 1 ? "" : `-${String(i).padStart(5, "0")}`)
+      yield* fs.link(input.path, file).pipe(Effect.orElse(() => fs.copyFile(input.path, file)), Effect.mapError(writeError))
+      files.push({ path: file, rows: input.rows })
+    }
+    return files
+  })
+
+/** A split's new contents: its schema (known before any row) and its rows. */
+export interface SplitResult {
+  readonly schema: Schema
+  readonly batches: Stream.Stream<RecordBatch | Table, StageError>
+  /** Rows per record batch written, when not the stage's batch rows. */
+  readonly batchRows?: number
+}
+
+export interface TransformOptions {
+  /** The splits to transform (all when undefined); the others pass through. */
+  readonly splits: ReadonlyArray<string> | undefined
+  /** Rows per batch read, and per record batch written. */
+  readonly batchRows: number
+  /** How many times the transform reads its input (for progress), 1 unless said. */
+  readonly passes?: (input: SplitInput) => number
+}
 
 /**
- * The common shape of a dataset → dataset transform: apply `transform` to the
- * chosen splits (all when `splits` is undefined) and pass the others through.
+ * The common shape of a dataset → dataset transform: `transform` turns each chosen
+ * split's batches into new ones, written as they come, so that memory is bounded by
+ * the batch size; the other splits pass through. Progress counts the rows read, and
+ * the bytes of Arrow file they amount to.
  */
-export const transformSplits = <P>(
+export const streamSplits = <P, R = never>(
   ctx: StageContext<P>,
-  splits: ReadonlyArray<string> | undefined,
-  transform: (table: Table, split: string) => Effect.Effect<Table, StageError>
+  options: TransformOptions,
+  transform: (input: SplitInput) => Effect.Effect<SplitResult, StageError, R>
 ) =>
   Effect.gen(function* () {
     const dataset = yield* inputDataset(ctx)
     const names = Object.keys(dataset.splits)
-    for (const wanted of splits ?? []) {
+    for (const wanted of options.splits ?? []) {
       if (!names.includes(wanted)) {
         return yield* new StageError({
           message: `split "${wanted}" is not in the input dataset (it has: ${names.join(", ") || "none"})`
         })
       }
     }
-    const out: Record<string, SplitSource> = {}
-    for (const split of names) {
-      if (splits !== undefined && !splits.includes(split)) {
-        out[split] = dataset.splits[split]!
+    const chosen = names.filter((name) => options.splits === undefined || options.splits.includes(name))
+    const inputs = yield* Effect.forEach(chosen, (name) => openSplit(dataset, name, options.batchRows))
+    const passes = inputs.map((input) => options.passes?.(input) ?? 1)
+    const total = { rows: 0, bytes: 0 }
+    inputs.forEach((input, i) => {
+      total.rows += input.rows * passes[i]!
+      total.bytes += input.bytes * passes[i]!
+    })
+    const done = { rows: 0, bytes: 0 }
+    const out: Record<string, ReadonlyArray<SplitFile>> = {}
+    for (const name of names) {
+      const index = chosen.indexOf(name)
+      if (index === -1) {
+        out[name] = yield* linkSplit(ctx.outDir, name, dataset.splits[name]!)
         continue
       }
-      const table = yield* readSplit(dataset, split)
-      out[split] = yield* transform(table, split)
+      const input = inputs[index]!
+      const bytesPerRow = input.rows === 0 ? 0 : input.bytes / input.rows
+      const tracked: SplitInput = {
+        ...input,
+        batches: Stream.tap(input.batches, (batch) => {
+          done.rows += batch.numRows
+          done.bytes += batch.numRows * bytesPerRow
+          return ctx.progress(done.rows, total.rows, "rows", { done: done.bytes, total: total.bytes })
+        })
+      }
+      const result = yield* transform(tracked)
+      out[name] = [yield* writeSplit(ctx.outDir, name, result.schema, result.batches, result.batchRows ?? options.batchRows)]
     }
-    return yield* writeDataset(ctx.outDir, out)
+    return { kind: "dataset", splits: out } satisfies DatasetArtifact
   })
+
+/**
+ * A transform applied to each batch of each chosen split (a plug-in's simplest
+ * shape): `f` gets a batch of at most `batchRows` rows as a table and returns its
+ * new rows. Its output schema is what `f` gives for the split's first batch (an empty
+ * one for an empty split); every batch must give the same.
+ */
+export const mapBatches = <P>(
+  ctx: StageContext<P>,
+  options: Omit<TransformOptions, "passes">,
+  f: (batch: Table, split: string) => Effect.Effect<Table, StageError>
+) =>
+  streamSplits(ctx, options, (input) =>
+    Effect.gen(function* () {
+      const first = yield* Effect.map(Stream.runHead(input.batches), Option.map((batch) => new Table(input.schema, [batch])))
+      const head = yield* f(Option.getOrElse(first, () => new Table(input.schema, [])), input.name)
+      const rest = Stream.mapEffect(Stream.drop(input.batches, 1), (batch) => f(new Table(input.schema, [batch]), input.name))
+      return { schema: head.schema, batches: Option.isSome(first) ? Stream.concat(Stream.make(head), rest) : Stream.empty }
+    }))
+
+/**
+ * The whole-split form, for a transform that needs every row at once (a
+ * deduplication, a split-level statistic): each chosen split is read into memory,
+ * so it suits splits that fit there. Prefer `mapBatches` or `streamSplits`.
+ */
+export const transformSplits = <P>(
+  ctx: StageContext<P>,
+  splits: ReadonlyArray<string> | undefined,
+  transform: (table: Table, split: string) => Effect.Effect<Table, StageError>
+) =>
+  streamSplits(ctx, { splits, batchRows: DEFAULT_BATCH_ROWS }, (input) =>
+    Effect.gen(function* () {
+      const table = yield* readSplit({ kind: "dataset", splits: { [input.name]: input.files } }, input.name)
+      const result = yield* transform(table, input.name)
+      return { schema: result.schema, batches: Stream.make(result) }
+    }))

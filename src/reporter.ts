@@ -6,10 +6,19 @@ import { MultiBar, Presets, type SingleBar } from "cli-progress"
 import { Context, Effect, Layer } from "effect"
 import { rowCount } from "./artifact.ts"
 import type { StageOutcome } from "./events.ts"
+import type { ByteProgress } from "./stage.ts"
+
+/** Where a running stage stands. */
+export interface Progress {
+  readonly done: number
+  readonly total: number
+  readonly unit: string
+  readonly bytes?: ByteProgress
+}
 
 export interface ReporterService {
   readonly started: (id: string, reason: string) => Effect.Effect<void>
-  readonly progress: (id: string, done: number, total: number, unit: string) => Effect.Effect<void>
+  readonly progress: (id: string, progress: Progress) => Effect.Effect<void>
   readonly log: (id: string, message: string) => Effect.Effect<void>
   readonly finished: (outcome: StageOutcome) => Effect.Effect<void>
   readonly close: Effect.Effect<void>
@@ -44,18 +53,57 @@ const summarize = (outputs: Extract<StageOutcome, { outputs: unknown }>["outputs
   return parts.length > 0 ? ` → ${parts.join("; ")}` : ""
 }
 
+const BYTE_UNITS = ["B", "kB", "MB", "GB", "TB"]
+
+/** Bytes in decimal units, as `du --si` and download tools print them. */
+export const formatBytes = (bytes: number): string => {
+  let value = bytes
+  let unit = 0
+  while (value >= 1000 && unit < BYTE_UNITS.length - 1) {
+    value /= 1000
+    unit++
+  }
+  return `${unit === 0 ? Math.round(value) : value.toFixed(value < 10 ? 2 : 1)} ${BYTE_UNITS[unit]}`
+}
+
+const duration = (seconds: number): string => {
+  const s = Math.round(seconds)
+  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s` : `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`
+}
+
+/** The bytes read, the rate and (unless the bar shows its own) the time left, since the stage started. */
+const byteDetail = (progress: Progress, elapsedSeconds: number, eta = true): string => {
+  const { bytes } = progress
+  if (bytes === undefined) return ""
+  const read = `${formatBytes(bytes.done)} of ${formatBytes(bytes.total)}`
+  // A rate over less than a second says little.
+  if (elapsedSeconds < 1 || bytes.done === 0) return read
+  const rate = bytes.done / elapsedSeconds
+  return `${read}, ${formatBytes(rate)}/s${eta ? `, ETA ${duration((bytes.total - bytes.done) / rate)}` : ""}`
+}
+
 /** Plain lines: one per event, progress at most every 10% or 5 s per stage. */
 const plain = (write: (line: string) => void): ReporterService => {
   const lastShown = new Map<string, { fraction: number; at: number }>()
+  const startedAt = new Map<string, number>()
   return {
-    started: (id, reason) => Effect.sync(() => write(`▶ ${id}: running (${reason})`)),
-    progress: (id, done, total, unit) =>
+    started: (id, reason) =>
       Effect.sync(() => {
+        startedAt.set(id, Date.now())
+        write(`▶ ${id}: running (${reason})`)
+      }),
+    progress: (id, progress) =>
+      Effect.sync(() => {
+        const { done, total, unit } = progress
+        const now = Date.now()
+        const since = startedAt.get(id) ?? now
+        startedAt.set(id, since)
         const fraction = total > 0 ? done / total : 0
-        const last = lastShown.get(id) ?? { fraction: 0, at: Date.now() }
-        if (fraction - last.fraction >= 0.1 || Date.now() - last.at >= 5000 || (done === total && last.fraction < 1)) {
-          lastShown.set(id, { fraction, at: Date.now() })
-          write(`  ${id}: ${done}/${total} ${unit}`)
+        const last = lastShown.get(id) ?? { fraction: 0, at: now }
+        if (fraction - last.fraction >= 0.1 || now - last.at >= 5000 || (done === total && last.fraction < 1)) {
+          lastShown.set(id, { fraction, at: now })
+          const detail = byteDetail(progress, (now - since) / 1000)
+          write(`  ${id}: ${done}/${total} ${unit}${detail === "" ? "" : ` (${detail})`}`)
         }
       }),
     log: (id, message) => Effect.sync(() => write(`  ${id}: ${message}`)),
@@ -66,21 +114,31 @@ const plain = (write: (line: string) => void): ReporterService => {
 
 const tty = (stream: NodeJS.WriteStream): ReporterService => {
   const multi = new MultiBar(
-    { stream, format: " {bar} {stage} {value}/{total} {unit} | {eta_formatted}", hideCursor: true, clearOnComplete: true, etaBuffer: 20 },
+    { stream, format: " {bar} {stage} {value}/{total} {unit}{bytes} | {eta_formatted}", hideCursor: true, clearOnComplete: true, etaBuffer: 20 },
     Presets.shades_classic
   )
   const bars = new Map<string, SingleBar>()
+  const startedAt = new Map<string, number>()
   // MultiBar.log only flushes on a redraw: with no bar on screen, write directly.
   const line = (text: string) => (bars.size > 0 ? multi.log(`${text}\n`) : stream.write(`${text}\n`))
   return {
-    started: (id, reason) => Effect.sync(() => line(`▶ ${id}: running (${reason})`)),
-    progress: (id, done, total, unit) =>
+    started: (id, reason) =>
       Effect.sync(() => {
+        startedAt.set(id, Date.now())
+        line(`▶ ${id}: running (${reason})`)
+      }),
+    progress: (id, progress) =>
+      Effect.sync(() => {
+        const { done, total, unit, bytes } = progress
+        const now = Date.now()
+        const since = startedAt.get(id) ?? now
+        startedAt.set(id, since)
+        const payload = { unit, bytes: bytes === undefined ? "" : ` | ${byteDetail(progress, (now - since) / 1000, false)}` }
         const bar = bars.get(id)
-        if (bar === undefined) bars.set(id, multi.create(total, done, { stage: id, unit }))
+        if (bar === undefined) bars.set(id, multi.create(total, done, { stage: id, ...payload }))
         else {
           bar.setTotal(total)
-          bar.update(done, { unit })
+          bar.update(done, payload)
         }
       }),
     log: (id, message) => Effect.sync(() => line(`  ${id}: ${message}`)),

@@ -233,7 +233,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
             baseDir: pipeline.spec.baseDir,
             outDir,
             workDir,
-            progress: (doneUnits, total, unit = "rows") => reporter.progress(stage.id, doneUnits, total, unit),
+            progress: (doneUnits, total, unit = "rows", bytes) => reporter.progress(stage.id, { done: doneUnits, total, unit, ...(bytes && { bytes }) }),
             log: (message) => reporter.log(stage.id, message),
             cachedPart: cachedPart(stage, material, parts, options.force.includes(stage.id))
           }

@@ -17,6 +17,12 @@ export interface Upstream {
   readonly metrics: Metrics
 }
 
+/** Bytes read of those there are to read. */
+export interface ByteProgress {
+  readonly done: number
+  readonly total: number
+}
+
 /** What a stage run may read and where it writes. */
 export interface StageContext<P> {
   /** The stage's id in the pipeline file. */
@@ -34,8 +40,11 @@ export interface StageContext<P> {
    * It is removed once the stage's entry is committed.
    */
   readonly workDir: string
-  /** Reports progress (`done` of `total` units, such as rows or steps). */
-  readonly progress: (done: number, total: number, unit?: string) => Effect.Effect<void>
+  /**
+   * Reports progress (`done` of `total` units, such as rows or steps), and for stages
+   * that stream data, the bytes read so far: the reporter shows both, the rate and an ETA.
+   */
+  readonly progress: (done: number, total: number, unit?: string, bytes?: ByteProgress) => Effect.Effect<void>
   /** A line for the human log (stderr). */
   readonly log: (message: string) => Effect.Effect<void>
   /**
