@@ -23,8 +23,7 @@ import { examplesTable, type ModelSummary, summaryTable } from "../src/eval/tabl
 import { disposeModel } from "../src/model/qwen2.ts"
 import { localModelFiles, modelRevision, resolveModelDir } from "../src/model/source.ts"
 import { defineStage, type StageContext } from "../src/stage.ts"
-import type { Example } from "../src/train/collate.ts"
-import { loadExamples } from "../src/train/data.ts"
+import { examplesOf, openExamples } from "../src/train/data.ts"
 import { parseTemplate } from "../src/template.ts"
 
 const METRICS = ["loss", "perplexity", "accuracy"] as const
@@ -119,9 +118,9 @@ const evaluationData = (ctx: StageContext<Params>, wanted: ReadonlySet<Metric>) 
     const { params } = ctx
     const dataset = yield* inputDataset(ctx)
     const wantLoss = wanted.has("loss") || wanted.has("perplexity")
-    const lossExamples: ReadonlyArray<Example> = wantLoss
-      ? (yield* loadExamples(dataset, params.split)).slice(0, params.loss_limit ?? Infinity)
-      : []
+    const lossExamples = wantLoss
+      ? (yield* openExamples(dataset, params.split)).take(params.loss_limit ?? Infinity)
+      : examplesOf([])
     if (wantLoss && lossExamples.length === 0) return yield* new StageError({ message: `split "${params.split}" has no examples to compute the loss on` })
     if (!wanted.has("accuracy")) return { lossExamples, questions: undefined, references: [] }
     const table = yield* readSplit(dataset, params.split)
@@ -215,5 +214,5 @@ export default defineStage({
       outputs: { dataset },
       metrics: { ...metricsOf(summaries[0]!, ""), ...(summaries[1] === undefined ? {} : metricsOf(summaries[1], "base_")) }
     }
-  })
+  }, Effect.scoped) // the split's files stay open for the loss until the stage ends
 })

@@ -3,14 +3,14 @@
  * predicates cover the tutorial (`max_length: { column: input_ids, max: 512 }`);
  * `where` takes a Jexl expression over the row's columns for anything else.
  */
-import type { Table } from "apache-arrow"
-import { Effect, Either, Schema } from "effect"
+import { type RecordBatch, type Schema as ArrowSchema, Table } from "apache-arrow"
+import { Effect, Either, Schema, Stream } from "effect"
 import { takeRows } from "../src/arrow.ts"
-import { transformSplits } from "../src/dataset.ts"
+import { streamSplits } from "../src/dataset.ts"
 import { StageError } from "../src/errors.ts"
 import { compilePredicate, type RowPredicate } from "../src/expression.ts"
 import { defineStage } from "../src/stage.ts"
-import { Splits } from "./common.ts"
+import { batchSize, Splits } from "./common.ts"
 
 const Expression = Schema.String.pipe(
   Schema.filter((source) => Either.match(compilePredicate(source), { onLeft: (why) => `invalid expression: ${why}`, onRight: () => true }))
@@ -23,7 +23,8 @@ const Params = Schema.Struct({
   max_length: Schema.optional(Schema.Struct({ column: Schema.String, max: Length })).annotations({ description: "Keep rows whose column (string or list) has at most `max` items" }),
   min_length: Schema.optional(Schema.Struct({ column: Schema.String, min: Length })).annotations({ description: "Keep rows whose column has at least `min` items" }),
   non_empty: Schema.optional(Schema.Array(Schema.String)).annotations({ description: "Columns that must be non-null and non-empty" }),
-  splits: Splits
+  splits: Splits,
+  batch_size: batchSize()
 }).pipe(
   Schema.filter((p) =>
     p.where !== undefined || p.max_length !== undefined || p.min_length !== undefined || p.non_empty !== undefined ||
@@ -38,22 +39,32 @@ const lengthAt = (table: Table, column: string, row: number): number => {
   return value === null || value === undefined ? 0 : typeof value === "string" ? value.length : value.length ?? 0
 }
 
-const requireColumns = (table: Table, split: string, columns: ReadonlyArray<string>) => {
-  const present = table.schema.fields.map((f) => f.name)
+const requireColumns = (schema: ArrowSchema, split: string, columns: ReadonlyArray<string>) => {
+  const present = schema.fields.map((f) => f.name)
   const missing = columns.filter((c) => !present.includes(c))
   return missing.length === 0
     ? Effect.void
     : Effect.fail(new StageError({ message: `split "${split}" has no column ${missing.map((c) => `"${c}"`).join(", ")} (columns: ${present.join(", ")})` }))
 }
 
-const keepIndices = (table: Table, params: Params, where: RowPredicate | undefined): Int32Array => {
+/** The rows of `batch` that pass; `firstRow` is its first row's number in the split, for errors. */
+const keepIndices = (batch: RecordBatch, params: Params, where: RowPredicate | undefined, firstRow: number): Int32Array => {
+  const table = new Table(batch.schema, [batch])
   const keep = new Int32Array(table.numRows)
   let kept = 0
   for (let i = 0; i < table.numRows; i++) {
     if (params.max_length && lengthAt(table, params.max_length.column, i) > params.max_length.max) continue
     if (params.min_length && lengthAt(table, params.min_length.column, i) < params.min_length.min) continue
     if (params.non_empty && params.non_empty.some((c) => lengthAt(table, c, i) === 0)) continue
-    if (where && !where(table.get(i) as unknown as Record<string, unknown>)) continue
+    if (where) {
+      let pass: boolean
+      try {
+        pass = where(table.get(i) as unknown as Record<string, unknown>)
+      } catch (error) {
+        throw new Error(`row ${firstRow + i + 1}: ${(error as Error).message}`)
+      }
+      if (!pass) continue
+    }
     keep[kept++] = i
   }
   return keep.subarray(0, kept)
@@ -71,21 +82,34 @@ export default defineStage({
       const params = ctx.params
       const where = params.where === undefined ? undefined : Either.getOrThrow(compilePredicate(params.where))
       const metrics: Record<string, number> = {}
-      const dataset = yield* transformSplits(ctx, params.splits, (table, split) =>
+      const dataset = yield* streamSplits(ctx, { splits: params.splits, batchRows: params.batch_size }, (input) =>
         Effect.gen(function* () {
-          yield* requireColumns(table, split, [
+          const split = input.name
+          yield* requireColumns(input.schema, split, [
             ...(params.max_length ? [params.max_length.column] : []),
             ...(params.min_length ? [params.min_length.column] : []),
             ...(params.non_empty ?? [])
           ])
-          const kept = yield* Effect.try({
-            try: () => keepIndices(table, params, where),
-            catch: (e) => new StageError({ message: `the where expression failed on split "${split}": ${(e as Error).message}` })
-          })
-          metrics[`${split}.rows_in`] = table.numRows
-          metrics[`${split}.rows_out`] = kept.length
-          yield* ctx.log(`${split}: ${table.numRows} → ${kept.length} rows`)
-          return takeRows(table, kept)
+          let rowsIn = 0
+          let rowsOut = 0
+          const batches = input.batches.pipe(
+            Stream.mapEffect((batch) =>
+              Effect.try({
+                try: () => {
+                  const kept = keepIndices(batch, params, where, rowsIn)
+                  rowsIn += batch.numRows
+                  rowsOut += kept.length
+                  return takeRows(new Table(batch.schema, [batch]), kept)
+                },
+                catch: (e) => new StageError({ message: `the where expression failed on split "${split}", ${(e as Error).message}` })
+              })),
+            Stream.concat(Stream.execute(Effect.suspend(() => {
+              metrics[`${split}.rows_in`] = rowsIn
+              metrics[`${split}.rows_out`] = rowsOut
+              return ctx.log(`${split}: ${rowsIn} → ${rowsOut} rows`)
+            })))
+          )
+          return { schema: input.schema, batches }
         }))
       return { outputs: { dataset }, metrics }
     })

@@ -1,13 +1,29 @@
 /**
  * `select`: the first N rows of each chosen split, like the tutorial's optional
- * `train_dataset.select(range(2000))`. A quick way to try a pipeline end to end.
+ * `train_dataset.select(range(2000))`. A quick way to try a pipeline end to end. It
+ * reads only as far as the rows it keeps.
  */
-import { Effect, Schema } from "effect"
-import { transformSplits } from "../src/dataset.ts"
+import type { RecordBatch } from "apache-arrow"
+import { Effect, Schema, Stream } from "effect"
+import { streamSplits } from "../src/dataset.ts"
 import { defineStage } from "../src/stage.ts"
-import { Splits } from "./common.ts"
+import { batchSize, Splits } from "./common.ts"
 
 const Count = Schema.Int.pipe(Schema.nonNegative())
+
+/** The rows [start, end) of a stream of batches, read no further than `end`. */
+const rowRange = <E>(batches: Stream.Stream<RecordBatch, E>, start: number, end: number): Stream.Stream<RecordBatch, E> => {
+  let first = 0
+  return batches.pipe(
+    Stream.takeWhile(() => first < end),
+    Stream.map((batch) => {
+      const from = Math.min(batch.numRows, Math.max(0, start - first))
+      const to = Math.min(batch.numRows, end - first)
+      first += batch.numRows
+      return from === 0 && to === batch.numRows ? batch : batch.slice(from, Math.max(from, to))
+    })
+  )
+}
 
 export default defineStage({
   name: "select",
@@ -18,7 +34,8 @@ export default defineStage({
       description: "Rows to keep: one number for every split, or a map such as { train: 2000, test: 1000 }"
     }),
     offset: Schema.optionalWith(Count, { default: () => 0 }).annotations({ description: "Rows to skip first" }),
-    splits: Splits
+    splits: Splits,
+    batch_size: batchSize()
   }),
   accepts: { kinds: ["dataset"], min: 1, max: 1 },
   produces: ["dataset"],
@@ -26,9 +43,9 @@ export default defineStage({
     Effect.gen(function* () {
       const { rows, offset } = ctx.params
       const chosen = ctx.params.splits ?? (typeof rows === "number" ? undefined : Object.keys(rows))
-      const dataset = yield* transformSplits(ctx, chosen, (table, split) => {
-        const count = typeof rows === "number" ? rows : rows[split] ?? table.numRows
-        return Effect.succeed(table.slice(Math.min(offset, table.numRows), Math.min(offset + count, table.numRows)))
+      const dataset = yield* streamSplits(ctx, { splits: chosen, batchRows: ctx.params.batch_size }, (input) => {
+        const count = typeof rows === "number" ? rows : rows[input.name] ?? input.rows
+        return Effect.succeed({ schema: input.schema, batches: rowRange(input.batches, offset, offset + count) })
       })
       return { outputs: { dataset } }
     })

@@ -1,14 +1,14 @@
 /**
  * `shuffle`: a seeded permutation of each chosen split, identical to Hugging Face
  * datasets' `Dataset.shuffle(seed=S)` (numpy's `default_rng(S).permutation(n)`),
- * so the same seed gives the same order here, in Python, on any machine.
+ * so the same seed gives the same order here, in Python, on any machine. A split
+ * larger than memory is gathered in passes (src/shuffle.ts), in the same order.
  */
 import { Effect, Schema } from "effect"
-import { takeRows } from "../src/arrow.ts"
-import { transformSplits } from "../src/dataset.ts"
-import { permutation } from "../src/random.ts"
+import { streamSplits } from "../src/dataset.ts"
+import { shuffledBatches, shufflePasses } from "../src/shuffle.ts"
 import { defineStage } from "../src/stage.ts"
-import { Splits } from "./common.ts"
+import { batchSize, Splits } from "./common.ts"
 
 export default defineStage({
   name: "shuffle",
@@ -18,14 +18,16 @@ export default defineStage({
     seed: Schema.optionalWith(Schema.Int.pipe(Schema.nonNegative()), { default: () => 42 }).annotations({
       description: "The permutation seed (numpy default_rng semantics, as Hugging Face datasets)"
     }),
-    splits: Splits
+    splits: Splits,
+    batch_size: batchSize()
   }),
   accepts: { kinds: ["dataset"], min: 1, max: 1 },
   produces: ["dataset"],
   run: (ctx) =>
     Effect.gen(function* () {
-      const dataset = yield* transformSplits(ctx, ctx.params.splits, (table) =>
-        Effect.sync(() => takeRows(table, permutation(table.numRows, ctx.params.seed))))
+      const { seed, splits, batch_size } = ctx.params
+      const dataset = yield* streamSplits(ctx, { splits, batchRows: batch_size, passes: (input) => shufflePasses(input) }, (input) =>
+        Effect.succeed({ schema: input.schema, batches: shuffledBatches(input, seed) }))
       return { outputs: { dataset } }
     })
 })

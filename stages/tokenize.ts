@@ -7,14 +7,16 @@
  * `chat_template` wraps the pair in the tokenizer's chat format, and `text` tokenizes
  * plain documents for continued pre-training, optionally packed into fixed-length blocks.
  */
-import { type Data, DataType, Field, Int32, makeData, RecordBatch, Schema as ArrowSchema, Struct, Table } from "apache-arrow"
-import { Effect, Either, Schema } from "effect"
+import { type Data, DataType, Field, Int32, makeData, RecordBatch, Schema as ArrowSchema, Struct } from "apache-arrow"
+import { Effect, Either, Schema, Stream } from "effect"
 import { int32ListVector, toPlain } from "../src/arrow.ts"
-import { inputDataset, transformSplits } from "../src/dataset.ts"
+import { DEFAULT_BATCH_ROWS } from "../src/arrow-file.ts"
+import { inputDataset, streamSplits } from "../src/dataset.ts"
 import { StageError } from "../src/errors.ts"
 import { defineStage } from "../src/stage.ts"
 import { availableParallelism } from "node:os"
 import { chatTurns, fileList, loadTokenizer, resolveTokenizerDir, type Tokenizer, type TokenizerError, tokenizerFiles, tokenizerRevision, tokenizerSource } from "../src/tokenizer.ts"
+import { BlockPacker } from "../src/tokenizer/pack.ts"
 import { encodePool } from "../src/tokenizer/pool.ts"
 import { IGNORE_INDEX } from "../src/constants.ts"
 import { Splits } from "./common.ts"
@@ -61,7 +63,7 @@ const Params = Schema.Struct({
     )
   })),
   splits: Splits,
-  batch_size: Schema.optionalWith(positiveInt("Rows tokenized between progress reports, and per output record batch (default 1000)"), {
+  batch_size: Schema.optionalWith(positiveInt("Rows tokenized at a time, and per output record batch (default 1000; packed blocks are written 16,384 to a record batch)"), {
     default: () => 1000
   }),
   workers: Schema.optional(positiveInt(
@@ -237,22 +239,8 @@ const exampleBatch = (schema: ArrowSchema, examples: ReadonlyArray<Example>, kee
   return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length, nullCount: 0, children }))
 }
 
-/** Concatenates the documents' ids and cuts them into whole blocks, as run_clm.py's group_texts does. */
-const packBlocks = (documents: ReadonlyArray<Int32Array>, tokens: number, blockSize: number): ReadonlyArray<Example> => {
-  const all = new Int32Array(tokens)
-  let at = 0
-  for (const document of documents) {
-    all.set(document, at)
-    at += document.length
-  }
-  return Array.from({ length: Math.floor(tokens / blockSize) }, (_, i) => {
-    const block = all.subarray(i * blockSize, (i + 1) * blockSize)
-    return { inputIds: block, labels: block }
-  })
-}
-
-const requireColumns = (table: Table, split: string, params: Params) => {
-  const fields = new Map(table.schema.fields.map((f) => [f.name, f]))
+const requireColumns = (schema: ArrowSchema, split: string, params: Params) => {
+  const fields = new Map(schema.fields.map((f) => [f.name, f]))
   const textColumns = [params.prompt, params.completion, params.text].filter((c): c is string => c !== undefined)
   const templateColumns = params.template === undefined
     ? []
@@ -316,57 +304,51 @@ export default defineStage({
         : Effect.mapError(pool.encode(texts), (e) => new StageError({ message: e.message }))
     if (pool !== undefined) yield* ctx.log(`tokenizing on this thread and ${pool.size} worker${pool.size === 1 ? "" : "s"}`)
     const encode = makeEncoder(params, tokenizer, eos, encodeTexts)
-    let done = 0
     const metrics: Record<string, number> = {}
 
-    const dataset = yield* transformSplits(ctx, params.splits, (table, split) =>
+    const dataset = yield* streamSplits(ctx, { splits: params.splits, batchRows: params.batch_size }, (input) =>
       Effect.gen(function* () {
-        const keepFields = yield* requireColumns(table, split, params)
+        const split = input.name
+        const keepFields = yield* requireColumns(input.schema, split, params)
         const schema = outputSchema(keepFields)
-        const batches: Array<RecordBatch> = []
-        const documents: Array<Int32Array> = []
         const stats: Stats = { rows: 0, tokens: 0, maxLength: 0 }
-        const slices: Array<{ readonly slice: RecordBatch; readonly firstRow: number }> = []
-        let firstRow = 0
-        for (const inputBatch of table.batches) {
-          for (let start = 0; start < inputBatch.numRows; start += params.batch_size) {
-            const slice = inputBatch.slice(start, Math.min(inputBatch.numRows, start + params.batch_size))
-            slices.push({ slice, firstRow })
-            firstRow += slice.numRows
-          }
-        }
-        // In order, however many are in flight: two per worker keeps each one busy.
-        const encoded = yield* Effect.forEach(slices, ({ slice, firstRow }) =>
-          encode(slice, { split, firstRow }).pipe(Effect.tap((examples) => {
-            done += examples.length
-            return ctx.progress(done, total, "rows")
-          })), { concurrency: pool === undefined ? 1 : 2 * pool.size })
-        encoded.forEach((examples, i) => {
-          for (const example of examples) {
-            stats.tokens += example.inputIds.length
-            stats.maxLength = Math.max(stats.maxLength, example.inputIds.length)
-          }
-          stats.rows += examples.length
-          const slice = slices[i]!.slice
-          if (params.pack !== undefined) for (const example of examples) documents.push(example.inputIds)
-          else batches.push(exampleBatch(schema, examples, keepFields.map((f) => slice.getChild(f.name)!.data[0]!)))
-        })
-        metrics[`${split}.rows`] = stats.rows
-        metrics[`${split}.tokens`] = stats.tokens
-        if (params.pack === undefined) {
-          metrics[`${split}.max_length`] = stats.maxLength
-          yield* ctx.log(
-            `${split}: ${stats.rows} rows, ${stats.tokens} tokens (max ${stats.maxLength}, mean ${(stats.tokens / Math.max(1, stats.rows)).toFixed(1)})`
-          )
-          return new Table(schema, batches)
-        }
-        const blockSize = params.pack.block_size
-        const blocks = packBlocks(documents, stats.tokens, blockSize)
-        metrics[`${split}.blocks`] = blocks.length
-        yield* ctx.log(
-          `${split}: ${stats.rows} documents, ${stats.tokens} tokens → ${blocks.length} blocks of ${blockSize} (the last ${stats.tokens % blockSize} tokens dropped)`
+        const packer = params.pack === undefined ? undefined : new BlockPacker(params.pack.block_size)
+        const blocks = { count: 0 }
+        const batches = input.batches.pipe(
+          Stream.mapAccum(0, (firstRow, slice) => [firstRow + slice.numRows, { slice, firstRow }] as const),
+          // In order, however many are in flight: two per worker keeps each one busy.
+          Stream.mapEffect(({ slice, firstRow }) => Effect.map(encode(slice, { split, firstRow }), (examples) => ({ slice, examples })), {
+            concurrency: pool === undefined ? 1 : 2 * pool.size
+          }),
+          // Then one at a time, in order: the packer carries tokens from batch to batch.
+          Stream.map(({ slice, examples }) => {
+            for (const example of examples) {
+              stats.tokens += example.inputIds.length
+              stats.maxLength = Math.max(stats.maxLength, example.inputIds.length)
+            }
+            stats.rows += examples.length
+            if (packer === undefined) return exampleBatch(schema, examples, keepFields.map((f) => slice.getChild(f.name)!.data[0]!))
+            const packed = packer.push(examples.map((e) => e.inputIds)).map((block) => ({ inputIds: block, labels: block }))
+            blocks.count += packed.length
+            return exampleBatch(schema, packed, [])
+          }),
+          Stream.concat(Stream.execute(Effect.suspend(() => {
+            metrics[`${split}.rows`] = stats.rows
+            metrics[`${split}.tokens`] = stats.tokens
+            if (packer === undefined) {
+              metrics[`${split}.max_length`] = stats.maxLength
+              return ctx.log(
+                `${split}: ${stats.rows} rows, ${stats.tokens} tokens (max ${stats.maxLength}, mean ${(stats.tokens / Math.max(1, stats.rows)).toFixed(1)})`
+              )
+            }
+            metrics[`${split}.blocks`] = blocks.count
+            return ctx.log(
+              `${split}: ${stats.rows} documents, ${stats.tokens} tokens → ${blocks.count} blocks of ${packer.blockSize} (the last ${packer.leftover} tokens dropped)`
+            )
+          })))
         )
-        return new Table(schema, blocks.length === 0 ? [] : [exampleBatch(schema, blocks, [])])
+        // Packed blocks are as many record batches of 16,384 rows as before batches streamed.
+        return { schema, batches, ...(packer !== undefined && { batchRows: DEFAULT_BATCH_ROWS }) }
       }))
     return { outputs: { dataset }, metrics }
   }, Effect.scoped) // the worker pool stops with the stage

@@ -17,7 +17,7 @@ import { padTokenId } from "../src/model/config.ts"
 import { localModelFiles, modelRevision } from "../src/model/source.ts"
 import { defineStage, type StageContext } from "../src/stage.ts"
 import { inputDataset } from "../src/dataset.ts"
-import { loadExamples } from "../src/train/data.ts"
+import { openExamples } from "../src/train/data.ts"
 import { trainSession } from "../src/train/session.ts"
 import { resolveStart } from "../src/train/setup.ts"
 import { bestModelProblem, Count, Lora, Positive, toArgs, trainingFields, withDefault } from "../src/train/params.ts"
@@ -91,7 +91,7 @@ const splitOf = (ctx: StageContext<Params>, split: string) =>
     const dataset = yield* inputDataset(ctx).pipe(
       Effect.mapError((e) => new StageError({ message: `train needs one tokenized dataset in \`needs\`: ${e.message}` }))
     )
-    return dataset.splits[split] === undefined ? undefined : yield* loadExamples(dataset, split)
+    return dataset.splits[split] === undefined ? undefined : yield* openExamples(dataset, split)
   })
 
 const modelParams = (p: Params) => [p.model, p.adapter].filter((m): m is string => m !== undefined)
@@ -117,7 +117,7 @@ export default defineStage({
     }
     const start = yield* resolveStart(ctx)
     const { config } = start.base
-    const fit = { adapter: start.adapter?.plan, batchSize: ctx.params.batch_size, seqLen: Math.max(...train.map((e) => e.inputIds.length)) }
+    const fit = { adapter: start.adapter?.plan, batchSize: ctx.params.batch_size, seqLen: train.maxLength }
     yield* checkTrainingFit(config, backend.name, fit).pipe(Effect.mapError((e) => new StageError({ message: e.message })))
     const args = toArgs(ctx.params, ctx.params.neftune_noise_alpha)
     const data = { train, eval: yield* splitOf(ctx, ctx.params.eval_split), padId: padTokenId(config) }
@@ -134,5 +134,5 @@ export default defineStage({
       log: ctx.log,
       progress: ctx.progress
     })
-  }, (effect) => Effect.catchTag(effect, "SystemError", "BadArgument", (e) => Effect.fail(new StageError({ message: e.message }))))
+  }, Effect.scoped, (effect) => Effect.catchTag(effect, "SystemError", "BadArgument", (e) => Effect.fail(new StageError({ message: e.message }))))
 })
