@@ -8,6 +8,7 @@ import { Effect } from "effect"
 import { StageError } from "../errors.ts"
 import type { Qwen2 } from "../model/qwen2.ts"
 import type { Example } from "../train/collate.ts"
+import type { Rows } from "../train/data.ts"
 import { evalLoss, scoreWith } from "../train/evaluation.ts"
 
 export interface LossResult {
@@ -19,9 +20,9 @@ export interface LossResult {
 }
 
 /** Fails clearly when the data was tokenized with a bigger vocabulary than the model has. */
-export const requireIdsInVocabulary = (examples: ReadonlyArray<Example>, vocabSize: number, model: string) => {
+export const requireIdsInVocabulary = (examples: Rows<Example>, vocabSize: number, model: string) => {
   let max = -1
-  for (const example of examples) for (const id of example.inputIds) if (id > max) max = id
+  for (let i = 0; i < examples.length; i++) for (const id of examples.at(i)!.inputIds) if (id > max) max = id
   return max < vocabSize
     ? Effect.void
     : Effect.fail(new StageError({
@@ -31,7 +32,7 @@ export const requireIdsInVocabulary = (examples: ReadonlyArray<Example>, vocabSi
 
 export const evaluationLoss = Effect.fn("Evaluate.loss")(function* (
   model: Qwen2,
-  examples: ReadonlyArray<Example>,
+  examples: Rows<Example>,
   options: { readonly batchSize: number; readonly padTokenId: number },
   onBatch?: (done: number, total: number) => Effect.Effect<void>
 ) {

@@ -11,6 +11,7 @@ import { StageError } from "../errors.ts"
 import { causalLmLoss } from "../model/loss.ts"
 import type { Qwen2 } from "../model/qwen2.ts"
 import { type Batch, collate, type Example } from "./collate.ts"
+import type { Rows } from "./data.ts"
 
 /** How a model scores one collated batch: the mean loss over its label tokens. */
 export type BatchScorer = (batch: Batch) => number
@@ -39,7 +40,7 @@ export interface EvalLoss {
 
 export const evalLoss = (
   score: BatchScorer,
-  examples: ReadonlyArray<Example>,
+  examples: Rows<Example>,
   options: { readonly batchSize: number; readonly padTokenId: number },
   onBatch: (done: number, total: number) => Effect.Effect<void> = () => Effect.void
 ): Effect.Effect<EvalLoss, StageError> =>
@@ -47,7 +48,7 @@ export const evalLoss = (
     let weighted = 0
     let counted = 0
     for (let start = 0; start < examples.length; start += options.batchSize) {
-      const batch = examples.slice(start, start + options.batchSize)
+      const batch = Array.from({ length: Math.min(options.batchSize, examples.length - start) }, (_, i) => examples.at(start + i)!)
       const loss = yield* Effect.try({
         try: () => batchLoss(score, batch, options.padTokenId),
         catch: (cause) => new StageError({ message: `the loss failed: ${cause instanceof Error ? cause.message : String(cause)}`, cause })

@@ -26,7 +26,7 @@ import { lossAndGrads, trainableNames } from "../model/loss.ts"
 import type { Qwen2 } from "../model/qwen2.ts"
 import { AdamW, clipCoefficient, decays, squaredNorm } from "./adamw.ts"
 import { type Batch, collate, type Example } from "./collate.ts"
-import { microBatch, microBatchesPerEpoch } from "./data.ts"
+import { microBatch, microBatchesPerEpoch, type Rows } from "./data.ts"
 import { evalLoss } from "./evaluation.ts"
 import type { LayerwiseModel, UpdateOptions, UpdateResult } from "./layerwise.ts"
 import { lrMultiplier, type SchedulerKind, totalSteps, updatesPerEpoch, warmupStepsFor } from "./schedule.ts"
@@ -114,7 +114,7 @@ export interface Objective {
 export const supervised = (
   model: LayerwiseModel,
   optimizer: AdamW,
-  data: { readonly train: ReadonlyArray<Example>; readonly eval: ReadonlyArray<Example> | undefined; readonly padId: number },
+  data: { readonly train: Rows<Example>; readonly eval: Rows<Example> | undefined; readonly padId: number },
   args: TrainingArguments
 ): Objective => {
   const orders = new Map<number, Uint32Array>()
