@@ -19,7 +19,7 @@ import { AsyncByteQueue } from "apache-arrow/io/stream"
 import { Footer } from "apache-arrow/ipc/metadata/file"
 import { compareSchemas } from "apache-arrow/visitor/typecomparator"
 import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs"
-import { concatRows } from "./arrow.ts"
+import { concatBatches } from "./arrow-concat.ts"
 
 /** Writes what apache-arrow's writer produces straight to a file descriptor. */
 class FileSink extends AsyncByteQueue {
@@ -127,9 +127,9 @@ export class IpcFileWriter {
       }
     }
     this.pendingRows -= rows
-    // The writer compacts a slice (rebased offsets, trimmed buffers), so one piece is
-    // written as it is; several are gathered into fresh buffers.
-    this.writer.write(pieces.length === 1 ? pieces[0]! : concatRows(this.schema, pieces))
+    // Even one piece is laid out anew: a slice, a builder's output and a batch read from
+    // a file would otherwise give different bytes for the same values.
+    this.writer.write(concatBatches(this.schema, pieces))
     this.written += rows
   }
 }

@@ -14,7 +14,6 @@ import {
   makeData,
   makeVector,
   RecordBatch,
-  type Schema,
   Struct,
   Table,
   tableFromIPC,
@@ -85,14 +84,6 @@ export const takeRows = (table: Table, indices: ArrayLike<number>): Table => {
 export const gatherBatch = (table: Table, indices: ArrayLike<number>): RecordBatch => {
   const children = table.schema.fields.map((field) => gather(table.getChild(field.name)!, field, indices).data[0]!)
   return new RecordBatch(table.schema, makeData({ type: new Struct(table.schema.fields), length: indices.length, nullCount: 0, children }))
-}
-
-/** The rows of `batches`, in order, as one record batch. */
-export const concatRows = (schema: Schema, batches: ReadonlyArray<RecordBatch>): RecordBatch => {
-  const table = new Table(schema, [...batches])
-  const all = new Int32Array(table.numRows)
-  for (let i = 0; i < all.length; i++) all[i] = i
-  return gatherBatch(table, all)
 }
 
 const countRuns = (indices: ArrayLike<number>): number => {
