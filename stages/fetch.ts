@@ -1,19 +1,27 @@
 /**
  * `fetch`: brings data into the pipeline as Arrow splits, from the Hugging Face
  * hub (`dataset: openai/gsm8k`) or from local files (jsonl, json, csv, parquet,
- * arrow: one path, a glob, a list, or a map of split → path(s), relative to the
- * pipeline file). What is read is fingerprinted: a local file's contents, or the
- * hub revision's commit sha, so a changed dataset re-runs everything downstream.
+ * arrow, the text formats gzipped or not: one path, a glob, a list, or a map of split →
+ * path(s), relative to the pipeline file). What is read is fingerprinted: a local
+ * file's contents, or the hub revision's commit sha, so a changed dataset re-runs
+ * everything downstream.
+ *
+ * Files are read and written a batch at a time: every file of a split is opened first
+ * (the text formats read themselves once to infer their schema), then its rows stream
+ * into the split's Arrow file, so memory holds one batch, not the dataset.
  */
 import { FileSystem, Path } from "@effect/platform"
-import { Table } from "apache-arrow"
-import { Effect, Schema } from "effect"
+import { type RecordBatch, type Schema as ArrowSchema, Table } from "apache-arrow"
+import { Effect, Schema, Stream } from "effect"
+import { statSync } from "node:fs"
 import { glob } from "tinyglobby"
-import { writeDataset } from "../src/dataset.ts"
+import { writeSplit } from "../src/dataset.ts"
+import type { SplitFile } from "../src/artifact.ts"
 import { StageError } from "../src/errors.ts"
-import { detectFormat, type Format, readTable } from "../src/formats/index.ts"
+import { detectFormat, type Format, openFile, type OpenedFile } from "../src/formats/index.ts"
 import { dataset, Hub, type HubError, type OnProgress } from "../src/hub/index.ts"
 import { defineStage } from "../src/stage.ts"
+import { batchSize } from "./common.ts"
 
 const Paths = Schema.Union(Schema.String, Schema.Array(Schema.String).pipe(Schema.minItems(1)))
 
@@ -36,7 +44,8 @@ const Params = Schema.Struct({
   }),
   columns: Schema.optional(Schema.Array(Schema.String).pipe(Schema.minItems(1))).annotations({
     description: "Keep only these columns"
-  })
+  }),
+  batch_size: batchSize()
 }).pipe(
   Schema.filter((p) =>
     (p.path === undefined) !== (p.dataset === undefined) ||
@@ -103,29 +112,66 @@ const formatOf = (file: string, params: Params): Effect.Effect<Format, StageErro
     : Effect.succeed(format)
 }
 
-const concat = (tables: ReadonlyArray<Table>, files: ReadonlyArray<string>, split: string) => {
-  const first = tables[0]!
-  const differs = tables.findIndex((t) => String(t.schema.fields.map((f) => `${f.name}:${f.type}`)) !== String(first.schema.fields.map((f) => `${f.name}:${f.type}`)))
+const columnsOf = (schema: ArrowSchema) => schema.fields.map((f) => `${f.name}: ${f.type}`).join(", ")
+
+/** Every file of a split must have the first one's columns and types. */
+const sameSchema = (opened: ReadonlyArray<OpenedFile>, files: ReadonlyArray<string>, split: string) => {
+  const first = columnsOf(opened[0]!.schema)
+  const differs = opened.findIndex((file) => columnsOf(file.schema) !== first)
   return differs === -1
-    ? Effect.succeed(tables.length === 1 ? first : new Table(first.schema, tables.flatMap((t) => t.batches)))
+    ? Effect.void
     : Effect.fail(new StageError({
-      message: `split "${split}": ${files[differs]} has columns (${tables[differs]!.schema.fields.map((f) => `${f.name}: ${f.type}`).join(", ")}) but ${files[0]} has (${first.schema.fields.map((f) => `${f.name}: ${f.type}`).join(", ")})`
+      message: `split "${split}": ${files[differs]} has columns (${columnsOf(opened[differs]!.schema)}) but ${files[0]} has (${first})`
     }))
 }
 
-const keepColumns = (table: Table, columns: ReadonlyArray<string> | undefined, split: string) => {
-  if (columns === undefined) return Effect.succeed(table)
-  const present = table.schema.fields.map((f) => f.name)
+/** The names in `columns`, checked against the split's; all of them when undefined. */
+const keptColumns = (schema: ArrowSchema, columns: ReadonlyArray<string> | undefined, split: string) => {
+  const present = schema.fields.map((f) => f.name)
+  if (columns === undefined) return Effect.succeed(undefined)
   const missing = columns.filter((c) => !present.includes(c))
   return missing.length > 0
     ? Effect.fail(new StageError({ message: `split "${split}" has no column ${missing.join(", ")} (columns: ${present.join(", ")})` }))
-    : Effect.succeed(table.select([...columns]))
+    : Effect.succeed(columns)
+}
+
+/**
+ * Progress over every file of every split: bytes are each file's size times the share
+ * of its reading done (a text file is read twice: its first pass is half of it), rows
+ * count those written out of those the opened files hold.
+ */
+const fetchProgress = (sizes: ReadonlyMap<string, number>, report: (rows: number, totalRows: number, bytes: number, totalBytes: number) => Effect.Effect<void>) => {
+  const totalBytes = [...sizes.values()].reduce((a, b) => a + b, 0)
+  const share = new Map<string, number>()
+  let rows = 0
+  let totalRows = 0
+  let shown = 0
+  const bytes = () => [...share].reduce((sum, [file, fraction]) => sum + sizes.get(file)! * fraction, 0)
+  const show = (force: boolean) => {
+    // A callback per chunk read: show at most ten times a second.
+    if (!force && Date.now() - shown < 100) return
+    shown = Date.now()
+    Effect.runSync(report(rows, totalRows, bytes(), totalBytes))
+  }
+  return {
+    onFile: (file: string) => (done: number, total: number) => {
+      share.set(file, total > 0 ? Math.min(1, done / total) : 1)
+      show(false)
+    },
+    opened: (file: OpenedFile) => {
+      totalRows += file.rows
+    },
+    wrote: (batch: RecordBatch) => {
+      rows += batch.numRows
+      show(rows === totalRows)
+    }
+  }
 }
 
 export default defineStage({
   name: "fetch",
   version: "1",
-  description: "Loads a Hugging Face hub dataset, or local data files (jsonl, json, csv, tsv, parquet, arrow), into Arrow splits",
+  description: "Loads a Hugging Face hub dataset, or local data files (jsonl, json, csv, tsv, parquet, arrow; the text formats also gzipped), into Arrow splits",
   params: Params,
   accepts: { kinds: [], min: 0, max: 0 },
   produces: ["dataset"],
@@ -141,22 +187,37 @@ export default defineStage({
       }).pipe(Effect.catchTag("HubError", (e) => Effect.fail(hubFailure(e)))),
   run: (ctx) =>
     Effect.gen(function* () {
-      const fs = yield* FileSystem.FileSystem
       const bySplit = ctx.params.dataset !== undefined
         ? yield* hubFiles(ctx.params, (p) => ctx.progress(p.done, p.total, "bytes"))
         : yield* resolveFiles(ctx.params, ctx.baseDir)
-      const splits: Record<string, Table> = {}
-      for (const [split, files] of Object.entries(bySplit)) {
-        const tables: Array<Table> = []
-        for (const file of files) {
-          const bytes = yield* fs.readFile(file).pipe(Effect.mapError((e) => new StageError({ message: `cannot read ${file}: ${e.message}` })))
-          const format = yield* formatOf(file, ctx.params)
-          tables.push(yield* readTable(bytes, format, file).pipe(Effect.mapError((e) => new StageError({ message: e.message }))))
-        }
-        const table = yield* concat(tables, files, split)
-        splits[split] = yield* keepColumns(table, ctx.params.columns, split)
-        yield* ctx.log(`${split}: ${splits[split]!.numRows} rows from ${files.length} file(s)`)
+      const sizes = new Map<string, number>()
+      for (const file of Object.values(bySplit).flat()) {
+        sizes.set(file, yield* Effect.try({ try: () => statSync(file).size, catch: (e) => new StageError({ message: `cannot read ${file}: ${(e as Error).message}` }) }))
       }
-      return { outputs: { dataset: yield* writeDataset(ctx.outDir, splits) } }
+      const progress = fetchProgress(sizes, (rows, totalRows, bytes, totalBytes) => ctx.progress(rows, totalRows, "rows", { done: bytes, total: totalBytes }))
+      const splits: Record<string, ReadonlyArray<SplitFile>> = {}
+      for (const [split, files] of Object.entries(bySplit)) {
+        const opened: Array<OpenedFile> = []
+        for (const file of files) {
+          const format = yield* formatOf(file, ctx.params)
+          opened.push(yield* openFile(file, format, { batchRows: ctx.params.batch_size, onProgress: progress.onFile(file) }).pipe(
+            Effect.mapError((e) => new StageError({ message: e.message }))
+          ))
+          progress.opened(opened[opened.length - 1]!)
+        }
+        yield* sameSchema(opened, files, split)
+        const kept = yield* keptColumns(opened[0]!.schema, ctx.params.columns, split)
+        const select = (batch: RecordBatch) => (kept === undefined ? batch : new Table(batch.schema, [batch]).select([...kept]))
+        const schema = kept === undefined ? opened[0]!.schema : new Table(opened[0]!.schema, []).select([...kept]).schema
+        const batches = Stream.fromIterable(opened).pipe(
+          Stream.flatMap((file) => Stream.mapError(file.batches, (e) => new StageError({ message: e.message }))),
+          Stream.tap((batch) => Effect.sync(() => progress.wrote(batch))),
+          Stream.map(select)
+        )
+        const written = yield* writeSplit(ctx.outDir, split, schema, batches, ctx.params.batch_size)
+        splits[split] = [written]
+        yield* ctx.log(`${split}: ${written.rows} rows from ${files.length} file(s)`)
+      }
+      return { outputs: { dataset: { kind: "dataset" as const, splits } } }
     })
 })

@@ -11,15 +11,16 @@
  * a derived column replaces an input column of the same name in place. Types are
  * inferred from the values, as for any plain rows.
  */
-import type { Table } from "apache-arrow"
-import { Effect, Either, Schema } from "effect"
+import { type RecordBatch, type Schema as ArrowSchema, Table } from "apache-arrow"
+import { Effect, Either, Schema, Stream } from "effect"
 import { toPlain } from "../src/arrow.ts"
-import { transformSplits } from "../src/dataset.ts"
+import { streamSplits } from "../src/dataset.ts"
 import { StageError } from "../src/errors.ts"
 import { compileExpression, type RowExpression } from "../src/expression.ts"
-import { rowsToTable } from "../src/formats/index.ts"
+import { batchBuilder } from "../src/formats/batch.ts"
+import { finalColumns, kindInference } from "../src/formats/infer.ts"
 import { defineStage } from "../src/stage.ts"
-import { Splits } from "./common.ts"
+import { batchSize, Splits } from "./common.ts"
 
 const Expression = Schema.String.pipe(
   Schema.filter((source) => Either.match(compileExpression(source), { onLeft: (why) => `invalid expression: ${why}`, onRight: () => true }))
@@ -32,7 +33,8 @@ const Params = Schema.Struct({
   drop: Schema.optional(Schema.Array(Schema.String).pipe(Schema.minItems(1))).annotations({
     description: "Columns to leave out of the output (expressions may still read them)"
   }),
-  splits: Splits
+  splits: Splits,
+  batch_size: batchSize()
 }).pipe(
   Schema.filter((p) => p.columns !== undefined || p.drop !== undefined || "give `columns` to derive, `drop`, or both"),
   Schema.filter((p) => {
@@ -52,8 +54,8 @@ const compile = (columns: Params["columns"]): ReadonlyArray<Derived> =>
   Object.entries(columns ?? {}).map(([name, source]) => ({ name, expression: Either.getOrThrow(compileExpression(source)) }))
 
 /** Every name an expression reads is an input column or an earlier derived one: a typo is an error, not a column of nulls. */
-const checkNames = (table: Table, split: string, derived: ReadonlyArray<Derived>, drop: ReadonlyArray<string>) => {
-  const present = table.schema.fields.map((f) => f.name)
+const checkNames = (schema: ArrowSchema, split: string, derived: ReadonlyArray<Derived>, drop: ReadonlyArray<string>) => {
+  const present = schema.fields.map((f) => f.name)
   const missingDrop = drop.filter((name) => !present.includes(name))
   if (missingDrop.length > 0) {
     return Effect.fail(new StageError({ message: `drop: split "${split}" has no column ${missingDrop.map((c) => `"${c}"`).join(", ")} (columns: ${present.join(", ")})` }))
@@ -71,9 +73,10 @@ const checkNames = (table: Table, split: string, derived: ReadonlyArray<Derived>
   return Effect.void
 }
 
-/** The derived values, one plain object per row. Only the columns the expressions read are converted. */
-const evaluate = (table: Table, split: string, derived: ReadonlyArray<Derived>) =>
+/** The derived values of a batch, one plain object per row. Only the columns the expressions read are converted. */
+const evaluate = (batch: RecordBatch, split: string, derived: ReadonlyArray<Derived>, firstRow: number) =>
   Effect.suspend(() => {
+    const table = new Table(batch.schema, [batch])
     const inputs = [...new Set(derived.flatMap((d) => d.expression.names))].flatMap((name) => {
       const column = table.getChild(name)
       return column === null ? [] : [[name, column] as const]
@@ -87,13 +90,17 @@ const evaluate = (table: Table, split: string, derived: ReadonlyArray<Derived>) 
         try {
           row[name] = scope[name] = expression.evaluate(scope) ?? null
         } catch (error) {
-          return Effect.fail(new StageError({ message: `columns.${name} failed on split "${split}", row ${i + 1}: ${(error as Error).message}` }))
+          return Effect.fail(new StageError({ message: `columns.${name} failed on split "${split}", row ${firstRow + i + 1}: ${(error as Error).message}` }))
         }
       }
       rows[i] = row
     }
     return Effect.succeed(rows)
   })
+
+/** Each batch with the first row's number in the split. */
+const numbered = <E>(batches: Stream.Stream<RecordBatch, E>) =>
+  Stream.mapAccum(batches, 0, (firstRow, batch) => [firstRow + batch.numRows, { batch, firstRow }] as const)
 
 export default defineStage({
   name: "map",
@@ -107,17 +114,35 @@ export default defineStage({
       const derived = compile(ctx.params.columns)
       const drop = ctx.params.drop ?? []
       const metrics: Record<string, number> = {}
-      const dataset = yield* transformSplits(ctx, ctx.params.splits, (table, split) =>
+      // Two passes: the derived columns' types come from every row (as for any plain
+      // rows), so the first pass infers them and the second builds the batches.
+      const dataset = yield* streamSplits(ctx, { splits: ctx.params.splits, batchRows: ctx.params.batch_size, passes: () => 2 }, (input) =>
         Effect.gen(function* () {
-          yield* checkNames(table, split, derived, drop)
-          const rows = yield* evaluate(table, split, derived)
-          const values = yield* rowsToTable(rows, `split "${split}"`, { columns: derived.map((d) => ({ name: d.name, kind: undefined })) }).pipe(
-            Effect.mapError((e) => new StageError({ message: e.message }))
+          const split = input.name
+          yield* checkNames(input.schema, split, derived, drop)
+          const fail = (e: { readonly message: string }) => new StageError({ message: e.message })
+          const inference = yield* Effect.mapError(kindInference(`split "${split}"`, derived.map((d) => ({ name: d.name, kind: undefined }))), fail)
+          yield* Stream.runForEach(numbered(input.batches), ({ batch, firstRow }) =>
+            Effect.flatMap(evaluate(batch, split, derived, firstRow), (rows) => {
+              for (const row of rows) {
+                const error = inference.add(row)
+                if (error !== undefined) return Effect.fail(fail(error))
+              }
+              return Effect.void
+            }))
+          const builder = batchBuilder(finalColumns(inference.columns()))
+          const kept = input.schema.fields.map((f) => f.name).filter((name) => !drop.includes(name))
+          const withValues = (table: Table, values: RecordBatch) => table.select(kept).assign(new Table(builder.schema, [values]))
+          const schema = withValues(new Table(input.schema, []), builder.build([])).schema
+          const batches = numbered(input.batches).pipe(
+            Stream.mapEffect(({ batch, firstRow }) =>
+              Effect.map(evaluate(batch, split, derived, firstRow), (rows) => withValues(new Table(input.schema, [batch]), builder.build(rows)))),
+            Stream.concat(Stream.execute(Effect.suspend(() => {
+              metrics[`${split}.rows`] = input.rows
+              return ctx.log(`${split}: ${input.rows} rows${derived.length > 0 ? `, derived ${derived.map((d) => d.name).join(", ")}` : ""}${drop.length > 0 ? `, dropped ${drop.join(", ")}` : ""}`)
+            })))
           )
-          const kept = table.schema.fields.map((f) => f.name).filter((name) => !drop.includes(name))
-          metrics[`${split}.rows`] = table.numRows
-          yield* ctx.log(`${split}: ${table.numRows} rows${derived.length > 0 ? `, derived ${derived.map((d) => d.name).join(", ")}` : ""}${drop.length > 0 ? `, dropped ${drop.join(", ")}` : ""}`)
-          return table.select(kept).assign(values)
+          return { schema, batches }
         }))
       return { outputs: { dataset }, metrics }
     })
