@@ -19,6 +19,7 @@ const isValidAt = (data: Data, i: number): boolean =>
 
 /** The validity of every row of `pieces` in order, and how many are null. */
 const validity = (pieces: ReadonlyArray<Data>, length: number) => {
+  if (pieces.every((piece) => piece.nullCount === 0)) return { valid: () => true, nullCount: 0, nullBitmap: undefined }
   const bitmap = new Uint8Array((length + 7) >> 3)
   let nulls = 0
   let row = 0
@@ -68,6 +69,11 @@ export const concatData = (type: DataType, pieces: ReadonlyArray<Data>): Data =>
     let row = 0
     for (const piece of pieces) {
       const from = piece.values as TypedArray
+      if (piece.nullCount === 0) {
+        values.set(from.subarray(0, piece.length * stride) as never, row * stride)
+        row += piece.length
+        continue
+      }
       for (let i = 0; i < piece.length; i++, row++) {
         if (valid(row)) values.set(from.subarray(i * stride, (i + 1) * stride) as never, row * stride)
       }
@@ -110,6 +116,14 @@ const variableWidth = (type: DataType, pieces: ReadonlyArray<Data>, length: numb
   let end = 0
   row = 0
   for (const piece of pieces) {
+    if (piece.nullCount === 0) {
+      // One copy of the piece's bytes; its offsets shifted to where they land.
+      const first = at(piece.valueOffsets, 0)
+      data.set((piece.values as Uint8Array).subarray(first, at(piece.valueOffsets, piece.length)), end)
+      for (let i = 0; i < piece.length; i++, row++) set(row + 1, end + at(piece.valueOffsets, i + 1) - first)
+      end += at(piece.valueOffsets, piece.length) - first
+      continue
+    }
     for (let i = 0; i < piece.length; i++, row++) {
       if (valid(row)) {
         const start = at(piece.valueOffsets, i)

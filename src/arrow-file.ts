@@ -144,11 +144,13 @@ export const encodeIpcFile = (table: Table, batchRows: number = DEFAULT_BATCH_RO
 
 const describe = (schema: Schema): string => schema.fields.map((f) => `${f.name}: ${f.type}`).join(", ")
 
-const readAt = (fd: number, position: number, length: number): Uint8Array => {
-  const bytes = new Uint8Array(length)
-  for (let at = 0; at < length;) {
-    const n = readSync(fd, bytes, at, length - at, position + at)
-    if (n === 0) throw new Error(`the file ends at byte ${position + at}, before the ${length} bytes at ${position} that its footer points to`)
+const readAt = (fd: number, position: number, length: number): Uint8Array => readInto(fd, new Uint8Array(length), position)
+
+/** Fills `bytes` from `position` on. */
+const readInto = (fd: number, bytes: Uint8Array, position: number): Uint8Array => {
+  for (let at = 0; at < bytes.length;) {
+    const n = readSync(fd, bytes, at, bytes.length - at, position + at)
+    if (n === 0) throw new Error(`the file ends at byte ${position + at}, before the ${bytes.length} bytes at ${position} that its footer points to`)
     at += n
   }
   return bytes
@@ -218,7 +220,7 @@ export class IpcFileReader {
     const block = this.block(index)
     const bytes = new Uint8Array(this.streamHead.length + block.metaDataLength + Number(block.bodyLength))
     bytes.set(this.streamHead)
-    bytes.set(readAt(this.fd, Number(block.offset), bytes.length - this.streamHead.length), this.streamHead.length)
+    readInto(this.fd, bytes.subarray(this.streamHead.length), Number(block.offset))
     const batch = tableFromIPC(bytes).batches[0]
     if (batch === undefined) throw new Error(`record batch ${index} cannot be read`)
     return batch

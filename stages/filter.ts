@@ -3,7 +3,7 @@
  * predicates cover the tutorial (`max_length: { column: input_ids, max: 512 }`);
  * `where` takes a Jexl expression over the row's columns for anything else.
  */
-import { type RecordBatch, type Schema as ArrowSchema, Table } from "apache-arrow"
+import { DataType, type RecordBatch, type Schema as ArrowSchema, Table } from "apache-arrow"
 import { Effect, Either, Schema, Stream } from "effect"
 import { takeRows } from "../src/arrow.ts"
 import { streamSplits } from "../src/dataset.ts"
@@ -34,9 +34,21 @@ const Params = Schema.Struct({
 
 type Params = typeof Params.Type
 
-const lengthAt = (table: Table, column: string, row: number): number => {
-  const value = table.getChild(column)!.get(row) as { length?: number } | string | null
-  return value === null || value === undefined ? 0 : typeof value === "string" ? value.length : value.length ?? 0
+/**
+ * Each row's length in `column` of a one-batch table: a list's from its offsets (no
+ * vector made per row), a string's in UTF-16 units as JavaScript counts it; null is 0.
+ */
+const lengthsOf = (table: Table, column: string): (row: number) => number => {
+  const vector = table.getChild(column)!
+  const data = vector.data[0]
+  if (data !== undefined && DataType.isList(data.type)) {
+    const offsets = data.valueOffsets
+    return (row) => (vector.isValid(row) ? offsets[row + 1]! - offsets[row]! : 0)
+  }
+  return (row) => {
+    const value = vector.get(row) as { length?: number } | string | null
+    return value === null || value === undefined ? 0 : typeof value === "string" ? value.length : value.length ?? 0
+  }
 }
 
 const requireColumns = (schema: ArrowSchema, split: string, columns: ReadonlyArray<string>) => {
@@ -50,12 +62,15 @@ const requireColumns = (schema: ArrowSchema, split: string, columns: ReadonlyArr
 /** The rows of `batch` that pass; `firstRow` is its first row's number in the split, for errors. */
 const keepIndices = (batch: RecordBatch, params: Params, where: RowPredicate | undefined, firstRow: number): Int32Array => {
   const table = new Table(batch.schema, [batch])
+  const maxLength = params.max_length && lengthsOf(table, params.max_length.column)
+  const minLength = params.min_length && lengthsOf(table, params.min_length.column)
+  const nonEmpty = (params.non_empty ?? []).map((c) => lengthsOf(table, c))
   const keep = new Int32Array(table.numRows)
   let kept = 0
   for (let i = 0; i < table.numRows; i++) {
-    if (params.max_length && lengthAt(table, params.max_length.column, i) > params.max_length.max) continue
-    if (params.min_length && lengthAt(table, params.min_length.column, i) < params.min_length.min) continue
-    if (params.non_empty && params.non_empty.some((c) => lengthAt(table, c, i) === 0)) continue
+    if (maxLength && maxLength(i) > params.max_length!.max) continue
+    if (minLength && minLength(i) < params.min_length!.min) continue
+    if (nonEmpty.some((length) => length(i) === 0)) continue
     if (where) {
       let pass: boolean
       try {
