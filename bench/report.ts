@@ -33,9 +33,21 @@ export interface Results {
     ours: { backend: string; stage_seconds: number; train_seconds: number; tokens: number; tokens_per_s: number; loss: number; peak_rss_mb: number | null }
     torch: Row | undefined
   } | undefined
+  /** A generated corpus through the streaming data stages (npm run bench -- --cases stream). */
+  stream?: StreamRun
   /** The tutorial's pipeline files, two training steps each (npm run bench -- --cases gsm8k). */
   readonly gsm8k?: Array<Gsm8kRun>
   readonly skipped: Array<string>
+}
+
+export interface StreamRun {
+  readonly corpus_mb: number
+  readonly documents: number
+  readonly heap_mb: number
+  readonly stages: ReadonlyArray<{ readonly id: string; readonly seconds: number; readonly rows: number; readonly output_mb: number; readonly corpus_mb_per_s: number }>
+  readonly total_s: number
+  readonly corpus_mb_per_s: number
+  readonly peak_rss_mb: number | null
 }
 
 export interface Gsm8kRun {
@@ -127,6 +139,17 @@ export const formatTables = (results: Results): string => {
     for (const run of results.gsm8k ?? []) {
       lines.push(`| ${run.file} | ${PARAMS(run.trainable)} parameters | ${run.backend} | ${fmt(run.seconds_per_step, 0)} | ${fmt(run.tokens_per_s, 1)} | ${fmt(run.epoch_hours, 1)} h (${fmt(run.updates_per_epoch)} steps) | ${fmt(run.peak_rss_mb ?? Number.NaN)} |`)
     }
+  }
+  if (results.stream !== undefined) {
+    const run = results.stream
+    lines.push(
+      "",
+      `**Larger than memory** (\`--cases stream\`): a generated ${fmt(run.corpus_mb)} MB JSON-lines corpus (${fmt(run.documents)} documents) through fetch → tokenize (\`text\`, \`pack: { block_size: 512 }\`, Qwen2.5's tokenizer) → filter → shuffle → select 100,000 blocks, in one \`pipeline run\` under \`node --max-old-space-size=${run.heap_mb}\`: peak RSS **${fmt(run.peak_rss_mb ?? Number.NaN)} MB**, ${fmt(run.total_s)} s in all, ${fmt(run.corpus_mb_per_s, 1)} MB of corpus a second.`,
+      "",
+      "| stage | seconds | rows out | Arrow out (MB) | corpus MB/s |",
+      "|---|---|---|---|---|",
+      ...run.stages.map((s) => `| ${s.id} | ${fmt(s.seconds, 1)} | ${fmt(s.rows)} | ${fmt(s.output_mb)} | ${fmt(s.corpus_mb_per_s, 1)} |`)
+    )
   }
   const other: Array<string> = []
   if (results.tokenize !== undefined) {

@@ -9,21 +9,22 @@
  * tables into README.md's Performance section.
  */
 import { spawn, spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { cpus, totalmem, tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { formatE2e, formatTables, type Gsm8kRun, median, num, type Results, type TrainPair } from "./report.ts"
 import { PRESET_NAMES, type PresetName, torchPreset } from "./presets.ts"
+import { qwenTokenizerDir } from "../tests/fixtures/tokenizers/folders.ts"
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const REPO = resolve(HERE, "..")
 const ANCHOR = resolve(REPO, "../shared/anchor/bench_torch.py")
 const LORA_ANCHOR = resolve(HERE, "lora_torch.py")
-const ALL_CASES = ["train", "tokenize", "cached", "generate", "e2e", "gsm8k"] as const
+const ALL_CASES = ["train", "tokenize", "cached", "generate", "e2e", "gsm8k", "stream"] as const
 /** Cases and presets that take most of an hour each: run only when asked for. */
-const LONG_CASES: ReadonlyArray<string> = ["e2e", "gsm8k"]
+const LONG_CASES: ReadonlyArray<string> = ["e2e", "gsm8k", "stream"]
 const LONG_PRESETS: ReadonlyArray<string> = ["qwen2.5-0.5b"]
 
 const HELP = `npm run bench [-- OPTIONS]
@@ -35,6 +36,8 @@ Options:
   --cases LIST        ${ALL_CASES.join(",")} (default: all but ${LONG_CASES.join(" and ")}, which take most of an hour)
                       gsm8k: pipelines/gsm8k.yaml and gsm8k-lora.yaml, --set train.max_steps=N, against a
                       loopback hub whose Qwen/Qwen2.5-0.5B is a full-size stand-in (random weights)
+                      stream: a generated JSON-lines corpus (--stream-mb) through fetch, tokenize (text,
+                      pack 512), filter, shuffle and select, under node --max-old-space-size=1024
   --presets LIST      ${PRESET_NAMES.join(",")} (default: all but ${LONG_PRESETS.join(", ")}, whose four cases
                       (full and LoRA r 16, at 4×256 and 5×512) take about an hour with PyTorch)
   --backends LIST     tensorflow,wasm,cpu (default: every one present; cpu trains only tiny)
@@ -43,6 +46,7 @@ Options:
   --repeats N         alternating repeats per training case (default 3)
   --quick             1 repeat, tiny and small only
   --e2e-examples N    GSM8K training examples for the end-to-end case (default 2000)
+  --stream-mb N       size of the stream case's corpus in MB (default 3000)
   --python PATH       the Python with torch (default: $BENCH_PYTHON or /usr/bin/python3)
   --no-torch          skip PyTorch
   --out DIR           where the results go (default bench/results): latest.json and
@@ -61,6 +65,7 @@ const { values: flags } = parseArgs({
     repeats: { type: "string" },
     quick: { type: "boolean", default: false },
     "e2e-examples": { type: "string", default: "2000" },
+    "stream-mb": { type: "string", default: "3000" },
     shapes: { type: "string", default: "4x256,5x512" },
     "gsm8k-steps": { type: "string", default: "2" },
     python: { type: "string" },
@@ -97,6 +102,8 @@ const repeats = flags.repeats === undefined ? (flags.quick ? 1 : 3) : Number(fla
 if (!(Number.isInteger(repeats) && repeats >= 1)) fail(`--repeats ${flags.repeats}: expected a whole number, 1 or more`)
 const gsm8kSteps = Number(flags["gsm8k-steps"])
 if (!(Number.isInteger(gsm8kSteps) && gsm8kSteps >= 1)) fail(`--gsm8k-steps ${flags["gsm8k-steps"]}: expected a whole number, 1 or more`)
+const streamMb = Number(flags["stream-mb"])
+if (!(Number.isFinite(streamMb) && streamMb >= 1)) fail(`--stream-mb ${flags["stream-mb"]}: expected a number of MB, 1 or more`)
 const e2eExamples = Number(flags["e2e-examples"])
 if (!(Number.isInteger(e2eExamples) && e2eExamples >= 20)) fail(`--e2e-examples ${flags["e2e-examples"]}: expected a whole number, 20 or more`)
 
@@ -383,6 +390,72 @@ const gsm8kCase = () =>
     }
   }, { standIn: true })
 
+// ---------------------------------------------------------------------------------------
+// A dataset larger than the heap: the data stages stream it.
+
+/** The node heap the stream case allows the pipeline: a third of the corpus at the default size. */
+const STREAM_HEAP_MB = 1024
+
+const streamPipeline = (corpus: string, tokenizer: string) => `name: stream
+stages:
+  corpus:
+    uses: fetch
+    with: { path: ${JSON.stringify(corpus)} }
+  tokens:
+    uses: tokenize
+    needs: [corpus]
+    with: { tokenizer: ${JSON.stringify(tokenizer)}, text: text, pack: { block_size: 512 } }
+  kept:
+    uses: filter
+    needs: [tokens]
+    with: { max_length: { column: input_ids, max: 512 } }
+  mixed:
+    uses: shuffle
+    needs: [kept]
+  sample:
+    uses: select
+    needs: [mixed]
+    with: { rows: 100000 }
+`
+
+const streamCase = async () => {
+  const dir = mkdtempSync(join(tmpdir(), "bench-stream-"))
+  try {
+    const corpus = join(dir, "corpus.jsonl")
+    note(`stream: generating a ${streamMb} MB corpus`)
+    const generated = await node("cases/stream-corpus.ts", ["--out", corpus, "--mb", String(streamMb)])
+    const file = join(dir, "stream.yaml")
+    writeFileSync(file, streamPipeline(corpus, qwenTokenizerDir("qwen2.5", dir)))
+    note(`stream: fetch → tokenize → filter → shuffle → select under --max-old-space-size=${STREAM_HEAP_MB}`)
+    const run = await runChild(process.execPath, [`--max-old-space-size=${STREAM_HEAP_MB}`, join(REPO, "bin/pipeline.js"), "run", file, "--cache-dir", join(dir, "cache"), "--json"])
+    const corpusMb = num(generated.json.bytes) / 1e6
+    const stages = stagesOf(run).map((stage) => {
+      const files = Object.values(stage.outputs?.dataset?.splits ?? {}).flat()
+      const seconds = stage.durationMs / 1000
+      return {
+        id: stage.id,
+        seconds,
+        rows: files.reduce((n, f) => n + f.rows, 0),
+        output_mb: Math.round(files.reduce((n, f) => n + statSync(f.path).size, 0) / 1e5) / 10,
+        corpus_mb_per_s: Math.round((corpusMb / seconds) * 10) / 10
+      }
+    })
+    const total = stages.reduce((n, s) => n + s.seconds, 0)
+    results.stream = {
+      corpus_mb: Math.round(corpusMb),
+      documents: num(generated.json.documents),
+      heap_mb: STREAM_HEAP_MB,
+      stages,
+      total_s: Math.round(total),
+      corpus_mb_per_s: Math.round((corpusMb / total) * 10) / 10,
+      peak_rss_mb: run.peakRssMb ?? null
+    }
+    note(`stream: ${Math.round(corpusMb)} MB in ${Math.round(total)} s (${results.stream.corpus_mb_per_s} MB/s); peak RSS ${run.peakRssMb ?? "?"} MB`)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
 const pipelineRun = (file: string, cacheDir: string, env: Record<string, string>, extra: ReadonlyArray<string> = []) =>
   runChild(process.execPath, [join(REPO, "bin/pipeline.js"), "run", file, "--cache-dir", cacheDir, "--json", ...extra], env)
 
@@ -502,6 +575,7 @@ const main = async () => {
   if (cases.includes("generate")) await generateCase()
   if (cases.includes("e2e")) await e2eCase()
   if (cases.includes("gsm8k")) await gsm8kCase()
+  if (cases.includes("stream")) await streamCase()
   mkdirSync(flags.out!, { recursive: true })
   // The end-to-end case (most of an hour) keeps files and a README block of its own, so
   // that the other cases can be measured again without it, and the other way round.
