@@ -16,6 +16,8 @@ const SHARED = [
   "eval-scoring",
   "fingerprint",
   "formats",
+  "formats-columnar",
+  "formats-stream",
   "hub",
   "hub-hostile",
   "hub-layout",

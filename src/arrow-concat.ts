@@ -10,7 +10,7 @@
  * `offset + i`; fixed-width values, value offsets and struct children are already
  * sliced; list children are not (the offsets index them).
  */
-import { type Data, DataType, makeBuilder, makeData, RecordBatch, type Schema, Struct, Vector } from "apache-arrow"
+import { type Data, DataType, Field, List, makeBuilder, makeData, RecordBatch, Schema, Struct, Vector } from "apache-arrow"
 
 const bitAt = (bits: Uint8Array, index: number): boolean => (bits[index >> 3]! & (1 << (index & 7))) !== 0
 
@@ -34,8 +34,13 @@ const validity = (pieces: ReadonlyArray<Data>, length: number) => {
 
 type TypedArray = Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | Uint32Array | Float32Array | Float64Array | BigInt64Array | BigUint64Array
 
-/** The rows of `pieces`, in order, as one column of type `type` in the canonical layout. */
+/**
+ * The rows of `pieces`, in order, as one column of type `type` in the canonical layout.
+ * Dictionary-encoded pieces are decoded: `type` is then the dictionary's value type
+ * (see `plainSchema`).
+ */
 export const concatData = (type: DataType, pieces: ReadonlyArray<Data>): Data => {
+  if (pieces.some((piece) => DataType.isDictionary(piece.type))) return concatData(type, pieces.map((piece) => decoded(type, piece)))
   const length = pieces.reduce((n, p) => n + p.length, 0)
   const { valid, nullCount, nullBitmap } = validity(pieces, length)
   const base = { type, length, nullCount, ...(nullBitmap !== undefined && { nullBitmap }) }
@@ -80,11 +85,40 @@ export const concatData = (type: DataType, pieces: ReadonlyArray<Data>): Data =>
     }
     return makeData({ ...base, data: values } as Parameters<typeof makeData>[0])
   }
-  // Dictionaries, unions, views: rebuilt value by value, canonical as far as apache-arrow's builder is.
+  // Unions, views: rebuilt value by value, canonical as far as apache-arrow's builder is.
   const builder = makeBuilder({ type, nullValues: [null, undefined] })
   for (const piece of pieces) for (const value of new Vector([piece])) builder.append(value)
   return builder.finish().flush()
 }
+
+/** A dictionary-encoded piece as plain values of `type`, built value by value. */
+const decoded = (type: DataType, piece: Data): Data => {
+  if (!DataType.isDictionary(piece.type)) return piece
+  const builder = makeBuilder({ type, nullValues: [null, undefined] })
+  for (const value of new Vector([piece])) builder.append(value)
+  return builder.finish().flush()
+}
+
+/** A dictionary-encoded type as its values' type (within lists and structs too); others as they are. */
+export const plainType = (type: DataType): DataType => {
+  if (DataType.isDictionary(type)) return plainType(type.dictionary)
+  if (DataType.isList(type)) return new List(plainField(type.children[0]!))
+  if (DataType.isStruct(type)) return new Struct(type.children.map(plainField))
+  return type
+}
+
+const plainField = (field: Field): Field => {
+  const type = plainType(field.type)
+  return type === field.type ? field : new Field(field.name, type, field.nullable, field.metadata)
+}
+
+/**
+ * The schema files are written with: dictionary-encoded columns (apache-arrow's
+ * `tableFromArrays` makes strings so) stored as their plain values, since a file's
+ * batches cannot each bring a dictionary of their own.
+ */
+export const plainSchema = (schema: Schema): Schema =>
+  schema.fields.some((f) => plainField(f) !== f) ? new Schema(schema.fields.map(plainField), schema.metadata) : schema
 
 const isFixedWidth = (type: DataType): boolean =>
   DataType.isInt(type) || DataType.isFloat(type) || DataType.isDate(type) || DataType.isTime(type) || DataType.isTimestamp(type) ||

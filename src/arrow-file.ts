@@ -19,7 +19,7 @@ import { AsyncByteQueue } from "apache-arrow/io/stream"
 import { Footer } from "apache-arrow/ipc/metadata/file"
 import { compareSchemas } from "apache-arrow/visitor/typecomparator"
 import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs"
-import { concatBatches } from "./arrow-concat.ts"
+import { concatBatches, plainSchema } from "./arrow-concat.ts"
 
 /** Writes what apache-arrow's writer produces straight to a file descriptor. */
 class FileSink extends AsyncByteQueue {
@@ -43,10 +43,14 @@ export class IpcFileWriter {
   private written = 0
   private closed = false
 
+  /** What is written: `schema` with dictionary-encoded columns as plain ones. */
+  private readonly stored: Schema
+
   /** `fd` undefined: the file is built in memory (`toUint8Array`). */
   private constructor(private readonly fd: number | undefined, readonly schema: Schema, private readonly batchRows: number) {
     if (!Number.isSafeInteger(batchRows) || batchRows < 1) throw new Error(`batch rows must be a positive integer, got ${batchRows}`)
-    this.writer.reset(fd === undefined ? undefined : new FileSink(fd), schema)
+    this.stored = plainSchema(schema)
+    this.writer.reset(fd === undefined ? undefined : new FileSink(fd), this.stored)
   }
 
   /** Creates (or truncates) `path`. The caller must `finish` or `abort` it. */
@@ -81,7 +85,7 @@ export class IpcFileWriter {
       return
     }
     // apache-arrow's writer would end the file silently at a batch of another schema.
-    if (!compareSchemas(this.schema, batch.schema)) {
+    if (!compareSchemas(this.stored, plainSchema(batch.schema))) {
       throw new Error(`a record batch with columns (${describe(batch.schema)}) was written to a file of (${describe(this.schema)})`)
     }
     if (batch.numRows === 0) return
@@ -129,7 +133,7 @@ export class IpcFileWriter {
     this.pendingRows -= rows
     // Even one piece is laid out anew: a slice, a builder's output and a batch read from
     // a file would otherwise give different bytes for the same values.
-    this.writer.write(concatBatches(this.schema, pieces))
+    this.writer.write(concatBatches(this.stored, pieces))
     this.written += rows
   }
 }

@@ -117,7 +117,7 @@ describe("pipeline CLI, end to end in a child process", () => {
     const schema = JSON.parse((await cliInProcess(["schema"])).stdout)
     const conditions = schema.properties.stages.additionalProperties.allOf as Array<{ if: { properties: { uses: { const: string } } }; then: { properties: { with: { properties: Record<string, unknown>; required?: Array<string> } } } }>
     const shuffle = conditions.find((c) => c.if.properties.uses.const === "shuffle")!
-    expect(Object.keys(shuffle.then.properties.with.properties)).toEqual(["seed", "splits"])
+    expect(Object.keys(shuffle.then.properties.with.properties)).toEqual(["seed", "splits", "batch_size"])
     const select = conditions.find((c) => c.if.properties.uses.const === "select")!
     expect(select.then.properties.with.required).toEqual(["rows"])
   })

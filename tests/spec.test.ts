@@ -25,7 +25,7 @@ describe("pipeline spec", () => {
     const pipeline = await runNode(loadPipeline(file))
     expect(pipeline.spec.name).toBe("p")
     expect(pipeline.stages.map((s) => s.id)).toEqual(["data", "shuffled", "short"])
-    expect(pipeline.stages[1]!.params).toEqual({ seed: 42 })
+    expect(pipeline.stages[1]!.params).toEqual({ seed: 42, batch_size: 16_384 })
   })
 
   it("reports YAML syntax errors with line and column", async () => {
@@ -110,7 +110,7 @@ describe("pipeline spec", () => {
     const dir = tempDir()
     const file = writeFile(dir, "p.yaml", samplePipeline(GSM8K_TEST))
     const pipeline = await runNode(loadPipeline(file, [Either.getOrThrow(parseOverride("shuffled.seed=7"))]))
-    expect(pipeline.stages.find((s) => s.id === "shuffled")!.params).toEqual({ seed: 7 })
+    expect(pipeline.stages.find((s) => s.id === "shuffled")!.params).toEqual({ seed: 7, batch_size: 16_384 })
     const error = await specErrorOf(samplePipeline(GSM8K_TEST), ["shuffled.seed=abc"])
     expect(error.message).toContain('--set shuffled.seed=abc stages.shuffled.with.seed: expected')
     const typo = await specErrorOf(samplePipeline(GSM8K_TEST), ["shuffled.sed=1"])

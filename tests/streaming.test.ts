@@ -4,7 +4,7 @@
  * into memory at once gives (one batch of every row, the in-memory path), for the same
  * input, shuffle order included.
  */
-import { Field, Int32, List, type RecordBatch, Table, Utf8, vectorFromArray } from "apache-arrow"
+import { DataType, Field, Int32, List, type RecordBatch, Table, tableFromArrays, Utf8, vectorFromArray } from "apache-arrow"
 import { Effect, Stream } from "effect"
 import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
@@ -63,6 +63,22 @@ describe("Arrow files, a record batch at a time", () => {
     // And the layout is what it says: batches of exactly 10 rows, the last shorter.
     expect(decodeIpc(whole).batches.map((b) => b.numRows)).toEqual([10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 3])
     expect(decodeIpc(whole).toArray().map((r) => JSON.stringify(r))).toEqual(table.toArray().map((r) => JSON.stringify(r)))
+  })
+
+  it("stores a dictionary-encoded column as its plain values, whichever dictionary each batch brings", () => {
+    const dir = tempDir()
+    const first = tableFromArrays({ word: ["a", "b", "a"] })
+    const second = tableFromArrays({ word: ["c", "a"] })
+    expect(DataType.isDictionary(first.schema.fields[0]!.type)).toBe(true)
+    const writer = IpcFileWriter.create(join(dir, "t.arrow"), first.schema, 2)
+    writer.write(first)
+    writer.write(second)
+    writer.finish()
+    const read = decodeIpc(readFileSync(join(dir, "t.arrow")))
+    expect(String(read.schema.fields[0]!.type)).toBe("Utf8")
+    expect(read.getChild("word")!.toArray()).toEqual(["a", "b", "a", "c", "a"])
+    // The same bytes as the plain column written directly.
+    expect(Buffer.compare(readFileSync(join(dir, "t.arrow")), encodeIpcFile(new Table({ word: vectorFromArray(["a", "b", "a", "c", "a"], new Utf8()) }), 2))).toBe(0)
   })
 
   it("refuses a batch of another schema instead of ending the file silently", () => {
