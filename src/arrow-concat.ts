@@ -17,15 +17,18 @@ const bitAt = (bits: Uint8Array, index: number): boolean => (bits[index >> 3]! &
 const isValidAt = (data: Data, i: number): boolean =>
   data.nullCount === 0 || data.nullBitmap === undefined || data.nullBitmap.length === 0 || bitAt(data.nullBitmap, data.offset + i)
 
-/** The validity of every row of `pieces` in order, and how many are null. */
-const validity = (pieces: ReadonlyArray<Data>, length: number) => {
-  if (pieces.every((piece) => piece.nullCount === 0)) return { valid: () => true, nullCount: 0, nullBitmap: undefined }
+/** Row → whether its parent (a struct's row, a fixed-size list's) is valid: a child is null under a null parent. */
+type Mask = (row: number) => boolean
+
+/** The validity of every row of `pieces` in order (under `mask`), and how many are null. */
+const validity = (pieces: ReadonlyArray<Data>, length: number, mask: Mask | undefined) => {
+  if (mask === undefined && pieces.every((piece) => piece.nullCount === 0)) return { valid: () => true, nullCount: 0, nullBitmap: undefined }
   const bitmap = new Uint8Array((length + 7) >> 3)
   let nulls = 0
   let row = 0
   for (const piece of pieces) {
     for (let i = 0; i < piece.length; i++, row++) {
-      if (isValidAt(piece, i)) bitmap[row >> 3]! |= 1 << (row & 7)
+      if (isValidAt(piece, i) && (mask === undefined || mask(row))) bitmap[row >> 3]! |= 1 << (row & 7)
       else nulls++
     }
   }
@@ -39,10 +42,12 @@ type TypedArray = Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array
  * Dictionary-encoded pieces are decoded: `type` is then the dictionary's value type
  * (see `plainSchema`).
  */
-export const concatData = (type: DataType, pieces: ReadonlyArray<Data>): Data => {
-  if (pieces.some((piece) => DataType.isDictionary(piece.type))) return concatData(type, pieces.map((piece) => decoded(type, piece)))
+export const concatData = (type: DataType, pieces: ReadonlyArray<Data>, mask?: Mask): Data => {
+  if (pieces.some((piece) => DataType.isDictionary(piece.type))) return concatData(type, pieces.map((piece) => decoded(type, piece)), mask)
   const length = pieces.reduce((n, p) => n + p.length, 0)
-  const { valid, nullCount, nullBitmap } = validity(pieces, length)
+  const { valid, nullCount, nullBitmap } = validity(pieces, length, mask)
+  // A piece copied whole: no nulls in it and none imposed from above.
+  const whole = (piece: Data) => mask === undefined && piece.nullCount === 0
   const base = { type, length, nullCount, ...(nullBitmap !== undefined && { nullBitmap }) }
   if (DataType.isNull(type)) return makeData({ type, length, nullCount: length })
   if (DataType.isBool(type)) {
@@ -54,16 +59,16 @@ export const concatData = (type: DataType, pieces: ReadonlyArray<Data>): Data =>
     return makeData({ ...base, data: bits } as Parameters<typeof makeData>[0])
   }
   if (DataType.isUtf8(type) || DataType.isBinary(type) || DataType.isLargeUtf8(type) || DataType.isLargeBinary(type)) {
-    return variableWidth(type, pieces, length, valid, base)
+    return variableWidth(type, pieces, length, valid, base, whole)
   }
   if (DataType.isList(type) || DataType.isMap(type) || type.typeId === 21 /* LargeList */) return listOf(type, pieces, length, valid, base)
   if (DataType.isStruct(type)) {
-    const children = type.children.map((field, k) => concatData(field.type, pieces.map((p) => p.children[k]!)))
+    const children = type.children.map((field, k) => concatData(field.type, pieces.map((p) => p.children[k]!), nullCount > 0 ? valid : undefined))
     return makeData({ ...base, children } as Parameters<typeof makeData>[0])
   }
   if (DataType.isFixedSizeList(type)) {
     const size = type.listSize
-    const child = concatData(type.children[0]!.type, pieces.map((p) => p.children[0]!.slice(0, p.length * size)))
+    const child = concatData(type.children[0]!.type, pieces.map((p) => p.children[0]!.slice(0, p.length * size)), nullCount > 0 ? (row) => valid(Math.floor(row / size)) : undefined)
     return makeData({ ...base, child } as Parameters<typeof makeData>[0])
   }
   if (isFixedWidth(type)) {
@@ -74,7 +79,7 @@ export const concatData = (type: DataType, pieces: ReadonlyArray<Data>): Data =>
     let row = 0
     for (const piece of pieces) {
       const from = piece.values as TypedArray
-      if (piece.nullCount === 0) {
+      if (whole(piece)) {
         values.set(from.subarray(0, piece.length * stride) as never, row * stride)
         row += piece.length
         continue
@@ -137,7 +142,14 @@ const offsetsFor = (large: boolean, length: number) => {
   return { offsets, at, set }
 }
 
-const variableWidth = (type: DataType, pieces: ReadonlyArray<Data>, length: number, valid: (row: number) => boolean, base: Base): Data => {
+const variableWidth = (
+  type: DataType,
+  pieces: ReadonlyArray<Data>,
+  length: number,
+  valid: (row: number) => boolean,
+  base: Base,
+  whole: (piece: Data) => boolean
+): Data => {
   const { offsets, at, set } = offsetsFor(DataType.isLargeUtf8(type) || DataType.isLargeBinary(type), length)
   let bytes = 0
   let row = 0
@@ -150,7 +162,7 @@ const variableWidth = (type: DataType, pieces: ReadonlyArray<Data>, length: numb
   let end = 0
   row = 0
   for (const piece of pieces) {
-    if (piece.nullCount === 0) {
+    if (whole(piece)) {
       // One copy of the piece's bytes; its offsets shifted to where they land.
       const first = at(piece.valueOffsets, 0)
       data.set((piece.values as Uint8Array).subarray(first, at(piece.valueOffsets, piece.length)), end)

@@ -5,12 +5,11 @@
  * duckdb). Token ids are `List<Int32>` built from typed arrays: never
  * `vectorFromArray(number[][])`, which infers `List<Float64>`.
  */
+import { concatData, plainSchema } from "./arrow-concat.ts"
 import {
-  DataType,
   Field,
   Int32,
   List,
-  makeBuilder,
   makeData,
   makeVector,
   RecordBatch,
@@ -77,13 +76,50 @@ export const takeRows = (table: Table, indices: ArrayLike<number>): Table => {
   // Few runs (select, most filters): slices share buffers and cost nothing.
   if (runs * 64 <= indices.length) return sliceRuns(table, indices)
   // Many runs (a shuffle): gather each column into fresh, contiguous batches.
-  return new Table(table.schema, [gatherBatch(table, indices)])
+  const batch = gatherBatch(table, indices)
+  return new Table(batch.schema, [batch])
 }
 
-/** The rows at `indices` of `table`, in that order, as one record batch with fresh, contiguous buffers. */
+/**
+ * The rows at `indices` of `table`, in that order, as one record batch in the canonical
+ * layout (`concatData`): consecutive rows are taken as one slice, and every type keeps
+ * its values, nulls included.
+ */
 export const gatherBatch = (table: Table, indices: ArrayLike<number>): RecordBatch => {
-  const children = table.schema.fields.map((field) => gather(table.getChild(field.name)!, field, indices).data[0]!)
-  return new RecordBatch(table.schema, makeData({ type: new Struct(table.schema.fields), length: indices.length, nullCount: 0, children }))
+  const starts: Array<number> = []
+  let rows = 0
+  for (const batch of table.batches) {
+    starts.push(rows)
+    rows += batch.numRows
+  }
+  const runs: Array<{ readonly batch: number; readonly start: number; readonly length: number }> = []
+  for (let i = 0; i < indices.length;) {
+    const row = indices[i]!
+    if (!(row >= 0 && row < rows)) throw new RangeError(`row ${row} is outside the table's ${rows} rows`)
+    const batch = batchOf(starts, row)
+    const start = row - starts[batch]!
+    const room = table.batches[batch]!.numRows - start
+    let length = 1
+    while (length < room && i + length < indices.length && indices[i + length] === row + length) length++
+    runs.push({ batch, start, length })
+    i += length
+  }
+  const schema = plainSchema(table.schema)
+  const children = schema.fields.map((field, k) =>
+    concatData(field.type, runs.map((run) => table.batches[run.batch]!.data.children[k]!.slice(run.start, run.length))))
+  return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: indices.length, nullCount: 0, children }))
+}
+
+/** The batch holding `row`, by its first row's index (`starts` ascending). */
+const batchOf = (starts: ReadonlyArray<number>, row: number): number => {
+  let low = 0
+  let high = starts.length - 1
+  while (low < high) {
+    const mid = (low + high + 1) >> 1
+    if (starts[mid]! <= row) low = mid
+    else high = mid - 1
+  }
+  return low
 }
 
 const countRuns = (indices: ArrayLike<number>): number => {
@@ -107,19 +143,4 @@ const sliceRuns = (table: Table, indices: ArrayLike<number>): Table => {
     prev = next
   }
   return new Table(table.schema, batches)
-}
-
-const gather = (vector: Vector, field: Field, indices: ArrayLike<number>): Vector => {
-  // Token ids: one flat copy. A null list would become an empty one there, so lists with nulls take the builder.
-  if (vector.nullCount === 0 && DataType.isList(field.type) && DataType.isInt(field.type.children[0]!.type) && field.type.children[0]!.type.bitWidth === 32) {
-    const rows: Array<Int32Array> = new Array(indices.length)
-    for (let i = 0; i < indices.length; i++) {
-      const cell = vector.get(indices[i]!) as Vector | null
-      rows[i] = cell === null ? new Int32Array(0) : (cell.toArray() as Int32Array)
-    }
-    return int32ListVector(rows)
-  }
-  const builder = makeBuilder({ type: field.type, nullValues: [null, undefined] })
-  for (let i = 0; i < indices.length; i++) builder.append(vector.get(indices[i]!))
-  return builder.finish().toVector()
 }

@@ -3,8 +3,8 @@
  * built-in stages and plug-ins share.
  */
 import { FileSystem, Path } from "@effect/platform"
-import { type RecordBatch, type Schema, Table } from "apache-arrow"
-import { Effect, Option, Stream } from "effect"
+import { type RecordBatch, Schema, Table } from "apache-arrow"
+import { Effect, Stream } from "effect"
 import { statSync } from "node:fs"
 import { decodeIpc } from "./arrow.ts"
 import { DEFAULT_BATCH_ROWS, IpcFileReader, IpcFileWriter } from "./arrow-file.ts"
@@ -145,6 +145,12 @@ export const openSplit = (dataset: DatasetArtifact, name: string, batchRows: num
   })
 
 /**
+ * The columns of a split being written: known before any row, or taken from its first
+ * batch (a plug-in's `mapBatches`), with `ifEmpty` for a split that has none.
+ */
+export type OutputSchema = Schema | { readonly ifEmpty: Effect.Effect<Schema, StageError> }
+
+/**
  * Writes `batches` as split `split`'s Arrow file in `outDir`'s dataset folder, in record
  * batches of `batchRows` rows. A failure leaves a partial file in the staging folder,
  * which is thrown away with it.
@@ -152,18 +158,21 @@ export const openSplit = (dataset: DatasetArtifact, name: string, batchRows: num
 export const writeSplit = (
   outDir: string,
   split: string,
-  schema: Schema,
+  schema: OutputSchema,
   batches: Stream.Stream<RecordBatch | Table, StageError>,
   batchRows: number = DEFAULT_BATCH_ROWS
 ): Effect.Effect<SplitFile, StageError, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function* () {
     const file = yield* splitPath(outDir, split, "")
-    const writer = yield* Effect.acquireRelease(
-      Effect.try({ try: () => IpcFileWriter.create(file, schema, batchRows), catch: (cause) => writeError(cause) }),
-      (writer) => Effect.sync(() => writer.abort())
-    )
-    yield* Stream.runForEach(batches, (batch) => Effect.try({ try: () => writer.write(batch), catch: (cause) => writeError(cause) }))
-    const rows = yield* Effect.try({ try: () => writer.finish(), catch: (cause) => writeError(cause) })
+    let writer: IpcFileWriter | undefined
+    yield* Effect.addFinalizer(() => Effect.sync(() => writer?.abort()))
+    const open = (columns: Schema) =>
+      Effect.try({ try: () => (writer ??= IpcFileWriter.create(file, columns, batchRows)), catch: (cause) => writeError(cause) })
+    if (schema instanceof Schema) yield* open(schema)
+    yield* Stream.runForEach(batches, (batch) =>
+      Effect.flatMap(open(batch.schema), (w) => Effect.try({ try: () => w.write(batch), catch: (cause) => writeError(cause) })))
+    const done = writer ?? (yield* open(schema instanceof Schema ? schema : yield* schema.ifEmpty))
+    const rows = yield* Effect.try({ try: () => done.finish(), catch: (cause) => writeError(cause) })
     return { path: file, rows }
   }).pipe(Effect.scoped)
 
@@ -216,7 +225,7 @@ const linkSplit = (outDir: string, split: string, source: ReadonlyArray<SplitFil
 
 /** A split's new contents: its schema (known before any row) and its rows. */
 export interface SplitResult {
-  readonly schema: Schema
+  readonly schema: OutputSchema
   readonly batches: Stream.Stream<RecordBatch | Table, StageError>
   /** Rows per record batch written, when not the stage's batch rows. */
   readonly batchRows?: number
@@ -287,8 +296,8 @@ export const streamSplits = <P, R = never>(
 /**
  * A transform applied to each batch of each chosen split (a plug-in's simplest
  * shape): `f` gets a batch of at most `batchRows` rows as a table and returns its
- * new rows. Its output schema is what `f` gives for the split's first batch (an empty
- * one for an empty split); every batch must give the same.
+ * new rows. The first batch's result gives the output's columns and types, and every
+ * batch must give the same; a split without rows is called once with an empty table.
  */
 export const mapBatches = <P>(
   ctx: StageContext<P>,
@@ -296,11 +305,9 @@ export const mapBatches = <P>(
   f: (batch: Table, split: string) => Effect.Effect<Table, StageError>
 ) =>
   streamSplits(ctx, options, (input) =>
-    Effect.gen(function* () {
-      const first = yield* Effect.map(Stream.runHead(input.batches), Option.map((batch) => new Table(input.schema, [batch])))
-      const head = yield* f(Option.getOrElse(first, () => new Table(input.schema, [])), input.name)
-      const rest = Stream.mapEffect(Stream.drop(input.batches, 1), (batch) => f(new Table(input.schema, [batch]), input.name))
-      return { schema: head.schema, batches: Option.isSome(first) ? Stream.concat(Stream.make(head), rest) : Stream.empty }
+    Effect.succeed({
+      schema: { ifEmpty: Effect.map(f(new Table(input.schema, []), input.name), (empty) => empty.schema) },
+      batches: Stream.mapEffect(input.batches, (batch) => f(new Table(input.schema, [batch]), input.name))
     }))
 
 /**

@@ -10,7 +10,8 @@ const cell = (value: unknown, width: number): string => {
   return flat.length > width ? `${flat.slice(0, width - 1)}…` : flat
 }
 
-export const renderTable = (table: Table, limit: number, maxWidth = 48): string => {
+/** `table` holds the split's first rows (at least `limit` of them, or all); `totalRows` counts the whole split. */
+export const renderTable = (table: Table, limit: number, totalRows = table.numRows, maxWidth = 48): string => {
   const columns = table.schema.fields.map((f) => f.name)
   const count = Math.min(limit, table.numRows)
   const rows = Array.from({ length: count }, (_, i) => rowAt(table, i))
@@ -21,7 +22,7 @@ export const renderTable = (table: Table, limit: number, maxWidth = 48): string 
     line(columns),
     widths.map((w) => "─".repeat(w)).join("─┼─"),
     ...cells.map(line),
-    `(${count} of ${table.numRows} rows; ${table.schema.fields.map((f) => `${f.name}: ${f.type}`).join(", ")})`
+    `(${count} of ${totalRows} rows; ${table.schema.fields.map((f) => `${f.name}: ${f.type}`).join(", ")})`
   ].join("\n")
 }
 

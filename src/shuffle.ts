@@ -18,9 +18,12 @@ import { permutation } from "./random.ts"
 /** Bytes of rows a window gathers at once: with the window's re-ordered copy, about twice this is held. */
 export const WINDOW_BYTES = 128 * 1024 * 1024
 
-/** Output rows per window: as many as `windowBytes` holds at the split's mean row size, at least one. */
+/**
+ * Output rows per window: as many as `windowBytes` holds at the split's mean row size, at
+ * least one, and few enough that rows × window stays below 2^53 (the sort keys are exact).
+ */
 export const windowRows = (input: Pick<SplitInput, "rows" | "bytes">, windowBytes: number): number =>
-  Math.max(1, Math.min(input.rows, Math.floor(windowBytes / Math.max(1, input.bytes / Math.max(1, input.rows)))))
+  Math.max(1, Math.min(input.rows, Math.floor(windowBytes / Math.max(1, input.bytes / Math.max(1, input.rows))), Math.floor(2 ** 53 / Math.max(1, input.rows)) - 1))
 
 /** How many passes over the input a shuffle takes. */
 export const shufflePasses = (input: Pick<SplitInput, "rows" | "bytes">, windowBytes: number = WINDOW_BYTES): number =>

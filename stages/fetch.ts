@@ -140,18 +140,23 @@ const keptColumns = (schema: ArrowSchema, columns: ReadonlyArray<string> | undef
  * of its reading done (a text file is read twice: its first pass is half of it), rows
  * count those written out of those the opened files hold.
  */
-const fetchProgress = (sizes: ReadonlyMap<string, number>, report: (rows: number, totalRows: number, bytes: number, totalBytes: number) => Effect.Effect<void>) => {
+const fetchProgress = (
+  sizes: ReadonlyMap<string, number>,
+  report: (rows: number, totalRows: number, unit: string, bytes: number, totalBytes: number) => Effect.Effect<void>
+) => {
   const totalBytes = [...sizes.values()].reduce((a, b) => a + b, 0)
   const share = new Map<string, number>()
   let rows = 0
   let totalRows = 0
   let shown = 0
+  let opening = true
   const bytes = () => [...share].reduce((sum, [file, fraction]) => sum + sizes.get(file)! * fraction, 0)
   const show = (force: boolean) => {
     // A callback per chunk read: show at most ten times a second.
     if (!force && Date.now() - shown < 100) return
     shown = Date.now()
-    Effect.runSync(report(rows, totalRows, bytes(), totalBytes))
+    // Until every file is open, the rows to write are not known yet: the text formats are inferring their schemas.
+    Effect.runSync(report(rows, totalRows, opening ? "rows (reading the files' schemas)" : "rows", bytes(), totalBytes))
   }
   return {
     onFile: (file: string) => (done: number, total: number) => {
@@ -160,6 +165,9 @@ const fetchProgress = (sizes: ReadonlyMap<string, number>, report: (rows: number
     },
     opened: (file: OpenedFile) => {
       totalRows += file.rows
+    },
+    writing: () => {
+      opening = false
     },
     wrote: (batch: RecordBatch) => {
       rows += batch.numRows
@@ -194,8 +202,11 @@ export default defineStage({
       for (const file of Object.values(bySplit).flat()) {
         sizes.set(file, yield* Effect.try({ try: () => statSync(file).size, catch: (e) => new StageError({ message: `cannot read ${file}: ${(e as Error).message}` }) }))
       }
-      const progress = fetchProgress(sizes, (rows, totalRows, bytes, totalBytes) => ctx.progress(rows, totalRows, "rows", { done: bytes, total: totalBytes }))
+      const progress = fetchProgress(sizes, (rows, totalRows, unit, bytes, totalBytes) => ctx.progress(rows, totalRows, unit, { done: bytes, total: totalBytes }))
       const splits: Record<string, ReadonlyArray<SplitFile>> = {}
+      // Every file first (the text formats read themselves once for their schema), so
+      // that the rows to write are known before any is written.
+      const openedBySplit: Record<string, ReadonlyArray<OpenedFile>> = {}
       for (const [split, files] of Object.entries(bySplit)) {
         const opened: Array<OpenedFile> = []
         for (const file of files) {
@@ -205,6 +216,11 @@ export default defineStage({
           ))
           progress.opened(opened[opened.length - 1]!)
         }
+        openedBySplit[split] = opened
+      }
+      progress.writing()
+      for (const [split, files] of Object.entries(bySplit)) {
+        const opened = openedBySplit[split]!
         yield* sameSchema(opened, files, split)
         const kept = yield* keptColumns(opened[0]!.schema, ctx.params.columns, split)
         const select = (batch: RecordBatch) => (kept === undefined ? batch : new Table(batch.schema, [batch]).select([...kept]))

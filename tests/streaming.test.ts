@@ -4,12 +4,12 @@
  * into memory at once gives (one batch of every row, the in-memory path), for the same
  * input, shuffle order included.
  */
-import { DataType, Field, Int32, List, type RecordBatch, Table, tableFromArrays, Utf8, vectorFromArray } from "apache-arrow"
+import { Bool, DataType, Field, FixedSizeList, Int32, List, type RecordBatch, Struct, Table, tableFromArrays, tableToIPC, Utf8, vectorFromArray } from "apache-arrow"
 import { Effect, Stream } from "effect"
 import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
-import { decodeIpc, int32ListVector, takeRows } from "../src/arrow.ts"
+import { decodeIpc, gatherBatch, int32ListVector, takeRows } from "../src/arrow.ts"
 import { encodeIpcFile, IpcFileReader, IpcFileWriter } from "../src/arrow-file.ts"
 import type { DatasetArtifact } from "../src/artifact.ts"
 import { openSplit } from "../src/dataset.ts"
@@ -105,9 +105,42 @@ describe("Arrow files, a record batch at a time", () => {
     reader.close()
   })
 
+  it("takes rows of every column type with their values and nulls, laid out the same however they were cut", () => {
+    const n = 40
+    const lists = Array.from({ length: n }, (_, i) => (i % 7 === 3 ? null : Array.from({ length: i % 4 }, (_, j) => i * 10 + j)))
+    const table = new Table({
+      ids: vectorFromArray(lists, new List(new Field("item", new Int32(), true))),
+      words: vectorFromArray(lists.map((l) => l && l.map((x) => `w${x}`)), new List(new Field("item", new Utf8(), true))),
+      pair: vectorFromArray(
+        Array.from({ length: n }, (_, i) => (i % 5 === 1 ? null : { a: i, b: `b${i}` })),
+        new Struct([new Field("a", new Int32(), true), new Field("b", new Utf8(), true)])
+      ),
+      fixed: vectorFromArray(Array.from({ length: n }, (_, i) => (i % 6 === 2 ? null : [i, -i])), new FixedSizeList(2, new Field("item", new Int32(), true))),
+      flag: vectorFromArray(Array.from({ length: n }, (_, i) => (i % 9 === 0 ? null : i % 2 === 0)), new Bool())
+    })
+    const plain = (t: Table) => t.toArray().map((row) => JSON.stringify(row))
+    const order = permutation(n, 3)
+    const shuffled = takeRows(table, order)
+    expect(plain(shuffled)).toEqual(Array.from(order, (i) => plain(table)[i]))
+    // Some runs (a filter): the same rows as picking them one by one.
+    const kept = Array.from({ length: n }, (_, i) => i).filter((i) => i % 3 !== 0)
+    expect(plain(takeRows(table, kept))).toEqual(kept.map((i) => plain(table)[i]))
+    // Struct and fixed-size-list rows that are null carry nothing below them: a slice of
+    // the original and a gathered copy write the same bytes.
+    const dir = tempDir()
+    const whole = encodeIpcFile(takeRows(table, kept), 8)
+    expect(Buffer.compare(writeFileOf(join(dir, "k.arrow"), takeRows(table, kept), 8, [1, 5, 3]), whole)).toBe(0)
+    const gathered = new Table([gatherBatch(table, kept)])
+    expect(Buffer.compare(encodeIpcFile(gathered, 8), whole)).toBe(0)
+  })
+
   it("a file that is not an Arrow file is a clean error", () => {
     const path = writeFile(tempDir(), "t.arrow", "not arrow at all, just text that is long enough")
     expect(() => IpcFileReader.open(path)).toThrow(/does not end as an Arrow IPC file does/)
+    // Files this program writes never hold dictionaries; one that does is not read as if it did not.
+    const dictionary = join(tempDir(), "d.arrow")
+    writeFileSync(dictionary, tableToIPC(tableFromArrays({ word: ["a", "b"] }), "file"))
+    expect(() => IpcFileReader.open(dictionary)).toThrow(/holds dictionary batches/)
   })
 })
 
@@ -155,7 +188,7 @@ describe("training examples read from disk", () => {
     })
   })
 
-  it("name the row whose labels do not match its ids, and a split that was not tokenized", async () => {
+  it("name the row whose labels do not match its ids, a split that was not tokenized, and a file whose rows differ from its record", async () => {
     const dir = tempDir()
     const bad = new Table({ input_ids: int32ListVector([[1, 2], [3]]), labels: int32ListVector([[1, 2], [3, 4]]) })
     writeFileSync(join(dir, "bad.arrow"), encodeIpcFile(bad))
@@ -164,6 +197,8 @@ describe("training examples read from disk", () => {
     expect(await failure(datasetOf(join(dir, "bad.arrow"), 2))).toBe('split "train" row 1: input_ids has 1 ids but labels has 2')
     writeFileSync(join(dir, "text.arrow"), encodeIpcFile(new Table({ text: vectorFromArray(["a"], new Utf8()) })))
     expect(await failure(datasetOf(join(dir, "text.arrow"), 1))).toMatch(/split "train": no column "input_ids" \(columns: text\): train on the output of a tokenize stage/)
+    writeFileSync(join(dir, "good.arrow"), encodeIpcFile(new Table({ input_ids: int32ListVector([[1]]), labels: int32ListVector([[1]]) })))
+    expect(await failure(datasetOf(join(dir, "good.arrow"), 40))).toMatch(/good\.arrow holds 1 rows where 40 were written: the cache entry is damaged/)
   })
 })
 
@@ -222,6 +257,10 @@ describe("every streaming stage, batch by batch, against the whole split in one 
       expect(files).toHaveLength(1)
       return readFileSync(files[0]!.path)
     }
+    // The shuffle's rows are its input's in numpy's order, value for value.
+    const before = decodeIpc(fileOf("short_small")).toArray().map((row) => JSON.stringify(row))
+    const after = decodeIpc(fileOf("mixed_small")).toArray().map((row) => JSON.stringify(row))
+    expect(after).toEqual(Array.from(permutation(before.length, 11), (i) => before[i]))
     for (const stage of ["data", "tok", "short", "mixed", "some", "mapped", "packed"]) {
       const small = fileOf(`${stage}_small`)
       const whole = decodeIpc(fileOf(`${stage}_whole`))

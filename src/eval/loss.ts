@@ -20,15 +20,18 @@ export interface LossResult {
 }
 
 /** Fails clearly when the data was tokenized with a bigger vocabulary than the model has. */
-export const requireIdsInVocabulary = (examples: Rows<Example>, vocabSize: number, model: string) => {
-  let max = -1
-  for (let i = 0; i < examples.length; i++) for (const id of examples.at(i)!.inputIds) if (id > max) max = id
-  return max < vocabSize
-    ? Effect.void
-    : Effect.fail(new StageError({
-      message: `the dataset holds token id ${max}, but ${model} has a vocabulary of ${vocabSize}: tokenize with the model's own tokenizer`
-    }))
-}
+export const requireIdsInVocabulary = (examples: Rows<Example>, vocabSize: number, model: string) =>
+  Effect.try({
+    try: () => {
+      let max = -1
+      for (let i = 0; i < examples.length; i++) for (const id of examples.at(i)!.inputIds) if (id > max) max = id
+      return max
+    },
+    catch: (cause) => new StageError({ message: `cannot read the examples: ${(cause as Error).message}`, cause })
+  }).pipe(Effect.filterOrFail(
+    (max) => max < vocabSize,
+    (max) => new StageError({ message: `the dataset holds token id ${max}, but ${model} has a vocabulary of ${vocabSize}: tokenize with the model's own tokenizer` })
+  ))
 
 export const evaluationLoss = Effect.fn("Evaluate.loss")(function* (
   model: Qwen2,

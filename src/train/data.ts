@@ -33,11 +33,19 @@ export const examplesOf = (rows: ReadonlyArray<Example>): Examples => ({
   take: (count) => examplesOf(rows.slice(0, count))
 })
 
+/** One record batch's examples: its non-empty rows and their lengths. */
+interface BatchIndex {
+  readonly file: number
+  readonly batch: number
+  readonly rows: Int32Array
+  readonly lengths: Int32Array
+}
+
 /**
  * `input_ids` and `labels` of a split, opened for random access: an index of the rows
- * with tokens is built from the columns' offsets (4 bytes a row per file batch read),
- * and each example's ids are read from the file when it is asked for. Memory does not
- * grow with the split. The files stay open until the scope closes.
+ * with tokens is built from the columns' offsets (8 bytes an example, in typed arrays),
+ * and each example's ids are read from the file when it is asked for. The files stay
+ * open until the scope closes.
  */
 export const openExamples = (dataset: DatasetArtifact, split: string) =>
   Effect.gen(function* () {
@@ -50,38 +58,75 @@ export const openExamples = (dataset: DatasetArtifact, split: string) =>
         }),
         (reader) => Effect.sync(() => reader.close())
       ).pipe(Effect.flatMap((reader) => exampleColumns(reader, split))))
-    // Each example's file, batch and row, and its length.
-    const where = { file: [] as Array<number>, batch: [] as Array<number>, row: [] as Array<number>, length: [] as Array<number> }
-    let splitRow = 0
-    for (const [f, { reader, ids, labels }] of columns.entries()) {
-      for (let b = 0; b < reader.numBatches; b++) {
-        const idLengths = ids.lengths(b)
-        const labelLengths = labels.lengths(b)
-        for (let r = 0; r < idLengths.length; r++, splitRow++) {
-          if (idLengths[r] !== labelLengths[r]) {
-            return yield* new StageError({ message: `split "${split}" row ${splitRow}: input_ids has ${idLengths[r]} ids but labels has ${labelLengths[r]}` })
-          }
-          if (idLengths[r]! === 0) continue
-          where.file.push(f)
-          where.batch.push(b)
-          where.row.push(r)
-          where.length.push(idLengths[r]!)
-        }
+    const index = yield* Effect.try({ try: () => buildIndex(files, columns, split), catch: (cause) => damaged(cause) })
+    // Examples before each batch of the index, for a binary search.
+    const before = new Float64Array(index.length + 1)
+    index.forEach((b, i) => (before[i + 1] = before[i]! + b.rows.length))
+    const at = (example: number): Example | undefined => {
+      if (!(example >= 0 && example < before[index.length]!)) return undefined
+      let low = 0
+      let high = index.length - 1
+      while (low < high) {
+        const mid = (low + high + 1) >> 1
+        if (before[mid]! <= example) low = mid
+        else high = mid - 1
       }
+      const b = index[low]!
+      const row = b.rows[example - before[low]!]!
+      const { ids, labels } = columns[b.file]!
+      return { inputIds: ids.cell(b.batch, row), labels: labels.cell(b.batch, row) }
     }
-    const at = (index: number): Example | undefined => {
-      if (index < 0 || index >= where.file.length) return undefined
-      const { ids, labels } = columns[where.file[index]!]!
-      return { inputIds: ids.cell(where.batch[index]!, where.row[index]!), labels: labels.cell(where.batch[index]!, where.row[index]!) }
+    const maxLength = (count: number) => {
+      let max = 0
+      for (let i = 0; i < index.length && before[i]! < count; i++) {
+        const lengths = index[i]!.lengths
+        for (let k = 0; k < lengths.length && before[i]! + k < count; k++) max = Math.max(max, lengths[k]!)
+      }
+      return max
     }
     const view = (count: number): Examples => ({
       length: count,
-      at: (index) => (index < count ? at(index) : undefined),
-      maxLength: where.length.slice(0, count).reduce((max, n) => Math.max(max, n), 0),
+      at: (example) => (example < count ? at(example) : undefined),
+      maxLength: maxLength(count),
       take: (n) => view(Math.min(count, n))
     })
-    return view(where.file.length)
+    return view(before[index.length]!)
   })
+
+/** The index: a `StageError` for rows whose labels and ids differ; a thrown error for a damaged file. */
+const buildIndex = (files: ReadonlyArray<{ readonly path: string; readonly rows: number }>, columns: ReadonlyArray<ExampleColumns>, split: string) => {
+  const index: Array<BatchIndex> = []
+  let splitRow = 0
+  for (const [f, { reader, ids, labels }] of columns.entries()) {
+    let fileRows = 0
+    for (let b = 0; b < reader.numBatches; b++) {
+      const idLengths = ids.lengths(b)
+      const labelLengths = labels.lengths(b)
+      const rows: Array<number> = []
+      for (let r = 0; r < idLengths.length; r++, splitRow++) {
+        if (idLengths[r] !== labelLengths[r]) {
+          throw new StageError({ message: `split "${split}" row ${splitRow}: input_ids has ${idLengths[r]} ids but labels has ${labelLengths[r]}` })
+        }
+        if (idLengths[r]! > 0) rows.push(r)
+      }
+      fileRows += idLengths.length
+      const kept = Int32Array.from(rows)
+      index.push({ file: f, batch: b, rows: kept, lengths: kept.map((r) => idLengths[r]!) })
+    }
+    if (fileRows !== files[f]!.rows) throw new Error(`${files[f]!.path} holds ${fileRows} rows where ${files[f]!.rows} were written`)
+  }
+  return index
+}
+
+const damaged = (cause: unknown) =>
+  cause instanceof StageError
+    ? cause
+    : new StageError({
+      message: `${(cause as Error).message}: the cache entry is damaged. Run \`pipeline verify --repair\` to remove damaged entries; the next run rebuilds them.`,
+      cause
+    })
+
+type ExampleColumns = Effect.Effect.Success<ReturnType<typeof exampleColumns>>
 
 const exampleColumns = (reader: IpcFileReader, split: string) =>
   Effect.try({

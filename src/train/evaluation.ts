@@ -48,14 +48,15 @@ export const evalLoss = (
     let weighted = 0
     let counted = 0
     for (let start = 0; start < examples.length; start += options.batchSize) {
-      const batch = Array.from({ length: Math.min(options.batchSize, examples.length - start) }, (_, i) => examples.at(start + i)!)
+      const size = Math.min(options.batchSize, examples.length - start)
       const loss = yield* Effect.try({
-        try: () => batchLoss(score, batch, options.padTokenId),
+        // Examples read from disk are read here: a damaged file fails as the loss does.
+        try: () => batchLoss(score, Array.from({ length: size }, (_, i) => examples.at(start + i)!), options.padTokenId),
         catch: (cause) => new StageError({ message: `the loss failed: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
       })
       if (!Number.isNaN(loss)) {
-        weighted += loss * batch.length
-        counted += batch.length
+        weighted += loss * size
+        counted += size
       }
       yield* onBatch(Math.min(examples.length, start + options.batchSize), examples.length)
     }
