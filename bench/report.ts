@@ -34,7 +34,7 @@ export interface Results {
     torch: Row | undefined
   } | undefined
   /** A generated corpus through the streaming data stages (npm run bench -- --cases stream). */
-  stream?: StreamRun
+  stream?: StreamRun | undefined
   /** The tutorial's pipeline files, two training steps each (npm run bench -- --cases gsm8k). */
   readonly gsm8k?: Array<Gsm8kRun>
   readonly skipped: Array<string>
@@ -140,17 +140,6 @@ export const formatTables = (results: Results): string => {
       lines.push(`| ${run.file} | ${PARAMS(run.trainable)} parameters | ${run.backend} | ${fmt(run.seconds_per_step, 0)} | ${fmt(run.tokens_per_s, 1)} | ${fmt(run.epoch_hours, 1)} h (${fmt(run.updates_per_epoch)} steps) | ${fmt(run.peak_rss_mb ?? Number.NaN)} |`)
     }
   }
-  if (results.stream !== undefined) {
-    const run = results.stream
-    lines.push(
-      "",
-      `**Larger than memory** (\`--cases stream\`): a generated ${fmt(run.corpus_mb)} MB JSON-lines corpus (${fmt(run.documents)} documents) through fetch → tokenize (\`text\`, \`pack: { block_size: 512 }\`, Qwen2.5's tokenizer) → filter → shuffle → select 100,000 blocks, in one \`pipeline run\` under \`node --max-old-space-size=${run.heap_mb}\`: peak RSS **${fmt(run.peak_rss_mb ?? Number.NaN)} MB**, ${fmt(run.total_s)} s in all, ${fmt(run.corpus_mb_per_s, 1)} MB of corpus a second.`,
-      "",
-      "| stage | seconds | rows out | Arrow out (MB) | corpus MB/s |",
-      "|---|---|---|---|---|",
-      ...run.stages.map((s) => `| ${s.id} | ${fmt(s.seconds, 1)} | ${fmt(s.rows)} | ${fmt(s.output_mb)} | ${fmt(s.corpus_mb_per_s, 1)} |`)
-    )
-  }
   const other: Array<string> = []
   if (results.tokenize !== undefined) {
     const t = results.tokenize
@@ -171,6 +160,23 @@ export const formatTables = (results: Results): string => {
   if (footnote) lines.push("", "† Other processes used more than a tenth of the machine during a run: a contended figure.")
   if (failures.length > 0) lines.push("", ...failures.map((f) => `‡ ${f}`))
   if (results.skipped.length > 0) lines.push("", ...results.skipped.map((s) => `Skipped: ${s}.`))
+  return `${lines.join("\n")}\n`
+}
+
+/** The stream case: stream.md and the README's block of its own. */
+export const formatStream = (results: Results): string => {
+  const lines: Array<string> = [header(results)]
+  if (results.stream !== undefined) {
+    const run = results.stream
+    lines.push(
+      "",
+      `**Larger than memory** (\`--cases stream\`): a generated ${fmt(run.corpus_mb)} MB JSON-lines corpus (${fmt(run.documents)} documents) through fetch → tokenize (\`text\`, \`pack: { block_size: 512 }\`, Qwen2.5's tokenizer) → filter → shuffle → select 100,000 blocks, in one \`pipeline run\` under \`node --max-old-space-size=${run.heap_mb}\`: peak RSS **${fmt(run.peak_rss_mb ?? Number.NaN)} MB**, ${fmt(run.total_s)} s in all, ${fmt(run.corpus_mb_per_s, 1)} MB of corpus a second.`,
+      "",
+      "| stage | seconds | rows out | Arrow out (MB) | corpus MB/s |",
+      "|---|---|---|---|---|",
+      ...run.stages.map((s) => `| ${s.id} | ${fmt(s.seconds, 1)} | ${fmt(s.rows)} | ${fmt(s.output_mb)} | ${fmt(s.corpus_mb_per_s, 1)} |`)
+    )
+  }
   return `${lines.join("\n")}\n`
 }
 

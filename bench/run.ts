@@ -5,7 +5,8 @@
  * alternates ours and ../shared/anchor/bench_torch.py (Debian's python3-torch) repeat by
  * repeat, and quotes medians and the ratio ours/PyTorch: these machines are noisy, so
  * ratios taken in one run are what to compare. Writes bench/results/latest.json and
- * latest.md (e2e.json and e2e.md for the end-to-end case); `--readme` also puts the
+ * latest.md (e2e.json and e2e.md for the end-to-end case, stream.json and stream.md for
+ * the stream case); `--readme` also puts the
  * tables into README.md's Performance section.
  */
 import { spawn, spawnSync } from "node:child_process"
@@ -14,7 +15,7 @@ import { cpus, totalmem, tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { formatE2e, formatTables, type Gsm8kRun, median, num, type Results, type TrainPair } from "./report.ts"
+import { formatE2e, formatStream, formatTables, type Gsm8kRun, median, num, type Results, type TrainPair } from "./report.ts"
 import { PRESET_NAMES, type PresetName, torchPreset } from "./presets.ts"
 import { qwenTokenizerDir } from "../tests/fixtures/tokenizers/folders.ts"
 
@@ -579,11 +580,18 @@ const main = async () => {
   mkdirSync(flags.out!, { recursive: true })
   // The end-to-end case (most of an hour) keeps files and a README block of its own, so
   // that the other cases can be measured again without it, and the other way round.
-  if (cases.some((c) => c !== "e2e")) {
-    const markdown = formatTables({ ...results, e2e: undefined })
-    writeFileSync(join(flags.out!, "latest.json"), `${JSON.stringify({ ...results, e2e: undefined }, null, 2)}\n`)
+  if (cases.some((c) => c !== "e2e" && c !== "stream")) {
+    const markdown = formatTables({ ...results, e2e: undefined, stream: undefined })
+    writeFileSync(join(flags.out!, "latest.json"), `${JSON.stringify({ ...results, e2e: undefined, stream: undefined }, null, 2)}\n`)
     writeFileSync(join(flags.out!, "latest.md"), markdown)
     if (flags.readme) updateReadme("bench", markdown)
+    console.log(markdown)
+  }
+  if (results.stream !== undefined) {
+    const markdown = formatStream(results)
+    writeFileSync(join(flags.out!, "stream.json"), `${JSON.stringify({ date: results.date, machine: results.machine, command: results.command, stream: results.stream }, null, 2)}\n`)
+    writeFileSync(join(flags.out!, "stream.md"), markdown)
+    if (flags.readme) updateReadme("bench-stream", markdown)
     console.log(markdown)
   }
   if (results.e2e !== undefined) {
@@ -616,6 +624,12 @@ const render = () => {
   }
   const latest = saved("latest.json")
   const e2e = saved("e2e.json")
+  const stream = saved("stream.json")
+  if (stream !== undefined) {
+    const markdown = formatStream(stream)
+    writeFileSync(join(flags.out!, "stream.md"), markdown)
+    if (flags.readme) updateReadme("bench-stream", markdown)
+  }
   if (latest === undefined && e2e === undefined) fail(`--render: no latest.json or e2e.json in ${flags.out}`)
   if (latest !== undefined) {
     const markdown = formatTables(latest)
