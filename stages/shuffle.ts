@@ -2,11 +2,12 @@
  * `shuffle`: a seeded permutation of each chosen split, identical to Hugging Face
  * datasets' `Dataset.shuffle(seed=S)` (numpy's `default_rng(S).permutation(n)`),
  * so the same seed gives the same order here, in Python, on any machine. A split
- * larger than memory is gathered in passes (src/shuffle.ts), in the same order.
+ * larger than memory is shuffled through bucket files (src/shuffle.ts), in the same order.
  */
 import { Effect, Schema } from "effect"
 import { streamSplits } from "../src/dataset.ts"
-import { shuffledBatches, shufflePasses } from "../src/shuffle.ts"
+import { join } from "node:path"
+import { shuffledBatches } from "../src/shuffle.ts"
 import { defineStage } from "../src/stage.ts"
 import { batchSize, Splits } from "./common.ts"
 
@@ -26,8 +27,9 @@ export default defineStage({
   run: (ctx) =>
     Effect.gen(function* () {
       const { seed, splits, batch_size } = ctx.params
-      const dataset = yield* streamSplits(ctx, { splits, batchRows: batch_size, passes: (input) => shufflePasses(input) }, (input) =>
-        Effect.succeed({ schema: input.schema, batches: shuffledBatches(input, seed) }))
+      // A split larger than a window keeps its buckets in the work folder while it is shuffled.
+      const dataset = yield* streamSplits(ctx, { splits, batchRows: batch_size }, (input) =>
+        Effect.succeed({ schema: input.schema, batches: shuffledBatches(input, seed, join(ctx.workDir, `shuffle-${input.name}`)) }))
       return { outputs: { dataset } }
     })
 })

@@ -6,7 +6,7 @@
  */
 import { Bool, DataType, Field, FixedSizeList, Int32, List, type RecordBatch, Struct, Table, tableFromArrays, tableToIPC, Utf8, vectorFromArray } from "apache-arrow"
 import { Effect, Stream } from "effect"
-import { readFileSync, writeFileSync } from "node:fs"
+import { existsSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
 import { decodeIpc, gatherBatch, int32ListVector, takeRows } from "../src/arrow.ts"
@@ -14,7 +14,7 @@ import { encodeIpcFile, IpcFileReader, IpcFileWriter } from "../src/arrow-file.t
 import type { DatasetArtifact } from "../src/artifact.ts"
 import { openSplit } from "../src/dataset.ts"
 import { permutation } from "../src/random.ts"
-import { shuffledBatches, shufflePasses } from "../src/shuffle.ts"
+import { shuffledBatches, shuffleWindows } from "../src/shuffle.ts"
 import { openExamples } from "../src/train/data.ts"
 import { qwenTokenizerDir } from "./fixtures/tokenizers/folders.ts"
 import { cliInProcess, tempDir, writeFile } from "./helpers.ts"
@@ -147,19 +147,21 @@ describe("Arrow files, a record batch at a time", () => {
 const datasetOf = (path: string, rows: number): DatasetArtifact => ({ kind: "dataset", splits: { train: [{ path, rows }] } })
 
 describe("shuffle of a split larger than its window", () => {
-  it("gathers numpy's permutation in passes, identical to the whole table shuffled in memory", async () => {
+  it("goes through bucket files to numpy's permutation, identical to the whole table shuffled in memory", async () => {
     const path = join(tempDir(), "t.arrow")
     writeFileSync(path, encodeIpcFile(sampleTable(211), 16))
     const table = decodeIpc(readFileSync(path))
     const input = await Effect.runPromise(openSplit(datasetOf(path, 211), "train", 16))
     const expected = encodeIpcFile(takeRows(table, permutation(211, 5)), 16)
-    // A window of about a sixth of the split: six passes over the file.
+    // A window of about a sixth of the split: six buckets.
     const windowBytes = Math.ceil(input.bytes / 6)
-    expect(shufflePasses(input, windowBytes)).toBeGreaterThanOrEqual(6)
+    expect(shuffleWindows(input, windowBytes)).toBeGreaterThanOrEqual(6)
+    const buckets = join(tempDir(), "buckets")
     for (const bytes of [windowBytes, 1, input.bytes * 2]) {
-      const batches = await Effect.runPromise(Stream.runCollect(shuffledBatches(input, 5, bytes)))
+      const batches = await Effect.runPromise(Stream.runCollect(shuffledBatches(input, 5, buckets, bytes)))
       const out = encodeIpcFile(new Table(table.schema, [...batches]), 16)
       expect(Buffer.compare(out, expected), `window of ${bytes} bytes`).toBe(0)
+      expect(existsSync(buckets), "the buckets are removed").toBe(false)
     }
   })
 })
