@@ -110,8 +110,8 @@ export const gatherBatch = (table: Table, indices: ArrayLike<number>): RecordBat
   return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: indices.length, nullCount: 0, children }))
 }
 
-/** The batch holding `row`, by its first row's index (`starts` ascending). */
-const batchOf = (starts: ReadonlyArray<number>, row: number): number => {
+/** The batch holding `row`, by each batch's first row (`starts` ascending, `starts[0]` ≤ `row`). */
+export const batchOf = (starts: ArrayLike<number>, row: number): number => {
   let low = 0
   let high = starts.length - 1
   while (low < high) {

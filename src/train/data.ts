@@ -5,6 +5,7 @@
  * and the epoch, so a resumed run sees exactly the batches an uninterrupted one would.
  */
 import { Effect } from "effect"
+import { batchOf } from "../arrow.ts"
 import { IpcFileReader } from "../arrow-file.ts"
 import type { DatasetArtifact } from "../artifact.ts"
 import { StageError } from "../errors.ts"
@@ -64,15 +65,9 @@ export const openExamples = (dataset: DatasetArtifact, split: string) =>
     index.forEach((b, i) => (before[i + 1] = before[i]! + b.rows.length))
     const at = (example: number): Example | undefined => {
       if (!(example >= 0 && example < before[index.length]!)) return undefined
-      let low = 0
-      let high = index.length - 1
-      while (low < high) {
-        const mid = (low + high + 1) >> 1
-        if (before[mid]! <= example) low = mid
-        else high = mid - 1
-      }
-      const b = index[low]!
-      const row = b.rows[example - before[low]!]!
+      const found = batchOf(before.subarray(0, index.length), example)
+      const b = index[found]!
+      const row = b.rows[example - before[found]!]!
       const { ids, labels } = columns[b.file]!
       return { inputIds: ids.cell(b.batch, row), labels: labels.cell(b.batch, row) }
     }
