@@ -10,7 +10,22 @@
  * `offset + i`; fixed-width values, value offsets and struct children are already
  * sliced; list children are not (the offsets index them).
  */
-import { type Data, DataType, Field, List, makeBuilder, makeData, RecordBatch, Schema, Struct, Vector } from "apache-arrow"
+import {
+  type Data,
+  DataType,
+  Field,
+  FixedSizeList,
+  LargeList,
+  List,
+  makeBuilder,
+  makeData,
+  Map_,
+  RecordBatch,
+  Schema,
+  Struct,
+  Type,
+  Vector
+} from "apache-arrow"
 
 const bitAt = (bits: Uint8Array, index: number): boolean => (bits[index >> 3]! & (1 << (index & 7))) !== 0
 
@@ -43,6 +58,7 @@ type TypedArray = Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array
  * (see `plainSchema`).
  */
 export const concatData = (type: DataType, pieces: ReadonlyArray<Data>, mask?: Mask): Data => {
+  if (DataType.isDictionary(type)) return concatData(plainType(type), pieces, mask)
   if (pieces.some((piece) => DataType.isDictionary(piece.type))) return concatData(type, pieces.map((piece) => decoded(type, piece)), mask)
   const length = pieces.reduce((n, p) => n + p.length, 0)
   const { valid, nullCount, nullBitmap } = validity(pieces, length, mask)
@@ -99,17 +115,23 @@ export const concatData = (type: DataType, pieces: ReadonlyArray<Data>, mask?: M
 /** A dictionary-encoded piece as plain values of `type`, built value by value. */
 const decoded = (type: DataType, piece: Data): Data => {
   if (!DataType.isDictionary(piece.type)) return piece
-  const builder = makeBuilder({ type, nullValues: [null, undefined] })
+  const builder = makeBuilder({ type: plainType(type), nullValues: [null, undefined] })
   for (const value of new Vector([piece])) builder.append(value)
   return builder.finish().flush()
 }
 
-/** A dictionary-encoded type as its values' type (within lists and structs too); others as they are. */
+/** A dictionary-encoded type as its values' type (within nested types too); others as they are. */
 export const plainType = (type: DataType): DataType => {
   if (DataType.isDictionary(type)) return plainType(type.dictionary)
-  if (DataType.isList(type)) return new List(plainField(type.children[0]!))
-  if (DataType.isStruct(type)) return new Struct(type.children.map(plainField))
-  return type
+  const children = type.children ?? []
+  const plain = children.map(plainField)
+  if (plain.every((field, i) => field === children[i])) return type
+  if (DataType.isList(type)) return new List(plain[0]!)
+  if (type.typeId === Type.LargeList) return new LargeList(plain[0]!)
+  if (DataType.isFixedSizeList(type)) return new FixedSizeList(type.listSize, plain[0]!)
+  if (DataType.isMap(type)) return new Map_(plain[0]! as Field<Struct>, type.keysSorted)
+  if (DataType.isStruct(type)) return new Struct(plain)
+  throw new Error(`dictionary-encoded values inside a ${type} column are not supported`)
 }
 
 const plainField = (field: Field): Field => {

@@ -17,7 +17,6 @@
 import { DataType, Message, Type, type RecordBatch, RecordBatchFileWriter, RecordBatchStreamWriter, type Schema, Table, tableFromIPC } from "apache-arrow"
 import { AsyncByteQueue } from "apache-arrow/io/stream"
 import { Footer } from "apache-arrow/ipc/metadata/file"
-import { compareSchemas } from "apache-arrow/visitor/typecomparator"
 import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs"
 import { concatBatches, plainSchema } from "./arrow-concat.ts"
 
@@ -85,7 +84,8 @@ export class IpcFileWriter {
       return
     }
     // apache-arrow's writer would end the file silently at a batch of another schema.
-    if (!compareSchemas(this.stored, plainSchema(batch.schema))) {
+    // Nullability may differ (a batch without nulls says its columns have none).
+    if (!sameColumns(this.stored, plainSchema(batch.schema))) {
       throw new Error(`a record batch with columns (${describe(batch.schema)}) was written to a file of (${describe(this.schema)})`)
     }
     if (batch.numRows === 0) return
@@ -145,6 +145,9 @@ export const encodeIpcFile = (table: Table, batchRows: number = DEFAULT_BATCH_RO
   writer.finish()
   return writer.toUint8Array()
 }
+
+const sameColumns = (a: Schema, b: Schema): boolean =>
+  a.fields.length === b.fields.length && a.fields.every((f, i) => f.name === b.fields[i]!.name && String(f.type) === String(b.fields[i]!.type))
 
 const describe = (schema: Schema): string => schema.fields.map((f) => `${f.name}: ${f.type}`).join(", ")
 

@@ -3,7 +3,7 @@
  * built-in stages and plug-ins share.
  */
 import { FileSystem, Path } from "@effect/platform"
-import { type RecordBatch, Schema, Table } from "apache-arrow"
+import { Field, type RecordBatch, Schema, Table } from "apache-arrow"
 import { Effect, Stream } from "effect"
 import { statSync } from "node:fs"
 import { decodeIpc } from "./arrow.ts"
@@ -94,6 +94,8 @@ export interface SplitInput {
   readonly files: ReadonlyArray<SplitFile>
   /** Its rows in order, in batches of at most the stage's batch rows. Each run reads the files again. */
   readonly batches: Stream.Stream<RecordBatch, StageError>
+  /** Counts rows read some other way (a shuffle's buckets) in the stage's progress. */
+  readonly advance: (rows: number) => Effect.Effect<void>
 }
 
 /** Batches of `file` of at most `batchRows` rows (slices of its own), checked against the rows it recorded. */
@@ -140,7 +142,8 @@ export const openSplit = (dataset: DatasetArtifact, name: string, batchRows: num
       rows: files.reduce((sum, file) => sum + file.rows, 0),
       bytes,
       files,
-      batches: Stream.flatMap(Stream.fromIterable(files), (file) => fileBatches(file, batchRows))
+      batches: Stream.flatMap(Stream.fromIterable(files), (file) => fileBatches(file, batchRows)),
+      advance: () => Effect.void
     }
   })
 
@@ -169,12 +172,16 @@ export const writeSplit = (
     const open = (columns: Schema) =>
       Effect.try({ try: () => (writer ??= IpcFileWriter.create(file, columns, batchRows)), catch: (cause) => writeError(cause) })
     if (schema instanceof Schema) yield* open(schema)
+    // Columns taken from the first batch may hold nulls in a later one.
     yield* Stream.runForEach(batches, (batch) =>
-      Effect.flatMap(open(batch.schema), (w) => Effect.try({ try: () => w.write(batch), catch: (cause) => writeError(cause) })))
+      Effect.flatMap(open(nullableSchema(batch.schema)), (w) => Effect.try({ try: () => w.write(batch), catch: (cause) => writeError(cause) })))
     const done = writer ?? (yield* open(schema instanceof Schema ? schema : yield* schema.ifEmpty))
     const rows = yield* Effect.try({ try: () => done.finish(), catch: (cause) => writeError(cause) })
     return { path: file, rows }
   }).pipe(Effect.scoped)
+
+const nullableSchema = (schema: Schema): Schema =>
+  new Schema(schema.fields.map((f) => (f.nullable ? f : new Field(f.name, f.type, true, f.metadata))), schema.metadata)
 
 const writeError = (cause: unknown) =>
   new StageError({ message: `cannot write the dataset: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
@@ -279,14 +286,12 @@ export const streamSplits = <P, R = never>(
       }
       const input = inputs[index]!
       const bytesPerRow = input.rows === 0 ? 0 : input.bytes / input.rows
-      const tracked: SplitInput = {
-        ...input,
-        batches: Stream.tap(input.batches, (batch) => {
-          done.rows += batch.numRows
-          done.bytes += batch.numRows * bytesPerRow
-          return ctx.progress(done.rows, total.rows, "rows", { done: done.bytes, total: total.bytes })
-        })
+      const advance = (rows: number) => {
+        done.rows += rows
+        done.bytes += rows * bytesPerRow
+        return ctx.progress(done.rows, total.rows, "rows", { done: done.bytes, total: total.bytes })
       }
+      const tracked: SplitInput = { ...input, batches: Stream.tap(input.batches, (batch) => advance(batch.numRows)), advance }
       const result = yield* transform(tracked)
       out[name] = [yield* writeSplit(ctx.outDir, name, result.schema, result.batches, result.batchRows ?? options.batchRows)]
     }

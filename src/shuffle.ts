@@ -61,8 +61,11 @@ export const shuffledBatches = (
       Effect.try({ try: () => mkdirSync(tempDir, { recursive: true }), catch: (cause) => tempError(tempDir, cause) }),
       () => Effect.sync(() => rmSync(tempDir, { recursive: true, force: true }))
     )
-    yield* scatter(input, order, size, windows, tempDir)
-    return Stream.range(0, windows - 1).pipe(Stream.mapEffect((window) => gatherBucket(join(tempDir, bucketName(window)), sources(window))))
+    yield* scatter(input, order, size, windows, tempDir, windowBytes)
+    return Stream.range(0, windows - 1).pipe(
+      Stream.mapEffect((window) => gatherBucket(join(tempDir, bucketName(window)), sources(window))),
+      Stream.tap((batch) => input.advance(batch.numRows))
+    )
   }))
 }
 
@@ -72,14 +75,14 @@ const tempError = (path: string, cause: unknown) =>
   new StageError({ message: `cannot use ${path} for the shuffle: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
 
 /** The first pass: every row to its window's bucket, in input order. */
-const scatter = (input: SplitInput, order: Uint32Array, size: number, windows: number, dir: string) =>
+const scatter = (input: SplitInput, order: Uint32Array, size: number, windows: number, dir: string, windowBytes: number) =>
   Effect.gen(function* () {
     // The window each input row goes to: another 4 bytes a row.
     const windowOf = new Uint32Array(input.rows)
     for (let position = 0; position < order.length; position++) windowOf[order[position]!] = Math.floor(position / size)
     // Rows a bucket holds before it writes them: all buckets together about a quarter window.
     const rowBytes = Math.max(1, input.bytes / input.rows)
-    const bucketRows = Math.max(1, Math.floor(WINDOW_BYTES / (4 * windows * rowBytes)))
+    const bucketRows = Math.max(1, Math.floor(windowBytes / (4 * windows * rowBytes)))
     const writers: Array<IpcFileWriter> = []
     yield* Effect.acquireRelease(
       Effect.try({
@@ -92,7 +95,11 @@ const scatter = (input: SplitInput, order: Uint32Array, size: number, windows: n
     )
     let firstRow = 0
     yield* Stream.runForEach(input.batches, (batch) =>
-      Effect.try({
+      firstRow + batch.numRows > input.rows
+        ? Effect.fail(new StageError({
+          message: `split "${input.name}" holds more than the ${input.rows} rows its files recorded: the cache entry is damaged. Run \`pipeline verify --repair\` to remove damaged entries; the next run rebuilds them.`
+        }))
+        : Effect.try({
         try: () => {
           const local: Array<Array<number>> = Array.from({ length: windows }, () => [])
           for (let row = 0; row < batch.numRows; row++) local[windowOf[firstRow + row]!]!.push(row)
@@ -112,9 +119,13 @@ const gatherBucket = (path: string, sources: Uint32Array) =>
   Effect.try({
     try: () => {
       const reader = IpcFileReader.open(path)
-      const batches = Array.from({ length: reader.numBatches }, (_, b) => reader.readBatch(b))
+      let batches: Array<RecordBatch>
+      try {
+        batches = Array.from({ length: reader.numBatches }, (_, b) => reader.readBatch(b))
+      } finally {
+        reader.close()
+      }
       const schema = reader.schema
-      reader.close()
       rmSync(path)
       // The bucket holds the window's rows in input order, which is its sources sorted.
       return gatherBatch(new Table(schema, batches), arrivalToWindow(sources))

@@ -5,9 +5,9 @@
  * larger than memory is shuffled through bucket files (src/shuffle.ts), in the same order.
  */
 import { Effect, Schema } from "effect"
-import { streamSplits } from "../src/dataset.ts"
+import { type SplitInput, streamSplits } from "../src/dataset.ts"
 import { join } from "node:path"
-import { shuffledBatches } from "../src/shuffle.ts"
+import { shuffledBatches, shuffleWindows } from "../src/shuffle.ts"
 import { defineStage } from "../src/stage.ts"
 import { batchSize, Splits } from "./common.ts"
 
@@ -28,7 +28,9 @@ export default defineStage({
     Effect.gen(function* () {
       const { seed, splits, batch_size } = ctx.params
       // A split larger than a window keeps its buckets in the work folder while it is shuffled.
-      const dataset = yield* streamSplits(ctx, { splits, batchRows: batch_size }, (input) =>
+      // Past one window, the rows are read twice: once from the split, once from the buckets.
+      const passes = (input: SplitInput) => (shuffleWindows(input) > 1 ? 2 : 1)
+      const dataset = yield* streamSplits(ctx, { splits, batchRows: batch_size, passes }, (input) =>
         Effect.succeed({ schema: input.schema, batches: shuffledBatches(input, seed, join(ctx.workDir, `shuffle-${input.name}`)) }))
       return { outputs: { dataset } }
     })

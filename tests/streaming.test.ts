@@ -4,7 +4,7 @@
  * into memory at once gives (one batch of every row, the in-memory path), for the same
  * input, shuffle order included.
  */
-import { Bool, DataType, Field, FixedSizeList, Int32, List, type RecordBatch, Struct, Table, tableFromArrays, tableToIPC, Utf8, vectorFromArray } from "apache-arrow"
+import { Bool, DataType, Dictionary, Field, FixedSizeList, Int32, List, type RecordBatch, Struct, Table, tableFromArrays, tableToIPC, Utf8, vectorFromArray } from "apache-arrow"
 import { Effect, Stream } from "effect"
 import { existsSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
@@ -79,6 +79,21 @@ describe("Arrow files, a record batch at a time", () => {
     expect(read.getChild("word")!.toArray()).toEqual(["a", "b", "a", "c", "a"])
     // The same bytes as the plain column written directly.
     expect(Buffer.compare(readFileSync(join(dir, "t.arrow")), encodeIpcFile(new Table({ word: vectorFromArray(["a", "b", "a", "c", "a"], new Utf8()) }), 2))).toBe(0)
+  })
+
+  it("takes a column without nulls in its first batch and with nulls later, and dictionaries inside fixed-size lists", () => {
+    const path = join(tempDir(), "t.arrow")
+    const writer = IpcFileWriter.create(path, new Table({ x: vectorFromArray([1, 2], new Int32()) }).schema, 3)
+    writer.write(new Table({ x: vectorFromArray([1, 2], new Int32()) }))
+    writer.write(new Table({ x: vectorFromArray([3, null], new Int32()) }))
+    writer.finish()
+    expect(decodeIpc(readFileSync(path)).getChild("x")!.toArray()).toEqual(Int32Array.from([1, 2, 3, 0]))
+    expect(decodeIpc(readFileSync(path)).getChild("x")!.get(3)).toBeNull()
+    const pairs = new FixedSizeList(2, new Field("item", new Dictionary(new Utf8(), new Int32()), true))
+    const table = new Table({ pair: vectorFromArray([["a", "b"], ["b", "c"]], pairs) })
+    const taken = new Table([gatherBatch(table, [1, 0])])
+    expect(String(taken.schema.fields[0]!.type)).toBe("FixedSizeList[2]<Utf8>")
+    expect(JSON.stringify(taken.toArray().map((row) => row.toJSON().pair.toArray()))).toBe('[["b","c"],["a","b"]]')
   })
 
   it("refuses a batch of another schema instead of ending the file silently", () => {
@@ -163,6 +178,11 @@ describe("shuffle of a split larger than its window", () => {
       expect(Buffer.compare(out, expected), `window of ${bytes} bytes`).toBe(0)
       expect(existsSync(buckets), "the buckets are removed").toBe(false)
     }
+    // A file holding more rows than its entry recorded is damage, said so, before any row is misplaced.
+    const short = await Effect.runPromise(openSplit(datasetOf(path, 190), "train", 16))
+    const failure = await Effect.runPromise(Effect.flip(Stream.runDrain(shuffledBatches(short, 5, buckets, windowBytes))))
+    expect(failure.message).toMatch(/split "train" holds more than the 190 rows its files recorded: the cache entry is damaged/)
+    expect(existsSync(buckets)).toBe(false)
   })
 })
 
