@@ -4,11 +4,10 @@
  */
 import { Args, Command, Options, Prompt } from "@effect/cli"
 import { FetchHttpClient, FileSystem, Path } from "@effect/platform"
-import { Table } from "apache-arrow"
-import { Config, Effect, Either, Layer, Option, Stream } from "effect"
+import { Config, Effect, Either, Layer, Option } from "effect"
 import * as nodePath from "node:path"
 import { decodeIpc } from "./arrow.ts"
-import { openSplit } from "./dataset.ts"
+import { readHead } from "./dataset.ts"
 import { renderDot, renderMermaid, renderText } from "./dag.ts"
 import { LockError, StoreError, UsageError } from "./errors.ts"
 import { statusOf, toJson } from "./events.ts"
@@ -174,17 +173,9 @@ const show = Command.make(
         return yield* new UsageError({ message: `stage "${args.stage}" has no split "${split}" (splits: ${splits.join(", ")})` })
       }
       // Only the rows shown are read: a split may be larger than memory.
-      const input = yield* openSplit(dataset, split, Math.max(1, args.limit)).pipe(Effect.mapError((e) => new StoreError({ message: e.message })))
-      let read = 0
-      const first = yield* input.batches.pipe(
-        Stream.takeWhile(() => read < args.limit),
-        Stream.tap((batch) => Effect.sync(() => (read += batch.numRows))),
-        Stream.runCollect,
-        Effect.mapError((e) => new StoreError({ message: e.message }))
-      )
-      const table = new Table(input.schema, [...first])
+      const { table, rows } = yield* readHead(dataset, split, args.limit).pipe(Effect.mapError((e) => new StoreError({ message: e.message })))
       yield* stdout(yield* rendered(dataset.splits[split]!.map((f) => f.path).join(", "), () =>
-        args.format === "jsonl" ? renderJsonl(table, args.limit) : renderTable(table, args.limit, input.rows)))
+        args.format === "jsonl" ? renderJsonl(table, args.limit) : renderTable(table, args.limit, rows)))
     })
 ).pipe(Command.withDescription("Print a stage's cached rows"))
 

@@ -154,6 +154,23 @@ export const openSplit = (dataset: DatasetArtifact, name: string, batchRows: num
 export type OutputSchema = Schema | { readonly ifEmpty: Effect.Effect<Schema, StageError> }
 
 /**
+ * The first `count` rows of a split (every row for `Infinity`) as one table, reading no
+ * further than they go; and how many rows the split has.
+ */
+export const readHead = (dataset: DatasetArtifact, split: string, count: number) =>
+  Effect.gen(function* () {
+    const input = yield* openSplit(dataset, split, Math.max(1, Math.min(count, DEFAULT_BATCH_ROWS)))
+    let read = 0
+    const batches = yield* input.batches.pipe(
+      Stream.takeWhile(() => read < count),
+      Stream.tap((batch) => Effect.sync(() => (read += batch.numRows))),
+      Stream.runCollect
+    )
+    const table = new Table(input.schema, [...batches])
+    return { table: table.numRows > count ? table.slice(0, count) : table, rows: input.rows }
+  })
+
+/**
  * Writes `batches` as split `split`'s Arrow file in `outDir`'s dataset folder, in record
  * batches of `batchRows` rows. A failure leaves a partial file in the staging folder,
  * which is thrown away with it.

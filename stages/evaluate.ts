@@ -11,7 +11,7 @@ import { Effect, Either, Schema } from "effect"
 import { describeBackend } from "../src/backend/runtime.ts"
 import { backendReady } from "../src/backend/service.ts"
 import type { BackendInfo } from "../src/backend/select.ts"
-import { inputDataset, readSplit, writeDataset } from "../src/dataset.ts"
+import { inputDataset, readHead, writeDataset } from "../src/dataset.ts"
 import { StageError } from "../src/errors.ts"
 import { accuracyOf, type ScoredExample, scoreExamples } from "../src/eval/accuracy.ts"
 import { completePrompts, preview } from "../src/eval/generation.ts"
@@ -123,7 +123,8 @@ const evaluationData = (ctx: StageContext<Params>, wanted: ReadonlySet<Metric>) 
       : examplesOf([])
     if (wantLoss && lossExamples.length === 0) return yield* new StageError({ message: `split "${params.split}" has no examples to compute the loss on` })
     if (!wanted.has("accuracy")) return { lossExamples, questions: undefined, references: [] }
-    const table = yield* readSplit(dataset, params.split)
+    // Only the rows scored are read.
+    const { table } = yield* readHead(dataset, params.split, params.limit)
     const questions = yield* promptTexts(table, params.split, promptSource(params), params.limit)
     const references = yield* columnTexts(table, params.split, params.reference, params.limit)
     return { lossExamples, questions, references }

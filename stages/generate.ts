@@ -8,7 +8,7 @@
 import { Effect, Either, Schema } from "effect"
 import { describeBackend } from "../src/backend/runtime.ts"
 import { backendReady } from "../src/backend/service.ts"
-import { inputDataset, readSplit, writeDataset } from "../src/dataset.ts"
+import { inputDataset, readHead, writeDataset } from "../src/dataset.ts"
 import { StageError } from "../src/errors.ts"
 import { completePrompts, preview } from "../src/eval/generation.ts"
 import { loadInferenceModel, modelToRun } from "../src/eval/inference.ts"
@@ -63,7 +63,8 @@ const promptsOf = (ctx: StageContext<Params>) =>
     const source: PromptSource = params.column !== undefined
       ? { _tag: "Column", column: params.column }
       : { _tag: "Template", parts: Either.getOrThrow(parseTemplate(params.template!)) }
-    return yield* promptTexts(yield* readSplit(dataset, split), split, source, params.limit ?? Infinity)
+    const { table } = yield* readHead(dataset, split, params.limit ?? Infinity)
+    return yield* promptTexts(table, split, source, params.limit ?? Infinity)
   })
 
 export default defineStage({

@@ -12,7 +12,7 @@ import { describe, expect, it } from "vitest"
 import { decodeIpc, gatherBatch, int32ListVector, takeRows } from "../src/arrow.ts"
 import { encodeIpcFile, IpcFileReader, IpcFileWriter } from "../src/arrow-file.ts"
 import type { DatasetArtifact } from "../src/artifact.ts"
-import { openSplit } from "../src/dataset.ts"
+import { openSplit, readHead } from "../src/dataset.ts"
 import { permutation } from "../src/random.ts"
 import { shuffledBatches, shuffleWindows } from "../src/shuffle.ts"
 import { openExamples } from "../src/train/data.ts"
@@ -160,6 +160,20 @@ describe("Arrow files, a record batch at a time", () => {
 })
 
 const datasetOf = (path: string, rows: number): DatasetArtifact => ({ kind: "dataset", splits: { train: [{ path, rows }] } })
+
+describe("the first rows of a split", () => {
+  it("are read without the rest: show, evaluate's and generate's prompts", async () => {
+    const path = join(tempDir(), "t.arrow")
+    writeFileSync(path, encodeIpcFile(sampleTable(50), 7))
+    const plain = (t: Table) => t.toArray().map((row) => JSON.stringify(row))
+    const whole = plain(decodeIpc(readFileSync(path)))
+    for (const count of [0, 3, 7, 10, 50, Infinity]) {
+      const head = await Effect.runPromise(readHead(datasetOf(path, 50), "train", count))
+      expect(head.rows).toBe(50)
+      expect(plain(head.table), `first ${count}`).toEqual(whole.slice(0, Math.min(count, 50)))
+    }
+  })
+})
 
 describe("shuffle of a split larger than its window", () => {
   it("goes through bucket files to numpy's permutation, identical to the whole table shuffled in memory", async () => {
