@@ -73,11 +73,6 @@ export class IpcFileWriter {
     return this.writer.toUint8Array(true)
   }
 
-  /** Rows handed over so far. */
-  get rows(): number {
-    return this.written + this.pendingRows
-  }
-
   write(batch: RecordBatch | Table): void {
     if (batch instanceof Table) {
       for (const b of batch.batches) this.write(b)

@@ -7,7 +7,7 @@ import { FetchHttpClient, FileSystem, Path } from "@effect/platform"
 import { Config, Effect, Either, Layer, Option } from "effect"
 import * as nodePath from "node:path"
 import { decodeIpc } from "./arrow.ts"
-import { readHead } from "./dataset.ts"
+import { readHead, unreadableArrow } from "./dataset.ts"
 import { renderDot, renderMermaid, renderText } from "./dag.ts"
 import { LockError, StoreError, UsageError } from "./errors.ts"
 import { statusOf, toJson } from "./events.ts"
@@ -121,9 +121,7 @@ const rendered = (file: string, render: () => string) =>
   Effect.try({
     try: render,
     catch: (cause) =>
-      new StoreError({
-        message: `${file} is not a readable Arrow file (${cause instanceof Error ? cause.message : String(cause)}): the cache entry is damaged. Run \`pipeline verify --repair\` to remove damaged entries; the next run rebuilds them.`
-      })
+new StoreError({ message: unreadableArrow(file, cause) })
   })
 
 const show = Command.make(

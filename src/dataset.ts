@@ -6,7 +6,6 @@ import { FileSystem, Path } from "@effect/platform"
 import { Field, type RecordBatch, Schema, Table } from "apache-arrow"
 import { Effect, Stream } from "effect"
 import { statSync } from "node:fs"
-import { decodeIpc } from "./arrow.ts"
 import { DEFAULT_BATCH_ROWS, IpcFileReader, IpcFileWriter } from "./arrow-file.ts"
 import type { DatasetArtifact, SplitFile } from "./artifact.ts"
 import { StageError } from "./errors.ts"
@@ -27,58 +26,15 @@ export const inputDataset = <P>(ctx: StageContext<P>): Effect.Effect<DatasetArti
     }))
 }
 
-/**
- * Reads every file of a split into one table: for what is small by nature (prompts to
- * generate from, a page of `show`). Stages that may meet a large split stream it
- * (`openSplit`).
- */
-export const readSplit = (dataset: DatasetArtifact, split: string) =>
-  Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    const files = dataset.splits[split]
-    if (files === undefined) {
-      return yield* new StageError({
-        message: `the dataset has no split "${split}" (it has: ${Object.keys(dataset.splits).join(", ") || "none"})`
-      })
-    }
-    const tables = yield* Effect.forEach(files, (file) =>
-      fs.readFile(file.path).pipe(
-        Effect.mapError((cause) => new StageError({ message: `cannot read ${file.path}: ${cause.message}`, cause })),
-        Effect.flatMap((bytes) => decodeSplitFile(bytes, file))
-      ))
-    return concatTables(tables)
-  })
+/** What a cache file found damaged on reading says: what is wrong, and what to do. */
+export const damagedEntry = (what: string): string =>
+  `${what}: the cache entry is damaged. Run \`pipeline verify --repair\` to remove damaged entries; the next run rebuilds them.`
 
-/**
- * One Arrow file of a split, checked against the row count its entry recorded. A file
- * damaged in the cache (bytes changed with the mtime restored get past the quick check)
- * is a clean error that names it, never a crash.
- */
-const decodeSplitFile = (bytes: Uint8Array, file: SplitFile) =>
-  Effect.try({
-    try: () => {
-      const table = decodeIpc(bytes)
-      if (table.numRows !== file.rows) throw new Error(`it holds ${table.numRows} rows where ${file.rows} were written`)
-      return table
-    },
-    catch: (cause) =>
-      new StageError({
-        message: `${file.path} is not a readable Arrow file (${cause instanceof Error ? cause.message : String(cause)}): the cache entry is damaged. Run \`pipeline verify --repair\` to remove damaged entries; the next run rebuilds them.`,
-        cause
-      })
-  })
+/** `path` could not be read as Arrow (bytes changed with the mtime restored get past the store's quick check). */
+export const unreadableArrow = (path: string, cause: unknown): string =>
+  damagedEntry(`${path} is not a readable Arrow file (${cause instanceof Error ? cause.message : String(cause)})`)
 
-const concatTables = (tables: ReadonlyArray<Table>): Table => {
-  if (tables.length === 1) return tables[0]!
-  const first = tables[0]
-  return first === undefined ? new Table() : new Table(first.schema, tables.flatMap((t) => t.batches))
-}
-
-const damaged = (path: string, cause: unknown) =>
-  new StageError({
-    message: `${path} is not a readable Arrow file (${cause instanceof Error ? cause.message : String(cause)}): the cache entry is damaged. Run \`pipeline verify --repair\` to remove damaged entries; the next run rebuilds them.`,
-    cause
-  })
+const damaged = (path: string, cause: unknown) => new StageError({ message: unreadableArrow(path, cause), cause })
 
 const openReader = (file: SplitFile) =>
   Effect.acquireRelease(Effect.try({ try: () => IpcFileReader.open(file.path), catch: (cause) => damaged(file.path, cause) }), (reader) =>
@@ -153,6 +109,21 @@ export const openSplit = (dataset: DatasetArtifact, name: string, batchRows: num
  */
 export type OutputSchema = Schema | { readonly ifEmpty: Effect.Effect<Schema, StageError> }
 
+/** The rows [start, end) of a stream of batches, read no further than `end`. */
+export const rowRange = <E>(batches: Stream.Stream<RecordBatch, E>, start: number, end: number): Stream.Stream<RecordBatch, E> =>
+  Stream.suspend(() => {
+    let first = 0
+    return batches.pipe(
+      Stream.takeWhile(() => first < end),
+      Stream.map((batch) => {
+        const from = Math.min(batch.numRows, Math.max(0, start - first))
+        const to = Math.min(batch.numRows, end - first)
+        first += batch.numRows
+        return from === 0 && to === batch.numRows ? batch : batch.slice(from, Math.max(from, to))
+      })
+    )
+  })
+
 /**
  * The first `count` rows of a split (every row for `Infinity`) as one table, reading no
  * further than they go; and how many rows the split has.
@@ -160,15 +131,16 @@ export type OutputSchema = Schema | { readonly ifEmpty: Effect.Effect<Schema, St
 export const readHead = (dataset: DatasetArtifact, split: string, count: number) =>
   Effect.gen(function* () {
     const input = yield* openSplit(dataset, split, Math.max(1, Math.min(count, DEFAULT_BATCH_ROWS)))
-    let read = 0
-    const batches = yield* input.batches.pipe(
-      Stream.takeWhile(() => read < count),
-      Stream.tap((batch) => Effect.sync(() => (read += batch.numRows))),
-      Stream.runCollect
-    )
-    const table = new Table(input.schema, [...batches])
-    return { table: table.numRows > count ? table.slice(0, count) : table, rows: input.rows }
+    const batches = yield* Stream.runCollect(rowRange(input.batches, 0, count))
+    return { table: new Table(input.schema, [...batches]), rows: input.rows }
   })
+
+/**
+ * Every row of a split as one table: for what is small by nature (DPO's pairs, a
+ * plug-in's whole-split transform). Stages that may meet a large split stream it
+ * (`openSplit`).
+ */
+export const readSplit = (dataset: DatasetArtifact, split: string) => Effect.map(readHead(dataset, split, Infinity), (head) => head.table)
 
 /**
  * Writes `batches` as split `split`'s Arrow file in `outDir`'s dataset folder, in record

@@ -56,7 +56,7 @@ const summarize = (outputs: Extract<StageOutcome, { outputs: unknown }>["outputs
 const BYTE_UNITS = ["B", "kB", "MB", "GB", "TB"]
 
 /** Bytes in decimal units, as `du --si` and download tools print them. */
-export const formatBytes = (bytes: number): string => {
+const formatBytes = (bytes: number): string => {
   let value = bytes
   let unit = 0
   while (value >= 1000 && unit < BYTE_UNITS.length - 1) {

@@ -15,7 +15,7 @@ import { mkdirSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { gatherBatch } from "./arrow.ts"
 import { IpcFileReader, IpcFileWriter } from "./arrow-file.ts"
-import type { SplitInput } from "./dataset.ts"
+import { damagedEntry, type SplitInput } from "./dataset.ts"
 import { StageError } from "./errors.ts"
 import { permutation } from "./random.ts"
 
@@ -96,9 +96,7 @@ const scatter = (input: SplitInput, order: Uint32Array, size: number, windows: n
     let firstRow = 0
     yield* Stream.runForEach(input.batches, (batch) =>
       firstRow + batch.numRows > input.rows
-        ? Effect.fail(new StageError({
-          message: `split "${input.name}" holds more than the ${input.rows} rows its files recorded: the cache entry is damaged. Run \`pipeline verify --repair\` to remove damaged entries; the next run rebuilds them.`
-        }))
+        ? Effect.fail(new StageError({ message: damagedEntry(`split "${input.name}" holds more than the ${input.rows} rows its files recorded`) }))
         : Effect.try({
         try: () => {
           const local: Array<Array<number>> = Array.from({ length: windows }, () => [])

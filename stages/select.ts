@@ -3,27 +3,12 @@
  * `train_dataset.select(range(2000))`. A quick way to try a pipeline end to end. It
  * reads only as far as the rows it keeps.
  */
-import type { RecordBatch } from "apache-arrow"
-import { Effect, Schema, Stream } from "effect"
-import { streamSplits } from "../src/dataset.ts"
+import { Effect, Schema } from "effect"
+import { rowRange, streamSplits } from "../src/dataset.ts"
 import { defineStage } from "../src/stage.ts"
 import { batchSize, Splits } from "./common.ts"
 
 const Count = Schema.Int.pipe(Schema.nonNegative())
-
-/** The rows [start, end) of a stream of batches, read no further than `end`. */
-const rowRange = <E>(batches: Stream.Stream<RecordBatch, E>, start: number, end: number): Stream.Stream<RecordBatch, E> => {
-  let first = 0
-  return batches.pipe(
-    Stream.takeWhile(() => first < end),
-    Stream.map((batch) => {
-      const from = Math.min(batch.numRows, Math.max(0, start - first))
-      const to = Math.min(batch.numRows, end - first)
-      first += batch.numRows
-      return from === 0 && to === batch.numRows ? batch : batch.slice(from, Math.max(from, to))
-    })
-  )
-}
 
 export default defineStage({
   name: "select",

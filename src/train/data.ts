@@ -8,6 +8,7 @@ import { Effect } from "effect"
 import { batchOf } from "../arrow.ts"
 import { IpcFileReader } from "../arrow-file.ts"
 import type { DatasetArtifact } from "../artifact.ts"
+import { damagedEntry } from "../dataset.ts"
 import { StageError } from "../errors.ts"
 import { permutation } from "../random.ts"
 import type { Example } from "./collate.ts"
@@ -116,10 +117,7 @@ const buildIndex = (files: ReadonlyArray<{ readonly path: string; readonly rows:
 const damaged = (cause: unknown) =>
   cause instanceof StageError
     ? cause
-    : new StageError({
-      message: `${(cause as Error).message}: the cache entry is damaged. Run \`pipeline verify --repair\` to remove damaged entries; the next run rebuilds them.`,
-      cause
-    })
+    : new StageError({ message: damagedEntry((cause as Error).message), cause })
 
 type ExampleColumns = Effect.Effect.Success<ReturnType<typeof exampleColumns>>
 
