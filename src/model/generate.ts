@@ -154,8 +154,8 @@ const nextLogits = (model: Qwen2, batch: TokenBatch, cache: KVCache | undefined)
   const logits = tf.tidy(() => {
     const out = decode(model, batch, cache === undefined ? {} : { cache })
     for (const layer of out.cache.layers) {
-      tf.keep(layer.keysT)
-      tf.keep(layer.values)
+      tf.keep(layer.keys)
+      tf.keep(layer.valuesT)
     }
     next = out.cache
     const last = Int32Array.from({ length: batch.batchSize }, (_, row) => row * batch.seqLen + batch.seqLen - 1)
@@ -172,8 +172,8 @@ const nextLogits = (model: Qwen2, batch: TokenBatch, cache: KVCache | undefined)
 
 const disposeCache = (cache: KVCache | undefined): void =>
   cache?.layers.forEach((layer) => {
-    layer.keysT.dispose()
-    layer.values.dispose()
+    layer.keys.dispose()
+    layer.valuesT.dispose()
   })
 
 /** Generates from token-id prompts. */
