@@ -41,7 +41,7 @@ const Params = Schema.Struct({
     [...METRICS],
     "What to compute: loss, perplexity (exp of the loss), accuracy (generates answers; default all three)"
   ),
-  eval_batch_size: withDefault(Count, 8, "per_device_eval_batch_size: examples per loss batch and prompts per generation batch (default 8)"),
+  eval_batch_size: withDefault(Count, 8, "per_device_eval_batch_size: examples per loss batch, and prompts in the generation batch at once (continuous batching) (default 8)"),
   limit: withDefault(Count, 50, "Accuracy is scored on the first N examples of the split, each one generated (default 50)"),
   loss_limit: optional(Count, "The loss over the first N examples only (default: the whole split)"),
   max_new_tokens: withDefault(Count, 256, "Longest answer generated for accuracy (default 256)"),

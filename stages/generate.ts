@@ -36,9 +36,9 @@ const Params = Schema.Struct({
   temperature: optional(Schema.Number.pipe(Schema.positive()), "With do_sample: divides the logits (default 1)"),
   top_k: optional(Schema.Int.pipe(Schema.nonNegative()), "With do_sample: keep the k most likely tokens, 0 for all (default 50)"),
   top_p: optional(Schema.Number.pipe(Schema.greaterThan(0), Schema.lessThanOrEqualTo(1)), "With do_sample: keep the smallest set of tokens whose probability reaches this (default 1)"),
-  seed: withDefault(Schema.Int.pipe(Schema.nonNegative()), 0, "With do_sample: the sampler's seed; batch i samples with seed + i (default 0)"),
+  seed: withDefault(Schema.Int.pipe(Schema.nonNegative()), 0, "With do_sample: the sampler's seed; each prompt samples from a stream of its own, made from the seed and its index, whatever batch_size is (default 0)"),
   stop: optional(Schema.Array(Text), "Stop a continuation once it contains one of these (the stop string is kept)"),
-  batch_size: withDefault(Count, 8, "Prompts generated together, left-padded (default 8)")
+  batch_size: withDefault(Count, 8, "Prompts in the batch at once; one that ends gives its place to the next (continuous batching) (default 8)")
 }).pipe(Schema.filter((p) => {
   const sources = [p.prompts, p.column, p.template].filter((s) => s !== undefined).length
   if (sources !== 1) return "give exactly one of prompts (a list), column (a dataset column) or template (columns in a pattern)"

@@ -1,6 +1,6 @@
 /**
- * Generation: the KV cache changes nothing but speed, left-padded batches decode as
- * their rows would alone, sampling is seeded, stopping works, and nothing leaks.
+ * Generation: the KV cache changes nothing but speed, left-padded and continuous batches
+ * decode as their rows would alone, sampling is seeded, stopping works, and nothing leaks.
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as tf from "@tensorflow/tfjs-core"
@@ -50,7 +50,34 @@ describe.each<BackendName>(["wasm", "cpu"])("generation on %s", (backend) => {
     prompts.forEach((prompt, row) => expect(batched[row]).toEqual(generate(model, [prompt], options).tokens[0]))
   })
 
-  it("stops a row at an EOS id and pads it while others go on", () => {
+  it("batches continuously: a row that ends gives its place to the next prompt, and every row gets what it gets alone", () => {
+    const many = [...prompts, [9, 8, 7, 6, 5, 4, 3, 2, 1], [44], [123, 321, 231]]
+    const free = many.map((prompt) => generate(model, [prompt], { maxNewTokens: 7, eosTokenIds: [] }).tokens[0] ?? [])
+    // An EOS id that ends some rows early (at different steps) and not others.
+    const eos = free[1]?.[1] ?? -1
+    const alone = many.map((prompt) => generate(model, [prompt], { maxNewTokens: 7, eosTokenIds: [eos] }))
+    expect(alone.some((one) => one.finishReasons[0] === "eos")).toBe(true)
+    expect(alone.some((one) => one.finishReasons[0] === "length")).toBe(true)
+    for (const useCache of [true, false]) {
+      for (const batchSize of [1, 2, 4]) {
+        const together = generate(model, many, { maxNewTokens: 7, eosTokenIds: [eos], batchSize, useCache })
+        expect(together.tokens).toEqual(alone.map((one) => one.tokens[0]))
+        expect(together.finishReasons).toEqual(alone.map((one) => one.finishReasons[0]))
+      }
+    }
+  })
+
+  it("samples each prompt from a stream of its own, whatever the batch", () => {
+    const options = { maxNewTokens: 8, eosTokenIds: [], doSample: true, temperature: 1.3, topK: 0, seed: 11 }
+    const all = generate(model, prompts, options).tokens
+    expect(generate(model, prompts, { ...options, batchSize: 1 }).tokens).toEqual(all)
+    expect(generate(model, [prompts[0]!, prompts[1]!], options).tokens).toEqual(all.slice(0, 2))
+    // Two prompts alike draw differently: their streams are their own.
+    const twins = generate(model, [prompts[2]!, prompts[2]!], { ...options, topK: 0, temperature: 3 }).tokens
+    expect(twins[0]).not.toEqual(twins[1])
+  })
+
+  it("stops a row at an EOS id while the others go on", () => {
     const free = generate(model, prompts, { maxNewTokens: 6, eosTokenIds: [] }).tokens
     const eos = free[0]?.[2] ?? -1
     const stopped = generate(model, prompts, { maxNewTokens: 6, eosTokenIds: [eos] })
@@ -90,6 +117,7 @@ describe.each<BackendName>(["wasm", "cpu"])("generation on %s", (backend) => {
       lossAndGrads(model, batch, labels).grads.forEach((grad) => grad.dispose())
       generate(model, prompts, { maxNewTokens: 3, eosTokenIds: [] })
       generate(model, prompts, { maxNewTokens: 3, eosTokenIds: [], useCache: false })
+      generate(model, [...prompts, [5], [6, 7]], { maxNewTokens: 4, eosTokenIds: [prompts[0]![0]!], batchSize: 2 })
     }
     cycle()
     const before = tf.memory().numTensors

@@ -1,13 +1,13 @@
 /**
  * Text in, continuations out: the one generation path behind the `generate` stage,
  * `evaluate`'s accuracy and `pipeline generate`. Prompts are encoded as the tokenize
- * stage encodes them (no special tokens added), generated in left-padded batches with
+ * stage encodes them (no special tokens added), generated in continuous batches with
  * the KV cache, and decoded without special tokens and without the prompt, as
  * transformers' text-generation pipeline does with `return_full_text=False`.
  */
 import { Effect } from "effect"
 import { StageError } from "../errors.ts"
-import { type FinishReason, generate } from "../model/generate.ts"
+import { type FinishReason, GenerationRun } from "../model/generate.ts"
 import type { Tokenizer } from "../tokenizer.ts"
 import { type InferenceModel, requireTokenizer } from "./inference.ts"
 
@@ -19,13 +19,14 @@ export interface TextGenerationOptions {
   readonly topK?: number | undefined
   readonly topP?: number | undefined
   /**
-   * Batch `i` samples with `seed + i`, so that a run is reproducible for a given seed and
-   * batch size (transformers instead draws every batch from one global stream).
+   * Each prompt samples from a stream of its own, made from the seed and its index, so
+   * that a run is reproducible for a seed whatever the batch size (transformers instead
+   * draws every batch from one global stream).
    */
   readonly seed?: number | undefined
   /** A row stops once its continuation contains one of these (the stop string is kept). */
   readonly stop?: ReadonlyArray<string> | undefined
-  /** Prompts per forward pass. */
+  /** Prompts in the batch at once: one that ends gives its place to the next (continuous batching). */
   readonly batchSize: number
   /** false recomputes the whole sequence each step: slower, the same tokens. */
   readonly useCache?: boolean | undefined
@@ -58,8 +59,8 @@ const encodePrompts = (tokenizer: Tokenizer, prompts: ReadonlyArray<string>) =>
   })
 
 /**
- * Generates a continuation for each prompt, `batchSize` at a time; `onBatch` hears
- * how many prompts are done after each batch.
+ * Generates a continuation for each prompt, `batchSize` in the batch at once; `onBatch`
+ * hears how many prompts are done whenever some end. Interruptible between steps.
  */
 export const completePrompts = Effect.fn("Generation.complete")(function* (
   loaded: InferenceModel,
@@ -70,41 +71,44 @@ export const completePrompts = Effect.fn("Generation.complete")(function* (
   const tokenizer = yield* requireTokenizer(loaded)
   const encoded = yield* encodePrompts(tokenizer, prompts)
   const decode = (ids: ArrayLike<number>) => tokenizer.decode(ids, { skipSpecialTokens: true })
-  const completions: Array<Completion> = []
-  let newTokens = 0
-  let milliseconds = 0
-  for (let start = 0, batch = 0; start < encoded.length; start += options.batchSize, batch++) {
-    const rows = encoded.slice(start, start + options.batchSize)
-    const began = performance.now()
-    const generation = yield* Effect.try({
+  const failed = (cause: unknown) => new StageError({ message: `generation failed: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
+  const began = performance.now()
+  const generation = yield* Effect.acquireUseRelease(
+    Effect.try({
       try: () =>
-        generate(loaded.model, rows, {
+        new GenerationRun(loaded.model, encoded, {
           maxNewTokens: options.maxNewTokens,
           doSample: options.doSample,
           ...(options.temperature !== undefined && { temperature: options.temperature }),
           ...(options.topK !== undefined && { topK: options.topK }),
           ...(options.topP !== undefined && { topP: options.topP }),
-          ...(options.seed !== undefined && { seed: options.seed + batch }),
+          ...(options.seed !== undefined && { seed: options.seed }),
           eosTokenIds: loaded.eosTokenIds,
           padTokenId: loaded.padTokenId,
+          batchSize: options.batchSize,
           ...(options.stop !== undefined && options.stop.length > 0 && { stopStrings: options.stop, decode }),
           ...(options.useCache !== undefined && { useCache: options.useCache })
         }),
-      catch: (cause) => new StageError({ message: `generation failed: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
-    })
-    milliseconds += performance.now() - began
-    generation.tokens.forEach((tokenIds, row) => {
-      newTokens += tokenIds.length
-      completions.push({
-        prompt: prompts[start + row]!,
-        text: decode(tokenIds),
-        tokenIds,
-        finishReason: generation.finishReasons[row] ?? "length"
-      })
-    })
-    yield* onBatch(completions.length, prompts.length)
-  }
-  const seconds = milliseconds / 1000
+      catch: failed
+    }),
+    (run) =>
+      Effect.gen(function* () {
+        while (!run.done) {
+          const ended = yield* Effect.try({ try: () => run.step(), catch: failed })
+          if (ended.length > 0) yield* onBatch(run.finished, prompts.length)
+        }
+        return run.result()
+      }),
+    (run) => Effect.sync(() => run.dispose())
+  )
+  const seconds = (performance.now() - began) / 1000
+  const completions = generation.tokens.map((tokenIds, index): Completion => ({
+    prompt: prompts[index]!,
+    text: decode(tokenIds),
+    tokenIds,
+    finishReason: generation.finishReasons[index] ?? "length"
+  }))
+  const newTokens = completions.reduce((sum, completion) => sum + completion.tokenIds.length, 0)
   return { completions, newTokens, seconds, tokensPerSecond: seconds > 0 ? newTokens / seconds : 0 } satisfies CompletionRun
 })
 

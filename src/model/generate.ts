@@ -2,8 +2,9 @@
  * Text generation with a KV cache: greedy decoding or seeded sampling (temperature,
  * top-k, top-p, applied in transformers' order), stopping on EOS ids, stop strings or
  * `maxNewTokens`. Prompts of different lengths are batched with left padding; as in
- * transformers' `generate`, a padded row's position ids count its real tokens only, and
- * a finished row keeps receiving the pad token until every row is done.
+ * transformers' `generate`, a padded row's position ids count its real tokens only. A
+ * row that ends leaves the batch, and the next prompt waiting takes its place
+ * (continuous batching), so short answers never wait for long ones.
  *
  * `useCache: false` re-runs the whole sequence at every step: slower, but it must give
  * exactly the same tokens, which is what the tests check.
@@ -21,7 +22,10 @@ export interface GenerateOptions {
   readonly temperature?: number
   readonly topK?: number
   readonly topP?: number
-  /** Seeds the sampler: the same seed and logits give the same tokens on every run. */
+  /**
+   * Seeds the sampler: the same seed and logits give the same tokens on every run. Each
+   * prompt draws from a stream of its own (the seed and its index), whatever the batch.
+   */
   readonly seed?: number
   /** Defaults to the config's `eos_token_id`. */
   readonly eosTokenIds?: ReadonlyArray<number>
@@ -31,6 +35,8 @@ export interface GenerateOptions {
   /** Fills left padding and finished rows; defaults to pad, then EOS, then 0. */
   readonly padTokenId?: number
   readonly useCache?: boolean
+  /** Prompts in the batch at once (continuous batching); all of them when absent. */
+  readonly batchSize?: number
 }
 
 export type FinishReason = "eos" | "stop_string" | "length"
@@ -93,7 +99,7 @@ const ranked = (logits: Float32Array, k: number): Array<number> => {
 }
 
 /** Temperature → top-k → top-p → softmax → draw, as transformers' logits warpers. */
-export const sampler = (options: { temperature?: number; topK?: number; topP?: number; seed?: number }): TokenChooser => {
+export const sampler = (options: { temperature?: number; topK?: number; topP?: number; seed?: number | bigint }): TokenChooser => {
   const temperature = options.temperature ?? 1
   const topK = options.topK ?? 50
   const topP = options.topP ?? 1
@@ -122,33 +128,29 @@ export const sampler = (options: { temperature?: number; topK?: number; topP?: n
   }
 }
 
-interface Rows {
-  /** Every row's tokens so far, left-padded: [B][P + steps]. */
-  readonly tokens: Array<Array<number>>
-  readonly masks: Array<Array<number>>
-}
-
 /** transformers' position ids for a left-padded row: cumsum(mask) - 1, padding at 1. */
 const positionsOf = (mask: ReadonlyArray<number>): Array<number> => {
   let seen = 0
   return mask.map((m) => (m === 0 ? 1 : seen++))
 }
 
-const batchOf = (rows: Rows, from: number): TokenBatch => {
-  const b = rows.tokens.length
-  const t = (rows.tokens[0]?.length ?? 0) - from
-  const flat = (perRow: ReadonlyArray<ReadonlyArray<number>>) =>
-    Int32Array.from({ length: b * t }, (_, i) => perRow[Math.floor(i / t)]?.[from + (i % t)] ?? 0)
-  return {
-    batchSize: b,
-    seqLen: t,
-    inputIds: flat(rows.tokens),
-    attentionMask: flat(rows.masks),
-    positionIds: flat(rows.masks.map(positionsOf))
-  }
+/** Sequences left-padded to the longest, as one batch. */
+const leftPadded = (sequences: ReadonlyArray<ReadonlyArray<number>>, pad: number): TokenBatch => {
+  const b = sequences.length
+  const t = Math.max(...sequences.map((sequence) => sequence.length))
+  const inputIds = new Int32Array(b * t).fill(pad)
+  const attentionMask = new Int32Array(b * t)
+  const positionIds = new Int32Array(b * t).fill(1)
+  sequences.forEach((sequence, row) => {
+    const offset = row * t + t - sequence.length
+    inputIds.set(sequence, offset)
+    attentionMask.fill(1, offset, (row + 1) * t)
+    positionIds.set(positionsOf(sequence.map(() => 1)), offset)
+  })
+  return { batchSize: b, seqLen: t, inputIds, attentionMask, positionIds }
 }
 
-/** Logits of each row's last position, [B][V], and the grown cache. */
+/** Logits of each row's last position, [B][V], and the grown cache (kept; the caller disposes it). */
 const nextLogits = (model: Qwen2, batch: TokenBatch, cache: KVCache | undefined) => {
   let next: KVCache | undefined
   const logits = tf.tidy(() => {
@@ -176,49 +178,239 @@ const disposeCache = (cache: KVCache | undefined): void =>
     layer.valuesT.dispose()
   })
 
-/** Generates from token-id prompts. */
-export const generate = (model: Qwen2, prompts: ReadonlyArray<ReadonlyArray<number>>, options: GenerateOptions): Generation => {
-  if (prompts.length === 0) return { tokens: [], finishReasons: [] }
-  if (prompts.some((prompt) => prompt.length === 0)) throw new RangeError("every prompt needs at least one token")
-  const stopStrings = options.stopStrings ?? []
-  const decodeText = options.decode
-  if (stopStrings.length > 0 && decodeText === undefined) throw new TypeError("stopStrings needs a decode function")
-  const eos = new Set(options.eosTokenIds ?? eosTokenIds(model.config))
-  const pad = options.padTokenId ?? model.config.pad_token_id ?? [...eos][0] ?? 0
-  const choose = options.doSample === true ? sampler(options) : argmax
-  const useCache = options.useCache ?? true
-  const longest = Math.max(...prompts.map((prompt) => prompt.length))
-  const rows: Rows = {
-    tokens: prompts.map((prompt) => [...Array<number>(longest - prompt.length).fill(pad), ...prompt]),
-    masks: prompts.map((prompt) => [...Array<number>(longest - prompt.length).fill(0), ...prompt.map(() => 1)])
+/** The cache with `columns` masked positions put before every row's (so that two caches line up). */
+const padLeft = (cache: KVCache, rows: number, columns: number): KVCache => {
+  if (columns === 0) return cache
+  const keyMask = new Int32Array(rows * (cache.length + columns))
+  for (let row = 0; row < rows; row++) {
+    keyMask.set(cache.keyMask.subarray(row * cache.length, (row + 1) * cache.length), row * (cache.length + columns) + columns)
   }
-  const generated = prompts.map((): Array<number> => [])
-  const reasons: Array<FinishReason | undefined> = prompts.map(() => undefined)
-  let cache: KVCache | undefined
-  try {
-    for (let step = 0; step < options.maxNewTokens && reasons.includes(undefined); step++) {
-      const from = useCache && cache !== undefined ? longest + step - 1 : 0
-      const next = nextLogits(model, batchOf(rows, from), useCache ? cache : undefined)
-      disposeCache(cache)
-      cache = useCache ? next.cache : undefined
-      if (!useCache) disposeCache(next.cache)
-      next.rows.forEach((logits, row) => {
-        const done = reasons[row] !== undefined
-        const token = done ? pad : choose(logits)
-        rows.tokens[row]?.push(token)
-        rows.masks[row]?.push(1)
-        if (done) return
-        const mine = generated[row] ?? []
-        mine.push(token)
-        if (eos.has(token)) reasons[row] = "eos"
-        else if (decodeText !== undefined && stopStrings.length > 0) {
-          const text = decodeText(mine)
-          if (stopStrings.some((stop) => text.includes(stop))) reasons[row] = "stop_string"
-        }
-      })
+  const layers = cache.layers.map((layer) => tf.tidy(() => ({
+    keys: tf.pad(layer.keys, [[0, 0], [0, 0], [columns, 0], [0, 0]]),
+    valuesT: tf.pad(layer.valuesT, [[0, 0], [0, 0], [0, 0], [columns, 0]])
+  })))
+  return { layers, keyMask, length: cache.length + columns }
+}
+
+/** Two caches' rows, one after the other (the inputs are left as they are). */
+const joinCaches = (first: KVCache, firstRows: number, second: KVCache, secondRows: number): KVCache => {
+  const length = Math.max(first.length, second.length)
+  const a = padLeft(first, firstRows, length - first.length)
+  const b = padLeft(second, secondRows, length - second.length)
+  const keyMask = new Int32Array((firstRows + secondRows) * length)
+  keyMask.set(a.keyMask.subarray(0, firstRows * length))
+  keyMask.set(b.keyMask.subarray(0, secondRows * length), firstRows * length)
+  const layers = a.layers.map((layer, i) => ({
+    keys: tf.concat([layer.keys, b.layers[i]!.keys], 0),
+    valuesT: tf.concat([layer.valuesT, b.layers[i]!.valuesT], 0)
+  }))
+  if (a !== first) disposeCache(a)
+  if (b !== second) disposeCache(b)
+  return { layers, keyMask, length }
+}
+
+/**
+ * The cache of the rows `keep` (indices into `rows` rows), without the leading positions
+ * that none of them can see (those of rows that have left).
+ */
+const keepRows = (cache: KVCache, keep: ReadonlyArray<number>): KVCache => {
+  const s = cache.length
+  let dead = s
+  for (const row of keep) {
+    const first = cache.keyMask.subarray(row * s, (row + 1) * s).indexOf(1)
+    dead = Math.min(dead, first < 0 ? s : first)
+  }
+  const length = s - dead
+  const keyMask = new Int32Array(keep.length * length)
+  keep.forEach((row, i) => keyMask.set(cache.keyMask.subarray(row * s + dead, (row + 1) * s), i * length))
+  const layers = cache.layers.map((layer) => tf.tidy(() => {
+    const index = tf.tensor1d(Int32Array.from(keep), "int32")
+    const keys = tf.gather(layer.keys, index, 0)
+    const valuesT = tf.gather(layer.valuesT, index, 0)
+    return {
+      keys: dead === 0 ? keys : tf.slice(keys, [0, 0, dead, 0], [-1, -1, length, -1]),
+      valuesT: dead === 0 ? valuesT : tf.slice(valuesT, [0, 0, 0, dead], [-1, -1, -1, length])
     }
-  } finally {
-    disposeCache(cache)
+  }))
+  return { layers, keyMask, length }
+}
+
+/** One prompt on its way through the batch. */
+interface Row {
+  readonly index: number
+  /** Its prompt and what it has generated so far. */
+  readonly sequence: Array<number>
+  readonly generated: Array<number>
+  readonly choose: TokenChooser
+}
+
+/** A seeded sampler of its own for each prompt: what a prompt draws does not depend on its batch. */
+const chooserFor = (options: GenerateOptions, index: number): TokenChooser =>
+  options.doSample === true
+    ? sampler({ ...options, seed: (BigInt(index) << 64n) | BigInt.asUintN(64, BigInt(options.seed ?? 0)) })
+    : argmax
+
+/**
+ * A generation in progress, a step at a time (so that a caller can report progress and
+ * be interrupted between steps). Dispose it when done or abandoned.
+ *
+ * Continuous batching: at most `batchSize` prompts are in the batch at once. A row leaves
+ * as soon as it stops (EOS, a stop string or its token limit), and the next prompt
+ * waiting takes its place: its prompt runs through the model on its own, and its cache
+ * joins the batch's, both aligned on the right with masked positions on the left. A
+ * row's tokens are those it would get alone: padding never changes what a row sees.
+ */
+export class GenerationRun {
+  readonly #model: Qwen2
+  readonly #prompts: ReadonlyArray<ReadonlyArray<number>>
+  readonly #options: GenerateOptions
+  readonly #eos: ReadonlySet<number>
+  readonly #pad: number
+  readonly #batchSize: number
+  readonly #useCache: boolean
+  readonly #tokens: Array<ReadonlyArray<number> | undefined>
+  readonly #reasons: Array<FinishReason | undefined>
+  #live: Array<Row> = []
+  #cache: KVCache | undefined
+  #next = 0
+  #finished = 0
+
+  constructor(model: Qwen2, prompts: ReadonlyArray<ReadonlyArray<number>>, options: GenerateOptions) {
+    if (prompts.some((prompt) => prompt.length === 0)) throw new RangeError("every prompt needs at least one token")
+    if ((options.stopStrings ?? []).length > 0 && options.decode === undefined) throw new TypeError("stopStrings needs a decode function")
+    if (options.doSample === true) sampler(options) // checks the parameters now, not at the first draw
+    const batchSize = options.batchSize ?? prompts.length
+    if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`)
+    this.#model = model
+    this.#prompts = prompts
+    this.#options = options
+    this.#eos = new Set(options.eosTokenIds ?? eosTokenIds(model.config))
+    this.#pad = options.padTokenId ?? model.config.pad_token_id ?? [...this.#eos][0] ?? 0
+    this.#batchSize = batchSize
+    this.#useCache = options.useCache ?? true
+    this.#tokens = prompts.map(() => undefined)
+    this.#reasons = prompts.map(() => undefined)
   }
-  return { tokens: generated, finishReasons: reasons.map((reason) => reason ?? "length") }
+
+  /** Prompts whose generation has ended. */
+  get finished(): number {
+    return this.#finished
+  }
+
+  get done(): boolean {
+    return this.#finished === this.#prompts.length
+  }
+
+  /** Runs one forward pass: new prompts' first tokens, or every row's next. Returns the prompts that ended in it. */
+  step(): ReadonlyArray<number> {
+    if (this.done) return []
+    if (this.#options.maxNewTokens <= 0) {
+      const ended = this.#prompts.map((_, index) => index)
+      ended.forEach((index) => this.#end({ index, sequence: [], generated: [], choose: argmax }, "length"))
+      this.#next = this.#prompts.length
+      return ended
+    }
+    const free = this.#batchSize - this.#live.length
+    if (free > 0 && this.#next < this.#prompts.length) return this.#admit(Math.min(free, this.#prompts.length - this.#next))
+    return this.#advance()
+  }
+
+  /** The result, once `done`. */
+  result(): Generation {
+    if (!this.done) throw new Error("the generation has not ended")
+    return { tokens: this.#tokens.map((tokens) => tokens ?? []), finishReasons: this.#reasons.map((reason) => reason ?? "length") }
+  }
+
+  dispose(): void {
+    disposeCache(this.#cache)
+    this.#cache = undefined
+  }
+
+  /** The next `count` prompts join the batch: their prompts through the model, their first tokens chosen. */
+  #admit(count: number): ReadonlyArray<number> {
+    const rows = Array.from({ length: count }, (_, i): Row => {
+      const index = this.#next + i
+      return { index, sequence: [...this.#prompts[index]!], generated: [], choose: chooserFor(this.#options, index) }
+    })
+    this.#next += count
+    const next = nextLogits(this.#model, leftPadded(rows.map((row) => row.sequence), this.#pad), undefined)
+    if (this.#useCache) {
+      const joined = this.#cache === undefined ? next.cache : joinCaches(this.#cache, this.#live.length, next.cache, count)
+      if (joined !== next.cache) {
+        disposeCache(this.#cache)
+        disposeCache(next.cache)
+      }
+      this.#cache = joined
+    } else disposeCache(next.cache)
+    this.#live = [...this.#live, ...rows]
+    return this.#choose(rows, next.rows, this.#live.length - count)
+  }
+
+  /** Every row's next token. */
+  #advance(): ReadonlyArray<number> {
+    const rows = this.#live
+    let batch: TokenBatch
+    if (this.#useCache) {
+      batch = {
+        batchSize: rows.length,
+        seqLen: 1,
+        inputIds: Int32Array.from(rows, (row) => row.sequence.at(-1)!),
+        attentionMask: new Int32Array(rows.length).fill(1),
+        positionIds: Int32Array.from(rows, (row) => row.sequence.length - 1)
+      }
+    } else batch = leftPadded(rows.map((row) => row.sequence), this.#pad)
+    const next = nextLogits(this.#model, batch, this.#useCache ? this.#cache : undefined)
+    if (this.#useCache) disposeCache(this.#cache)
+    this.#cache = this.#useCache ? next.cache : undefined
+    if (!this.#useCache) disposeCache(next.cache)
+    return this.#choose(rows, next.rows, 0)
+  }
+
+  /** Chooses `rows`' tokens from their logits (rows start at `offset` in the batch), and lets the ended ones go. */
+  #choose(rows: ReadonlyArray<Row>, logits: ReadonlyArray<Float32Array>, offset: number): ReadonlyArray<number> {
+    const ended: Array<number> = []
+    const keep: Array<number> = []
+    const stopStrings = this.#options.stopStrings ?? []
+    this.#live.forEach((row, position) => {
+      const mine = position - offset
+      if (mine < 0 || mine >= rows.length) return keep.push(position)
+      const token = row.choose(logits[mine]!)
+      row.sequence.push(token)
+      row.generated.push(token)
+      let reason: FinishReason | undefined
+      if (this.#eos.has(token)) reason = "eos"
+      else if (stopStrings.length > 0 && stopStrings.some((stop) => this.#options.decode!(row.generated).includes(stop))) reason = "stop_string"
+      else if (row.generated.length >= this.#options.maxNewTokens) reason = "length"
+      if (reason === undefined) return keep.push(position)
+      this.#end(row, reason)
+      ended.push(row.index)
+    })
+    if (ended.length > 0) {
+      const survivors = keep.map((position) => this.#live[position]!)
+      if (this.#cache !== undefined) {
+        const kept = survivors.length > 0 ? keepRows(this.#cache, keep) : undefined
+        disposeCache(this.#cache)
+        this.#cache = kept
+      }
+      this.#live = survivors
+    }
+    return ended
+  }
+
+  #end(row: Row, reason: FinishReason): void {
+    this.#tokens[row.index] = row.generated
+    this.#reasons[row.index] = reason
+    this.#finished += 1
+  }
+}
+
+/** Generates from token-id prompts (see `GenerationRun` for how they are batched). */
+export const generate = (model: Qwen2, prompts: ReadonlyArray<ReadonlyArray<number>>, options: GenerateOptions): Generation => {
+  const run = new GenerationRun(model, prompts, options)
+  try {
+    while (!run.done) run.step()
+    return run.result()
+  } finally {
+    run.dispose()
+  }
 }
