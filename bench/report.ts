@@ -20,6 +20,22 @@ export interface TrainPair {
   torch: Array<Row>
 }
 
+/** One inference shape, ours beside PyTorch (npm run bench -- --cases infer). */
+export interface InferPair {
+  readonly kind: "generate" | "eval-loss"
+  readonly preset: string
+  readonly backend: string
+  readonly batch: number
+  readonly prompt?: number
+  readonly new?: number
+  readonly seq?: number
+  failure?: string
+  torchFailure?: string
+  /** One JSON line each, from bench/cases/generate.ts or eval-loss.ts and bench/infer_torch.py. */
+  readonly ours: Array<Row>
+  readonly torch: Array<Row>
+}
+
 export interface Results {
   readonly date: string
   readonly machine: { readonly cpu: string; readonly cores: number; readonly memory_gib: number; readonly node: string; readonly torch: string | null; readonly blas: string | null; readonly blas_core?: string | null }
@@ -35,6 +51,8 @@ export interface Results {
   } | undefined
   /** A generated corpus through the streaming data stages (npm run bench -- --cases stream). */
   stream?: StreamRun | undefined
+  /** Generation and eval_loss beside PyTorch (npm run bench -- --cases infer). */
+  infer?: Array<InferPair> | undefined
   /** The tutorial's pipeline files, two training steps each (npm run bench -- --cases gsm8k). */
   readonly gsm8k?: Array<Gsm8kRun>
   readonly skipped: Array<string>
@@ -160,6 +178,66 @@ export const formatTables = (results: Results): string => {
   if (footnote) lines.push("", "† Other processes used more than a tenth of the machine during a run: a contended figure.")
   if (failures.length > 0) lines.push("", ...failures.map((f) => `‡ ${f}`))
   if (results.skipped.length > 0) lines.push("", ...results.skipped.map((s) => `Skipped: ${s}.`))
+  return `${lines.join("\n")}\n`
+}
+
+/** The infer case: infer.md and the README's block of its own. */
+export const formatInfer = (results: Results): string => {
+  const lines: Array<string> = [header(results)]
+  const pairs = results.infer ?? []
+  const failures: Array<string> = []
+  const ratio = (pair: InferPair, key: string) => {
+    const value = num(pair.ours[0]?.[key]) / num(pair.torch[0]?.[key])
+    return Number.isFinite(value) ? `**${fmt(value, 2)}**` : "–"
+  }
+  const cell = (rows: ReadonlyArray<Row>, key: string, failure: string | undefined, digits = 1) => {
+    if (failure !== undefined) return "did not run (‡)"
+    const value = num(rows[0]?.[key])
+    return fmt(value, value < 10 ? 2 : digits)
+  }
+  const mark = (pair: InferPair) => (contended(pair.ours) || contended(pair.torch) ? " †" : "")
+  const noted = (pair: InferPair, what: string) => {
+    if (pair.failure !== undefined) failures.push(`ours, ${what}: ${pair.failure}`)
+    if (pair.torchFailure !== undefined) failures.push(`PyTorch, ${what}: ${pair.torchFailure}`)
+  }
+  const generation = pairs.filter((pair) => pair.kind === "generate")
+  if (generation.length > 0) {
+    const first = generation[0]!
+    lines.push(
+      "",
+      `**Generation** (greedy, KV cache, random weights, EOS off so that every row makes ${first.new} tokens from a ${first.prompt}-token prompt; PyTorch: transformers' \`generate\` loop with a DynamicCache, bench/infer_torch.py; tokens/s over the batch; first token: the prompts' forward pass, the latency a user waits before text appears):`,
+      "",
+      "| preset | prompts | backend | ours tokens/s | PyTorch tokens/s | ours / PyTorch | decoding tokens/s, ours / PyTorch | first token (s), ours / PyTorch | peak RSS ours / PyTorch (MB) |",
+      "|---|---|---|---|---|---|---|---|---|"
+    )
+    for (const pair of generation) {
+      noted(pair, `generate ${pair.preset}, ${pair.batch} prompts`)
+      lines.push(
+        `| ${pair.preset} | ${pair.batch} | ${pair.backend} | ${cell(pair.ours, "tokens_per_s", pair.failure)} | ${cell(pair.torch, "tokens_per_s", pair.torchFailure)} | ${ratio(pair, "tokens_per_s")}${mark(pair)} | ` +
+          `${cell(pair.ours, "decode_tokens_per_s", pair.failure)} / ${cell(pair.torch, "decode_tokens_per_s", pair.torchFailure)} | ${cell(pair.ours, "first_token_s", pair.failure)} / ${cell(pair.torch, "first_token_s", pair.torchFailure)} | ` +
+          `${fmt(num(pair.ours[0]?.peak_rss_mb))} / ${fmt(num(pair.torch[0]?.peak_rss_mb))} |`
+      )
+    }
+  }
+  const loss = pairs.filter((pair) => pair.kind === "eval-loss")
+  if (loss.length > 0) {
+    lines.push(
+      "",
+      "**eval_loss** (the forward pass `evaluate` runs per batch, no gradients; B×T random ids, the first 40% of each row labelled -100; PyTorch: the model with labels under `torch.no_grad()`, as `trainer.evaluate()` runs it):",
+      "",
+      "| preset | B×T | backend | ours tokens/s | PyTorch tokens/s | ours / PyTorch | seconds a batch, ours / PyTorch | wasm heap (GiB) | peak RSS ours / PyTorch (MB) |",
+      "|---|---|---|---|---|---|---|---|---|"
+    )
+    for (const pair of loss) {
+      noted(pair, `eval_loss ${pair.preset} ${pair.batch}×${pair.seq}`)
+      lines.push(
+        `| ${pair.preset} | ${pair.batch}×${pair.seq} | ${pair.backend} | ${cell(pair.ours, "tokens_per_s", pair.failure)} | ${cell(pair.torch, "tokens_per_s", pair.torchFailure)} | ${ratio(pair, "tokens_per_s")}${mark(pair)} | ` +
+          `${cell(pair.ours, "median_s", pair.failure, 2)} / ${cell(pair.torch, "median_s", pair.torchFailure, 2)} | ${fmt(num(pair.ours[0]?.heap_gib), 2)} | ${fmt(num(pair.ours[0]?.peak_rss_mb))} / ${fmt(num(pair.torch[0]?.peak_rss_mb))} |`
+      )
+    }
+  }
+  if (pairs.some((pair) => contended(pair.ours) || contended(pair.torch))) lines.push("", "† Other processes used more than a tenth of the machine during a run: a contended figure.")
+  if (failures.length > 0) lines.push("", ...failures.map((f) => `‡ ${f}`))
   return `${lines.join("\n")}\n`
 }
 

@@ -15,7 +15,7 @@ import { cpus, totalmem, tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { formatE2e, formatStream, formatTables, type Gsm8kRun, median, num, type Results, type TrainPair } from "./report.ts"
+import { formatE2e, formatInfer, formatStream, formatTables, type Gsm8kRun, type InferPair, median, num, type Results, type TrainPair } from "./report.ts"
 import { PRESET_NAMES, type PresetName, torchPreset } from "./presets.ts"
 import { qwenTokenizerDir } from "../tests/fixtures/tokenizers/folders.ts"
 
@@ -23,9 +23,10 @@ const HERE = dirname(fileURLToPath(import.meta.url))
 const REPO = resolve(HERE, "..")
 const ANCHOR = resolve(REPO, "../shared/anchor/bench_torch.py")
 const LORA_ANCHOR = resolve(HERE, "lora_torch.py")
-const ALL_CASES = ["train", "tokenize", "cached", "generate", "e2e", "gsm8k", "stream"] as const
-/** Cases and presets that take most of an hour each: run only when asked for. */
-const LONG_CASES: ReadonlyArray<string> = ["e2e", "gsm8k", "stream"]
+const INFER_ANCHOR = resolve(HERE, "infer_torch.py")
+const ALL_CASES = ["train", "tokenize", "cached", "generate", "infer", "e2e", "gsm8k", "stream"] as const
+/** Cases and presets that take many minutes each: run only when asked for. */
+const LONG_CASES: ReadonlyArray<string> = ["infer", "e2e", "gsm8k", "stream"]
 const LONG_PRESETS: ReadonlyArray<string> = ["qwen2.5-0.5b"]
 
 const HELP = `npm run bench [-- OPTIONS]
@@ -39,6 +40,9 @@ Options:
                       loopback hub whose Qwen/Qwen2.5-0.5B is a full-size stand-in (random weights)
                       stream: a generated JSON-lines corpus (--stream-mb) through fetch, tokenize (text,
                       pack 512), filter, shuffle and select, under node --max-old-space-size=1024
+                      infer: inference beside PyTorch (bench/infer_torch.py) on --infer-presets: greedy
+                      generation with the KV cache, 8 prompts batched and 1 alone (--gen-prompt,
+                      --gen-new), and eval_loss's forward pass at 5×512
   --presets LIST      ${PRESET_NAMES.join(",")} (default: all but ${LONG_PRESETS.join(", ")}, whose four cases
                       (full and LoRA r 16, at 4×256 and 5×512) take about an hour with PyTorch)
   --backends LIST     tensorflow,wasm,cpu (default: every one present; cpu trains only tiny)
@@ -48,6 +52,9 @@ Options:
   --quick             1 repeat, tiny and small only
   --e2e-examples N    GSM8K training examples for the end-to-end case (default 2000)
   --stream-mb N       size of the stream case's corpus in MB (default 3000)
+  --infer-presets L   presets of the infer case (default small,qwen2.5-0.5b)
+  --gen-prompt N      prompt tokens a row in the infer case's generation (default 64)
+  --gen-new N         new tokens a row in the infer case's generation (default 32)
   --python PATH       the Python with torch (default: $BENCH_PYTHON or /usr/bin/python3)
   --no-torch          skip PyTorch
   --out DIR           where the results go (default bench/results): latest.json and
@@ -67,6 +74,9 @@ const { values: flags } = parseArgs({
     quick: { type: "boolean", default: false },
     "e2e-examples": { type: "string", default: "2000" },
     "stream-mb": { type: "string", default: "3000" },
+    "infer-presets": { type: "string", default: "small,qwen2.5-0.5b" },
+    "gen-prompt": { type: "string", default: "64" },
+    "gen-new": { type: "string", default: "32" },
     shapes: { type: "string", default: "4x256,5x512" },
     "gsm8k-steps": { type: "string", default: "2" },
     python: { type: "string" },
@@ -105,6 +115,9 @@ const gsm8kSteps = Number(flags["gsm8k-steps"])
 if (!(Number.isInteger(gsm8kSteps) && gsm8kSteps >= 1)) fail(`--gsm8k-steps ${flags["gsm8k-steps"]}: expected a whole number, 1 or more`)
 const streamMb = Number(flags["stream-mb"])
 if (!(Number.isFinite(streamMb) && streamMb >= 1)) fail(`--stream-mb ${flags["stream-mb"]}: expected a number of MB, 1 or more`)
+const inferPresets = list(flags["infer-presets"], PRESET_NAMES, ["small", "qwen2.5-0.5b"], "--infer-presets")
+const [genPrompt, genNew] = [flags["gen-prompt"], flags["gen-new"]].map(Number) as [number, number]
+if (!(Number.isInteger(genPrompt) && genPrompt >= 1 && Number.isInteger(genNew) && genNew >= 2)) fail(`--gen-prompt ${flags["gen-prompt"]} --gen-new ${flags["gen-new"]}: expected whole numbers, at least 1 and 2`)
 const e2eExamples = Number(flags["e2e-examples"])
 if (!(Number.isInteger(e2eExamples) && e2eExamples >= 20)) fail(`--e2e-examples ${flags["e2e-examples"]}: expected a whole number, 20 or more`)
 
@@ -514,6 +527,48 @@ const generateCase = async () => {
 }
 
 // ---------------------------------------------------------------------------------------
+// Inference beside PyTorch: generation (8 prompts batched, and 1 alone) and eval_loss.
+
+const inferShapes = (preset: PresetName): ReadonlyArray<Omit<InferPair, "backend" | "ours" | "torch">> => [
+  { kind: "generate", preset, batch: 8, prompt: genPrompt, new: genNew },
+  { kind: "generate", preset, batch: 1, prompt: genPrompt, new: genNew },
+  { kind: "eval-loss", preset, batch: 5, seq: 512 }
+]
+
+const inferCase = async () => {
+  const backend = backends.find((b) => b !== "cpu") ?? "cpu"
+  const infer: Array<InferPair> = []
+  for (const preset of inferPresets) {
+    for (const shape of inferShapes(preset)) {
+      const pair: InferPair = { ...shape, backend, ours: [], torch: [] }
+      const label = `infer ${shape.kind} ${preset} ${shape.kind === "generate" ? `batch ${shape.batch}` : `${shape.batch}x${shape.seq}`}`
+      const caseArgs = shape.kind === "generate"
+        ? ["--batch", String(shape.batch), "--prompt", String(shape.prompt), "--new", String(shape.new)]
+        : ["--batch", String(shape.batch), "--seq", String(shape.seq)]
+      // Each process takes the median of its own repeats (a 0.5B model loads in about 30 s).
+      const inner = String(preset === "qwen2.5-0.5b" ? Math.min(repeats, 2) : repeats)
+      const ours = await node(shape.kind === "generate" ? "cases/generate.ts" : "cases/eval-loss.ts", ["--preset", preset, ...caseArgs, "--repeats", inner], backendEnv(backend)).catch((error: Error) => {
+        pair.failure = firstErrorLine(error.message)
+        return undefined
+      })
+      if (ours !== undefined) pair.ours.push({ ...ours.json, peak_rss_mb: ours.peakRssMb ?? num(ours.json.peak_rss_mb) })
+      if (torch !== undefined) {
+        const { preset: anchorPreset, layers } = torchPreset(preset)
+        const mode = shape.kind === "generate" ? ["--mode", "generate"] : ["--mode", "eval-loss"]
+        const run = await torchRun(INFER_ANCHOR, [...mode, "--preset", anchorPreset, ...(layers === undefined ? [] : ["--layers", String(layers)]), ...caseArgs, "--repeats", inner, "--threads", String(threads)]).catch((error: Error) => {
+          pair.torchFailure = firstErrorLine(error.message.replace(/^.*?exited/s, "exited"))
+          return undefined
+        })
+        if (run !== undefined) pair.torch.push({ ...run.json, peak_rss_mb: run.peakRssMb ?? num(run.json.peak_rss_mb) })
+      }
+      note(`${label}: ours ${pair.failure ?? `${num(pair.ours[0]?.tokens_per_s)} tokens/s`}, PyTorch ${pair.torchFailure ?? `${num(pair.torch[0]?.tokens_per_s)} tokens/s`}`)
+      infer.push(pair)
+    }
+  }
+  results.infer = infer
+}
+
+// ---------------------------------------------------------------------------------------
 // End to end: one epoch of the tutorial's settings, 2,000 GSM8K examples, small preset.
 
 const e2eCase = () =>
@@ -574,17 +629,25 @@ const main = async () => {
   if (cases.includes("train")) await trainCase()
   if (cases.includes("tokenize") || cases.includes("cached")) await dataHalfCases()
   if (cases.includes("generate")) await generateCase()
+  if (cases.includes("infer")) await inferCase()
   if (cases.includes("e2e")) await e2eCase()
   if (cases.includes("gsm8k")) await gsm8kCase()
   if (cases.includes("stream")) await streamCase()
   mkdirSync(flags.out!, { recursive: true })
   // The end-to-end case (most of an hour) keeps files and a README block of its own, so
   // that the other cases can be measured again without it, and the other way round.
-  if (cases.some((c) => c !== "e2e" && c !== "stream")) {
-    const markdown = formatTables({ ...results, e2e: undefined, stream: undefined })
-    writeFileSync(join(flags.out!, "latest.json"), `${JSON.stringify({ ...results, e2e: undefined, stream: undefined }, null, 2)}\n`)
+  if (cases.some((c) => c !== "e2e" && c !== "stream" && c !== "infer")) {
+    const markdown = formatTables({ ...results, e2e: undefined, stream: undefined, infer: undefined })
+    writeFileSync(join(flags.out!, "latest.json"), `${JSON.stringify({ ...results, e2e: undefined, stream: undefined, infer: undefined }, null, 2)}\n`)
     writeFileSync(join(flags.out!, "latest.md"), markdown)
     if (flags.readme) updateReadme("bench", markdown)
+    console.log(markdown)
+  }
+  if (results.infer !== undefined) {
+    const markdown = formatInfer(results)
+    writeFileSync(join(flags.out!, "infer.json"), `${JSON.stringify({ date: results.date, machine: results.machine, command: results.command, infer: results.infer }, null, 2)}\n`)
+    writeFileSync(join(flags.out!, "infer.md"), markdown)
+    if (flags.readme) updateReadme("bench-infer", markdown)
     console.log(markdown)
   }
   if (results.stream !== undefined) {
@@ -625,6 +688,12 @@ const render = () => {
   const latest = saved("latest.json")
   const e2e = saved("e2e.json")
   const stream = saved("stream.json")
+  const infer = saved("infer.json")
+  if (infer !== undefined) {
+    const markdown = formatInfer(infer)
+    writeFileSync(join(flags.out!, "infer.md"), markdown)
+    if (flags.readme) updateReadme("bench-infer", markdown)
+  }
   if (stream !== undefined) {
     const markdown = formatStream(stream)
     writeFileSync(join(flags.out!, "stream.md"), markdown)
