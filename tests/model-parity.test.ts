@@ -92,7 +92,7 @@ describe.each(backends)("qwen2-tiny parity on %s", (backend) => {
 
   it("hidden states after each layer match transformers", () => {
     const stats = tf.tidy(() => {
-      const { hidden, layerOutputs } = decode(model, batch)
+      const { hidden, layerOutputs } = decode(model, batch, { layerOutputs: true })
       // transformers reports the last hidden state after the final norm.
       const stages = [...layerOutputs.slice(0, -1), finalNorm(model, hidden)]
       return stages.map((stage) => stage.arraySync())

@@ -313,7 +313,7 @@ export interface DecoderOutput {
   /** [B*T, H] after the last layer, before the final norm. */
   readonly hidden: tf.Tensor2D
   readonly cache: KVCache
-  /** [B*T, H] per stage: the embeddings, then each layer's output (for parity checks). */
+  /** With `layerOutputs`: [B*T, H] per stage, the embeddings and then each layer's output (for parity checks). */
   readonly layerOutputs: ReadonlyArray<tf.Tensor2D>
 }
 
@@ -327,6 +327,8 @@ export interface DecodeOptions {
   readonly embeddings?: tf.Tensor2D
   /** Training only: LoRA dropout (see `Step`). */
   readonly dropout?: Step["dropout"]
+  /** Keep every layer's output (parity checks); otherwise each is freed once the next layer has it. */
+  readonly layerOutputs?: boolean
 }
 
 /**
@@ -362,15 +364,18 @@ export const decode = (model: ParamSource, batch: TokenBatch, options: DecodeOpt
   const layerOutputs = [hidden]
   const layers: Array<LayerCache> = []
   for (let layer = 0; layer < model.config.num_hidden_layers; layer++) {
-    // A layer's intermediates go when it is done (under a tape, what the gradients need
-    // is kept by the tape): at 0.5B, 24 layers' [N × I] activations would fill the heap.
+    // A layer's intermediates go when it is done, and its input once the next layer has
+    // it (a gradient tape keeps its own copies of what it needs): at 0.5B and 5×512, 24
+    // layers' activations, or even their 25 outputs, would not fit the wasm heap beside
+    // the weights.
     const input = hidden
     const out = tf.tidy(() => decoderLayer(model, layer, input, step, cache?.layers[layer]))
     hidden = out.hidden
     layers.push(out.cache)
-    layerOutputs.push(hidden)
+    if (options.layerOutputs === true) layerOutputs.push(hidden)
+    else if (input !== options.embeddings) input.dispose()
   }
-  return { hidden, cache: { layers, keyMask: prepared.keyMask, length: step.s }, layerOutputs }
+  return { hidden, cache: { layers, keyMask: prepared.keyMask, length: step.s }, layerOutputs: options.layerOutputs === true ? layerOutputs : [] }
 }
 
 export const finalNorm = (model: ParamSource, hidden: tf.Tensor2D): tf.Tensor2D =>
