@@ -637,34 +637,22 @@ const main = async () => {
   // The end-to-end case (most of an hour) keeps files and a README block of its own, so
   // that the other cases can be measured again without it, and the other way round.
   if (cases.some((c) => c !== "e2e" && c !== "stream" && c !== "infer")) {
-    const markdown = formatTables({ ...results, e2e: undefined, stream: undefined, infer: undefined })
-    writeFileSync(join(flags.out!, "latest.json"), `${JSON.stringify({ ...results, e2e: undefined, stream: undefined, infer: undefined }, null, 2)}\n`)
-    writeFileSync(join(flags.out!, "latest.md"), markdown)
-    if (flags.readme) updateReadme("bench", markdown)
-    console.log(markdown)
+    const latest = { ...results, e2e: undefined, stream: undefined, infer: undefined }
+    console.log(publish("latest", "bench", formatTables(latest), latest))
   }
-  if (results.infer !== undefined) {
-    const markdown = formatInfer(results)
-    writeFileSync(join(flags.out!, "infer.json"), `${JSON.stringify({ date: results.date, machine: results.machine, command: results.command, infer: results.infer }, null, 2)}\n`)
-    writeFileSync(join(flags.out!, "infer.md"), markdown)
-    if (flags.readme) updateReadme("bench-infer", markdown)
-    console.log(markdown)
-  }
-  if (results.stream !== undefined) {
-    const markdown = formatStream(results)
-    writeFileSync(join(flags.out!, "stream.json"), `${JSON.stringify({ date: results.date, machine: results.machine, command: results.command, stream: results.stream }, null, 2)}\n`)
-    writeFileSync(join(flags.out!, "stream.md"), markdown)
-    if (flags.readme) updateReadme("bench-stream", markdown)
-    console.log(markdown)
-  }
-  if (results.e2e !== undefined) {
-    const markdown = formatE2e(results)
-    writeFileSync(join(flags.out!, "e2e.json"), `${JSON.stringify({ date: results.date, machine: results.machine, command: results.command, e2e: results.e2e }, null, 2)}\n`)
-    writeFileSync(join(flags.out!, "e2e.md"), markdown)
-    if (flags.readme) updateReadme("bench-e2e", markdown)
-    console.log(markdown)
-  }
+  const own = (key: "infer" | "stream" | "e2e") => ({ date: results.date, machine: results.machine, command: results.command, [key]: results[key] })
+  if (results.infer !== undefined) console.log(publish("infer", "bench-infer", formatInfer(results), own("infer")))
+  if (results.stream !== undefined) console.log(publish("stream", "bench-stream", formatStream(results), own("stream")))
+  if (results.e2e !== undefined) console.log(publish("e2e", "bench-e2e", formatE2e(results), own("e2e")))
   note(`bench: done in ${Math.round((performance.now() - started) / 1000)} s; results in ${flags.out}`)
+}
+
+/** Writes NAME.md (and NAME.json when given results), and with --readme the README block; returns the markdown. */
+const publish = (name: string, block: string, markdown: string, json?: object): string => {
+  if (json !== undefined) writeFileSync(join(flags.out!, `${name}.json`), `${JSON.stringify(json, null, 2)}\n`)
+  writeFileSync(join(flags.out!, `${name}.md`), markdown)
+  if (flags.readme) updateReadme(block, markdown)
+  return markdown
 }
 
 /** Replaces what is between `<!-- NAME:start -->` and `<!-- NAME:end -->` in README.md. */
@@ -689,27 +677,11 @@ const render = () => {
   const e2e = saved("e2e.json")
   const stream = saved("stream.json")
   const infer = saved("infer.json")
-  if (infer !== undefined) {
-    const markdown = formatInfer(infer)
-    writeFileSync(join(flags.out!, "infer.md"), markdown)
-    if (flags.readme) updateReadme("bench-infer", markdown)
-  }
-  if (stream !== undefined) {
-    const markdown = formatStream(stream)
-    writeFileSync(join(flags.out!, "stream.md"), markdown)
-    if (flags.readme) updateReadme("bench-stream", markdown)
-  }
+  if (infer !== undefined) publish("infer", "bench-infer", formatInfer(infer))
+  if (stream !== undefined) publish("stream", "bench-stream", formatStream(stream))
   if (latest === undefined && e2e === undefined) fail(`--render: no latest.json or e2e.json in ${flags.out}`)
-  if (latest !== undefined) {
-    const markdown = formatTables(latest)
-    writeFileSync(join(flags.out!, "latest.md"), markdown)
-    if (flags.readme) updateReadme("bench", markdown)
-  }
-  if (e2e !== undefined) {
-    const markdown = formatE2e({ ...e2e, train: [], generate: [], gsm8k: [], skipped: [], tokenize: undefined, cached: undefined })
-    writeFileSync(join(flags.out!, "e2e.md"), markdown)
-    if (flags.readme) updateReadme("bench-e2e", markdown)
-  }
+  if (latest !== undefined) publish("latest", "bench", formatTables(latest))
+  if (e2e !== undefined) publish("e2e", "bench-e2e", formatE2e({ ...e2e, train: [], generate: [], gsm8k: [], skipped: [], tokenize: undefined, cached: undefined }))
 }
 
 if (flags.render) {

@@ -128,12 +128,6 @@ export const sampler = (options: { temperature?: number; topK?: number; topP?: n
   }
 }
 
-/** transformers' position ids for a left-padded row: cumsum(mask) - 1, padding at 1. */
-const positionsOf = (mask: ReadonlyArray<number>): Array<number> => {
-  let seen = 0
-  return mask.map((m) => (m === 0 ? 1 : seen++))
-}
-
 /** Sequences left-padded to the longest, as one batch. */
 const leftPadded = (sequences: ReadonlyArray<ReadonlyArray<number>>, pad: number): TokenBatch => {
   const b = sequences.length
@@ -145,7 +139,8 @@ const leftPadded = (sequences: ReadonlyArray<ReadonlyArray<number>>, pad: number
     const offset = row * t + t - sequence.length
     inputIds.set(sequence, offset)
     attentionMask.fill(1, offset, (row + 1) * t)
-    positionIds.set(positionsOf(sequence.map(() => 1)), offset)
+    // transformers' rule, cumsum(mask) - 1: a row's positions count its real tokens; padding stays at 1.
+    positionIds.set(Int32Array.from(sequence, (_, i) => i), offset)
   })
   return { batchSize: b, seqLen: t, inputIds, attentionMask, positionIds }
 }
