@@ -24,6 +24,7 @@ const SHARED = [
   "hub-retry",
   "inputs-hardening",
   "map",
+  "matrix",
   "plugin",
   "property",
   "property-seed",

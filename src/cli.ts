@@ -8,15 +8,20 @@ import { Config, Effect, Either, Layer, Option } from "effect"
 import * as nodePath from "node:path"
 import { decodeIpc } from "./arrow.ts"
 import { readHead, unreadableArrow } from "./dataset.ts"
+import { compareJson, compareRows, renderCompareCsv, renderCompareTable } from "./compare.ts"
 import { renderDot, renderMermaid, renderText } from "./dag.ts"
-import { LockError, StoreError, UsageError } from "./errors.ts"
+import { LockError, RemoteError, StoreError, UsageError } from "./errors.ts"
 import { statusOf, toJson } from "./events.ts"
+import { pullPipeline, pushPipeline } from "./transfer.ts"
 import * as Backend from "./backend/service.ts"
 import * as Hub from "./hub/index.ts"
 import { pipelineJsonSchema } from "./json-schema.ts"
 import { describeOwnerInFull, inspectLock, removeLock } from "./lock.ts"
+import { requireOneStage } from "./matrix.ts"
 import { loadPipeline } from "./pipeline.ts"
 import { builtinDefinitions } from "./registry.ts"
+import * as Queue from "./queue.ts"
+import * as Remote from "./remote.ts"
 import * as Reporter from "./reporter.ts"
 import { requireSuccess, runPipeline } from "./runner.ts"
 import { renderJsonl, renderTable } from "./show.ts"
@@ -31,6 +36,42 @@ const cacheDir = Options.text("cache-dir").pipe(
   Options.withDefault("cache"),
   Options.withDescription("The artifact store (default ./cache, or $PIPELINE_CACHE_DIR)")
 )
+
+/**
+ * The remote store of a command: PIPELINE_REMOTE, else the pipeline file's `cache.remote`.
+ * Provided as an optional service: commands that can do without one check for it.
+ */
+const remoteUrl = (pipeline?: { readonly spec: { readonly remote?: string | undefined } }): string | undefined => {
+  const fromEnv = process.env.PIPELINE_REMOTE
+  return fromEnv !== undefined && fromEnv !== "" ? fromEnv : pipeline?.spec.remote
+}
+
+const provideRemote = <A, E, R>(effect: Effect.Effect<A, E, R>, url: string): Effect.Effect<A, E | RemoteError, Exclude<R, Remote.RemoteStore>> =>
+  Either.match(Remote.fromUrl(url, process.env.PIPELINE_REMOTE ? "PIPELINE_REMOTE" : "cache.remote"), {
+    onLeft: (error) => Effect.fail(error),
+    onRight: (remote) => Effect.provideService(effect, Remote.RemoteStore, remote)
+  })
+
+/** For commands that use a remote store when there is one (`Effect.serviceOption`). */
+const withRemote = <A, E, R>(effect: Effect.Effect<A, E, R>, url: string | undefined): Effect.Effect<A, E | RemoteError, R> =>
+  url === undefined ? effect : provideRemote(effect, url) as Effect.Effect<A, E | RemoteError, R>
+
+const requireRemote = (url: string | undefined, file: string) =>
+  url === undefined
+    ? Effect.fail(new UsageError({ message: `no remote store: set cache.remote: s3://BUCKET/PREFIX in ${file}, or PIPELINE_REMOTE` }))
+    : Effect.succeed(url)
+
+const queueUrl = Options.text("queue").pipe(
+  Options.withFallbackConfig(Config.string("PIPELINE_QUEUE")),
+  Options.optional,
+  Options.withDescription("The Redis of the job queue, redis://HOST:PORT (default $PIPELINE_QUEUE)")
+)
+
+const parseQueue = (url: Option.Option<string>, flag: string) =>
+  Option.match(url, {
+    onNone: () => Effect.fail(new UsageError({ message: `${flag} needs --queue redis://HOST:PORT (or PIPELINE_QUEUE)` })),
+    onSome: (text) => Either.match(Queue.parseQueueUrl(text), { onLeft: (why) => Effect.fail(new UsageError({ message: `--queue: ${why}` })), onRight: Effect.succeed })
+  })
 
 const BACKENDS = ["auto", "tensorflow", "wasm", "cpu"] as const
 const backend = Options.choice("backend", BACKENDS).pipe(
@@ -69,7 +110,8 @@ const stderr = (text: string) => Effect.sync(() => process.stderr.write(text.end
 const parseOverrides = (texts: ReadonlyArray<string>) =>
   Effect.forEach(texts, (text) => Either.match(parseOverride(text), { onLeft: Effect.fail, onRight: Effect.succeed }))
 
-const splitList = (values: ReadonlyArray<string>) => values.flatMap((v) => v.split(",")).map((v) => v.trim()).filter((v) => v !== "")
+/** `a,b` → a, b; a sweep's variant id keeps the commas inside its brackets: `train[lr=1e-5,r=8]`. */
+const splitList = (values: ReadonlyArray<string>) => values.flatMap((v) => v.split(/,(?![^[]*\])/)).map((v) => v.trim()).filter((v) => v !== "")
 
 const run = Command.make(
   "run",
@@ -82,7 +124,13 @@ const run = Command.make(
     only: Options.text("only").pipe(Options.optional, Options.withDescription("Run only STAGE; its upstream must already be cached")),
     until: Options.text("until").pipe(Options.optional, Options.withDescription("Run STAGE and everything it needs, nothing after it")),
     set: Options.text("set").pipe(Options.repeated, Options.withDescription("Override a param: --set STAGE.KEY=VALUE (VALUE is YAML)")),
-    jobs: Options.integer("jobs").pipe(Options.withDefault(2), Options.withDescription("How many stages may run at once")),
+    jobs: Options.integer("jobs").pipe(Options.withDefault(2), Options.withDescription("How many stages may run at once (here; with --executor queue, the workers decide)")),
+    push: Options.boolean("push").pipe(Options.withDescription("Push each stage's entry to the remote store (cache.remote or $PIPELINE_REMOTE) once it is made or found")),
+    executor: Options.choice("executor", ["local", "queue"]).pipe(
+      Options.withDefault("local" as const),
+      Options.withDescription("Where stages run: here, or on workers through the job queue (--queue; needs a remote store)")
+    ),
+    queue: queueUrl,
     backend,
     threads
   },
@@ -91,14 +139,32 @@ const run = Command.make(
       const compute = yield* backendLayer(args.backend, args.threads)
       const overrides = yield* parseOverrides(args.set)
       const pipeline = yield* loadPipeline(args.file, overrides, { codeMemo: codeMemo(args.cacheDir) })
+      const remote = remoteUrl(pipeline)
+      // A worker's child run: the fingerprint the queuing run computed (see queue.ts).
+      const expected = /^(.+)=([0-9a-f]{64})$/.exec(process.env.PIPELINE_EXPECT ?? "")
       const started = performance.now()
-      const outcomes = yield* runPipeline(pipeline, {
+      const options = {
         force: splitList(args.force),
         only: Option.getOrUndefined(args.only),
         until: Option.getOrUndefined(args.until),
         dryRun: args.dryRun,
-        concurrency: args.jobs
-      }).pipe(Effect.provide(Reporter.layer()), Effect.provide(stageLayer(args.cacheDir, compute)), Effect.scoped)
+        concurrency: args.jobs,
+        push: args.push,
+        expect: expected === null ? undefined : { stage: expected[1]!, fingerprint: expected[2]! }
+      }
+      const outcomes = yield* Effect.gen(function* () {
+        if (args.executor === "local") return yield* runPipeline(pipeline, options)
+        const location = yield* parseQueue(args.queue, "--executor queue")
+        const store = Option.getOrUndefined(yield* Effect.serviceOption(Remote.RemoteStore))
+        if (store === undefined) return yield* new UsageError({ message: `--executor queue needs a remote store, where workers leave what they make: set cache.remote: s3://BUCKET/PREFIX in ${args.file}, or PIPELINE_REMOTE` })
+        const dispatch = yield* Queue.queueDispatch(location, store, { file: pipeline.spec.file, overrides: args.set })
+        return yield* runPipeline(pipeline, { ...options, dispatch })
+      }).pipe(
+        (effect) => withRemote(effect, remote),
+        Effect.provide(Reporter.layer()),
+        Effect.provide(stageLayer(args.cacheDir, compute)),
+        Effect.scoped
+      )
       const counts = new Map<string, number>()
       for (const outcome of outcomes) counts.set(statusOf(outcome), (counts.get(statusOf(outcome)) ?? 0) + 1)
       yield* stderr(`${pipeline.spec.name}: ${[...counts].map(([status, n]) => `${n} ${status}`).join(", ")} in ${((performance.now() - started) / 1000).toFixed(1)}s`)
@@ -137,9 +203,7 @@ const show = Command.make(
   (args) =>
     Effect.gen(function* () {
       const pipeline = yield* loadPipeline(args.file, [], { codeMemo: codeMemo(args.cacheDir) })
-      if (!pipeline.stages.some((s) => s.id === args.stage)) {
-        return yield* new UsageError({ message: `there is no stage "${args.stage}" in ${args.file} (stages: ${pipeline.stages.map((s) => s.id).join(", ")})` })
-      }
+      yield* requireOneStage(pipeline, args.stage, args.file)
       const statuses = yield* pipelineStatus(pipeline).pipe(Effect.provide(stageLayer(args.cacheDir)))
       const target = statuses.find((s) => s.id === args.stage)!
       if (target.entry === undefined) {
@@ -177,6 +241,30 @@ const show = Command.make(
     })
 ).pipe(Command.withDescription("Print a stage's cached rows"))
 
+const compare = Command.make(
+  "compare",
+  {
+    file,
+    stage: Args.text({ name: "STAGE" }).pipe(Args.optional, Args.withDescription("The swept stage whose variants to compare (default: every swept stage)")),
+    format: Options.choice("format", ["table", "json", "csv"]).pipe(Options.withDefault("table" as const)),
+    sort: Options.text("sort").pipe(Options.optional, Options.withDescription("The column to sort by (default eval_loss, else the first metric); -COLUMN sorts descending")),
+    cacheDir
+  },
+  (args) =>
+    Effect.gen(function* () {
+      const pipeline = yield* loadPipeline(args.file, [], { codeMemo: codeMemo(args.cacheDir) })
+      const statuses = yield* pipelineStatus(pipeline).pipe(Effect.provide(stageLayer(args.cacheDir)))
+      const entries = new Map(statuses.map((s) => [s.id, s.entry?.manifest]))
+      const comparison = yield* compareRows(pipeline, (id) => entries.get(id), { stage: Option.getOrUndefined(args.stage), sort: Option.getOrUndefined(args.sort) })
+      if (comparison.missing.length > 0) {
+        yield* stderr(`no metrics yet for ${comparison.missing.join(", ")} (never run, or stale): pipeline run ${args.file} makes them`)
+      }
+      yield* stdout(
+        args.format === "json" ? JSON.stringify(compareJson(comparison), null, 2) : args.format === "csv" ? renderCompareCsv(comparison) : renderCompareTable(comparison)
+      )
+    })
+).pipe(Command.withDescription("Tabulate a sweep's variants: the params each sets and the metrics each reported, sorted (like dvc exp show)"))
+
 const dag = Command.make(
   "dag",
   { file, format: Options.choice("format", ["text", "mermaid", "dot"]).pipe(Options.withDefault("text" as const)) },
@@ -201,9 +289,32 @@ const formatBytes = (bytes: number): string => {
 
 const gc = Command.make(
   "gc",
-  { cacheDir, json, dryRun: Options.boolean("dry-run").pipe(Options.withDescription("Report what would be removed")) },
+  {
+    cacheDir,
+    json,
+    dryRun: Options.boolean("dry-run").pipe(Options.withDescription("Report what would be removed")),
+    remote: Options.boolean("remote").pipe(
+      Options.withDescription("Clean the remote store ($PIPELINE_REMOTE, or FILE's cache.remote) instead: remove the entries no pushed run record names")
+    ),
+    graceHours: Options.float("grace-hours").pipe(
+      Options.withDefault(24),
+      Options.withDescription("With --remote: keep entries pushed in the last N hours, which a run in progress may not have recorded yet (default 24)")
+    ),
+    file: Args.text({ name: "FILE" }).pipe(Args.optional, Args.withDescription("With --remote: the pipeline file whose cache.remote to clean"))
+  },
   (args) =>
     Effect.gen(function* () {
+      if (args.remote) {
+        const pipeline = Option.isSome(args.file) ? yield* loadPipeline(args.file.value) : undefined
+        const url = yield* requireRemote(remoteUrl(pipeline), Option.getOrElse(args.file, () => "the pipeline file"))
+        const remote = yield* Either.match(Remote.fromUrl(url), { onLeft: Effect.fail, onRight: Effect.succeed })
+        const report = yield* remote.gc({ dryRun: args.dryRun, graceMs: args.graceHours * 3600 * 1000 })
+        const verb = args.dryRun ? "would remove" : "removed"
+        yield* stderr(`${url}: ${verb} ${report.removedEntries} entr${report.removedEntries === 1 ? "y" : "ies"} and ${report.removedWork} work folder(s) (${formatBytes(report.bytesFreed)}), kept ${report.keptEntries}`)
+        if (args.json) yield* stdout(JSON.stringify(report))
+        return
+      }
+      if (Option.isSome(args.file)) return yield* new UsageError({ message: "pipeline gc cleans the whole local cache: FILE is for --remote" })
       const store = yield* Store.ArtifactStore
       yield* store.lock("pipeline gc")
       const report = yield* store.gc({ dryRun: args.dryRun })
@@ -214,6 +325,74 @@ const gc = Command.make(
       if (args.json) yield* stdout(JSON.stringify(report))
     }).pipe(Effect.scoped, Effect.provide(storeLayer(args.cacheDir)))
 ).pipe(Command.withDescription("Remove cache entries that no pipeline's latest run references"))
+
+const stageNames = Args.text({ name: "STAGE" }).pipe(Args.repeated, Args.withDescription("Only these stages (a swept stage's id names all its variants); default all"))
+
+const transferCommand = (name: "push" | "pull") =>
+  Command.make(name, { file, stages: stageNames, cacheDir, json }, (args) =>
+    Effect.gen(function* () {
+      const pipeline = yield* loadPipeline(args.file, [], { codeMemo: codeMemo(args.cacheDir) })
+      const url = yield* requireRemote(remoteUrl(pipeline), args.file)
+      const store = yield* Store.ArtifactStore
+      if (name === "pull") yield* store.lock("pipeline pull")
+      const lines = yield* provideRemote(name === "push" ? pushPipeline(pipeline, args.stages) : pullPipeline(pipeline, args.stages), url)
+      for (const line of lines) {
+        const mark = line.result === "missing" ? "✖" : line.result === "here" || line.result === "present" ? "•" : "✔"
+        const what = { pushed: "pushed", pulled: "pulled", present: "already in the remote", here: "already here", missing: "not " + (name === "push" ? "pushed" : "pulled") }[line.result]
+        yield* stderr(`${mark} ${line.id}: ${what}${line.detail === undefined ? "" : ` (${line.detail})`}`)
+      }
+      const missing = lines.filter((l) => l.result === "missing")
+      const moved = lines.filter((l) => l.result === "pushed" || l.result === "pulled").length
+      yield* stderr(`${pipeline.spec.name}: ${moved} ${name === "push" ? "pushed to" : "pulled from"} ${url}, ${lines.length - moved - missing.length} already there${missing.length > 0 ? `, ${missing.length} missing` : ""}`)
+      if (args.json) yield* stdout(JSON.stringify({ pipeline: pipeline.spec.name, remote: url, stages: lines }, null, 2))
+      if (missing.length > 0) {
+        return yield* new RemoteError({ message: `${missing.length} stage(s) not ${name === "push" ? "pushed" : "pulled"}: ${missing.map((l) => l.id).join(", ")}` })
+      }
+    }).pipe(Effect.provide(Reporter.layer()), Effect.scoped, Effect.provide(stageLayer(args.cacheDir))))
+
+const push = transferCommand("push").pipe(
+  Command.withDescription("Upload the pipeline's current entries to the remote store (cache.remote or $PIPELINE_REMOTE), manifests last")
+)
+const pull = transferCommand("pull").pipe(
+  Command.withDescription("Download the pipeline's current entries from the remote store, each file checked against its manifest")
+)
+
+const worker = Command.make(
+  "worker",
+  {
+    queue: queueUrl,
+    concurrency: Options.integer("concurrency").pipe(Options.withDefault(1), Options.withDescription("How many stages this worker runs at once")),
+    cacheDir: Options.text("cache-dir").pipe(
+      Options.withFallbackConfig(Config.string("PIPELINE_CACHE_DIR")),
+      Options.withDefault("cache/worker"),
+      Options.withDescription("The worker's local store (one per concurrent stage inside it; default ./cache/worker)")
+    ),
+    stallSeconds: Options.integer("stall-seconds").pipe(
+      Options.withDefault(30),
+      Options.withDescription("How long a stage's job stays with a worker that stops answering (killed, cut off) before another worker takes it")
+    ),
+    backend,
+    threads
+  },
+  (args) =>
+    Effect.gen(function* () {
+      const location = yield* parseQueue(args.queue, "pipeline worker")
+      if (args.concurrency < 1) return yield* new UsageError({ message: `--concurrency ${args.concurrency}: expected 1 or more` })
+      if (args.stallSeconds < 2) return yield* new UsageError({ message: `--stall-seconds ${args.stallSeconds}: expected 2 or more` })
+      const path = yield* Path.Path
+      yield* Queue.runWorker({
+        queue: location,
+        concurrency: args.concurrency,
+        cacheDir: path.resolve(args.cacheDir),
+        stallMs: args.stallSeconds * 1000,
+        runArgs: [
+          ...(args.backend === "auto" ? [] : ["--backend", args.backend]),
+          ...(Option.isSome(args.threads) ? ["--threads", String(args.threads.value)] : [])
+        ],
+        log: (line) => process.stderr.write(`${line}\n`)
+      })
+    }).pipe(Effect.scoped)
+).pipe(Command.withDescription("Run stages queued by `pipeline run --executor queue` (Redis at --queue), pulling inputs from and pushing outputs to the remote store"))
 
 const verify = Command.make(
   "verify",
@@ -325,7 +504,7 @@ const schema = Command.make("schema", {}, () =>
 
 const command = Command.make("pipeline").pipe(
   Command.withDescription("A declarative, cached pipeline for fine-tuning language models"),
-  Command.withSubcommands([run, status, show, dag, generate, gc, verify, unlock, schema])
+  Command.withSubcommands([run, status, show, dag, generate, push, pull, worker, gc, verify, unlock, schema, compare])
 )
 
 export const cli = Command.run(command, { name: "pipeline", version: "0.1.0" })

@@ -79,8 +79,8 @@ export const topoOrder = <N extends Node>(nodes: ReadonlyArray<N>): ReadonlyArra
   return order
 }
 
-/** `id` and everything it needs, transitively. */
-export const ancestorsOf = (nodes: ReadonlyArray<Node>, id: string): ReadonlySet<string> => {
+/** The `ids` and everything they need, transitively. */
+export const ancestorsOf = (nodes: ReadonlyArray<Node>, ...ids: ReadonlyArray<string>): ReadonlySet<string> => {
   const byId = new Map(nodes.map((n) => [n.id, n]))
   const seen = new Set<string>()
   const walk = (current: string) => {
@@ -88,26 +88,47 @@ export const ancestorsOf = (nodes: ReadonlyArray<Node>, id: string): ReadonlySet
     seen.add(current)
     for (const need of byId.get(current)?.needs ?? []) walk(need)
   }
-  walk(id)
+  ids.forEach(walk)
   return seen
 }
 
 export const renderText = (nodes: ReadonlyArray<Node & { readonly uses: string }>): string =>
   nodes.map((n) => `${n.id} (${n.uses})${n.needs.length > 0 ? ` ← ${n.needs.join(", ")}` : ""}`).join("\n")
 
-export const renderMermaid = (nodes: ReadonlyArray<Node & { readonly uses: string }>): string =>
-  [
+/**
+ * Mermaid node ids are words: a sweep's variant (`train[lr=2e-5]`) gets one of its own,
+ * its id shown as the label. A quote in a label is written as an entity.
+ */
+const mermaidIds = (nodes: ReadonlyArray<Node>): ReadonlyMap<string, string> => {
+  const taken = new Set(nodes.map((n) => n.id).filter((id) => /^[A-Za-z_][A-Za-z0-9_-]*$/.test(id)))
+  return new Map(nodes.map((n) => {
+    if (taken.has(n.id)) return [n.id, n.id]
+    let safe = n.id.replace(/[^A-Za-z0-9_-]+/g, "_").replace(/_+$/, "")
+    while (taken.has(safe)) safe = `${safe}_`
+    taken.add(safe)
+    return [n.id, safe]
+  }))
+}
+
+export const renderMermaid = (nodes: ReadonlyArray<Node & { readonly uses: string }>): string => {
+  const ids = mermaidIds(nodes)
+  const label = (text: string) => text.replace(/"/g, "#quot;")
+  return [
     "graph TD",
-    ...nodes.map((n) => `  ${n.id}["${n.id}<br/><small>${n.uses.replace(/"/g, "'")}</small>"]`),
-    ...nodes.flatMap((n) => n.needs.map((need) => `  ${need} --> ${n.id}`))
+    ...nodes.map((n) => `  ${ids.get(n.id)}["${label(n.id)}<br/><small>${n.uses.replace(/"/g, "'")}</small>"]`),
+    ...nodes.flatMap((n) => n.needs.map((need) => `  ${ids.get(need) ?? need} --> ${ids.get(n.id)}`))
   ].join("\n")
+}
+
+/** A dot string's contents: backslashes and quotes escaped. */
+const dotString = (text: string): string => text.replace(/\\/g, "\\\\").replace(/"/g, '\\"')
 
 export const renderDot = (nodes: ReadonlyArray<Node & { readonly uses: string }>): string =>
   [
     "digraph pipeline {",
     "  rankdir=LR;",
     "  node [shape=box];",
-    ...nodes.map((n) => `  "${n.id}" [label="${n.id}\\n${n.uses.replace(/"/g, '\\"')}"];`),
-    ...nodes.flatMap((n) => n.needs.map((need) => `  "${need}" -> "${n.id}";`)),
+    ...nodes.map((n) => `  "${dotString(n.id)}" [label="${dotString(n.id)}\\n${dotString(n.uses)}"];`),
+    ...nodes.flatMap((n) => n.needs.map((need) => `  "${dotString(need)}" -> "${dotString(n.id)}";`)),
     "}"
   ].join("\n")

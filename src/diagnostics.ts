@@ -14,12 +14,19 @@ export type Locate = (path: KeyPath, at: "key" | "value") => string
 export const formatPath = (path: KeyPath): string =>
   path.reduce<string>((acc, key) => (typeof key === "number" ? `${acc}[${key}]` : acc === "" ? String(key) : `${acc}.${String(key)}`), "")
 
+/**
+ * Where a decoded value's key path is written in the file. A sweep's variant
+ * (`stages["train[lr=2e-5]"].with.lr`) is written as the base stage's `matrix:` value.
+ */
+export type ToFile = (path: KeyPath, at: "key" | "value") => KeyPath
+
 /** Decodes `input` with every issue reported and unknown keys rejected; issues become diagnostics. */
 export const decodeWithDiagnostics = <A, I>(
   schema: Schema.Schema<A, I, never>,
   input: unknown,
   prefix: KeyPath,
-  locate: Locate
+  locate: Locate,
+  toFile: ToFile = (path) => path
 ): Either.Either<A, ReadonlyArray<Diagnostic>> =>
   Schema.decodeUnknownEither(schema, { errors: "all", onExcessProperty: "error" })(input).pipe(
     Either.mapLeft((error) =>
@@ -29,16 +36,19 @@ export const decodeWithDiagnostics = <A, I>(
           case "Unexpected": {
             const key = String(issue.path[issue.path.length - 1])
             const allowed = keysAt(schema.ast, issue.path.slice(0, -1))
+            const where = toFile(path, "key")
             return {
-              location: locate(path, "key"),
-              path: formatPath(path),
+              location: locate(where, "key"),
+              path: formatPath(where),
               message: `unknown key${suggestion(key, allowed)}${allowed.length > 0 && !suggestion(key, allowed) ? ` (expected one of: ${allowed.join(", ")})` : ""}`
             }
           }
           case "Missing":
-            return { location: locate(path.slice(0, -1), "key"), path: formatPath(path), message: "is required but missing" }
-          default:
-            return { location: locate(path, "value"), path: formatPath(path), message: tidy(issue.message) }
+            return { location: locate(toFile(path.slice(0, -1), "key"), "key"), path: formatPath(toFile(path, "value")), message: "is required but missing" }
+          default: {
+            const where = toFile(path, "value")
+            return { location: locate(where, "value"), path: formatPath(where), message: tidy(issue.message) }
+          }
         }
       })
     )

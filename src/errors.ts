@@ -60,10 +60,13 @@ export class RunFailed extends Data.TaggedError("RunFailed")<{ readonly failed: 
 /** The artifact store could not be read or written. */
 export class StoreError extends Data.TaggedError("StoreError")<{ readonly message: string; readonly cause?: unknown }> {}
 
+/** The remote store (S3) or the job queue (Redis) could not be used, or sent something that failed its checks. */
+export class RemoteError extends Data.TaggedError("RemoteError")<{ readonly message: string }> {}
+
 /** Another process holds the cache lock. */
 export class LockError extends Data.TaggedError("LockError")<{ readonly message: string }> {}
 
-export type UserError = SpecError | UsageError | StageError | RunFailed | StoreError | LockError | HubError
+export type UserError = SpecError | UsageError | StageError | RunFailed | StoreError | LockError | HubError | RemoteError
 
 /**
  * The exit code of each error a user can meet: 2 for a bad command or file, 1 for a
@@ -76,7 +79,8 @@ const EXIT_CODES: { readonly [Tag in UserError["_tag"]]: 1 | 2 } = {
   HubError: 1,
   RunFailed: 1,
   StoreError: 1,
-  LockError: 1
+  LockError: 1,
+  RemoteError: 1
 }
 
 export const exitCodeOf = (error: UserError): number => EXIT_CODES[error._tag]

@@ -58,6 +58,12 @@ export const pipelineJsonSchema = (stages: ReadonlyArray<readonly [string, AnySt
     needs: {
       description: "The stages whose outputs this stage reads",
       oneOf: [{ type: "string" }, { type: "array", items: { type: "string" } }]
+    },
+    matrix: {
+      description: "A sweep: each param (learning_rate, or a dotted path such as lora.r) with the values to try; the stage, and every stage below it, runs once per combination",
+      type: "object",
+      propertyNames: { pattern: "^[^.]+(\\.[^.]+)*$" },
+      additionalProperties: { type: "array", minItems: 1, uniqueItems: true, items: { type: ["number", "string", "boolean"] } }
     }
   }
   return {

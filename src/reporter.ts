@@ -31,9 +31,9 @@ const seconds = (ms: number) => (ms < 1000 ? `${Math.round(ms)}ms` : `${(ms / 10
 const describeOutcome = (outcome: StageOutcome): string => {
   switch (outcome._tag) {
     case "Ran":
-      return `✔ ${outcome.id}: ran in ${seconds(outcome.durationMs)} (${outcome.reason})${summarize(outcome.outputs)}`
+      return `✔ ${outcome.id}: ran${outcome.where?.worker === undefined ? "" : ` on ${outcome.where.worker}`} in ${seconds(outcome.durationMs)} (${outcome.reason})${outcome.where?.remote === "pushed" ? ", pushed" : ""}${summarize(outcome.outputs)}`
     case "Cached":
-      return `• ${outcome.id}: cached${summarize(outcome.outputs)}`
+      return `• ${outcome.id}: cached${outcome.where?.remote === "pulled" ? " (pulled from the remote)" : outcome.where?.remote === "remote" ? " (in the remote)" : ""}${outcome.where?.remote === "pushed" ? ", pushed" : ""}${summarize(outcome.outputs)}`
     case "WouldRun":
       return `○ ${outcome.id}: would run (${outcome.reason})`
     case "Failed":
@@ -155,11 +155,31 @@ const tty = (stream: NodeJS.WriteStream): ReporterService => {
   }
 }
 
+/**
+ * A stage run by a worker (`pipeline worker`, see queue.ts) runs in a child process with
+ * PIPELINE_EVENTS=ipc: its progress also goes to the worker, which passes it to the run
+ * that queued the stage; and the child ends as soon as the worker is gone (kill -9), so
+ * that only the worker the queue gives the job to next runs it.
+ */
+const forwardToWorker = (reporter: ReporterService): ReporterService => {
+  const send = process.send?.bind(process)
+  if (process.env.PIPELINE_EVENTS !== "ipc" || send === undefined) return reporter
+  process.on("disconnect", () => process.kill(process.pid, "SIGKILL"))
+  return {
+    ...reporter,
+    progress: (id, progress) =>
+      Effect.zipRight(
+        reporter.progress(id, progress),
+        Effect.sync(() => void send({ type: "progress", id, done: progress.done, total: progress.total, unit: progress.unit }))
+      )
+  }
+}
+
 const make = (options: { readonly quiet?: boolean } = {}): ReporterService => {
   if (options.quiet) {
     return { started: () => Effect.void, progress: () => Effect.void, log: () => Effect.void, finished: () => Effect.void, close: Effect.void }
   }
-  return process.stderr.isTTY ? tty(process.stderr) : plain((text) => process.stderr.write(`${text}\n`))
+  return forwardToWorker(process.stderr.isTTY ? tty(process.stderr) : plain((text) => process.stderr.write(`${text}\n`)))
 }
 
 export const layer = (options: { readonly quiet?: boolean } = {}) =>

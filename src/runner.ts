@@ -10,13 +10,15 @@ import { Cause, Deferred, Effect, Option, Stream } from "effect"
 import { createHash } from "node:crypto"
 import { kindsOf } from "./artifact.ts"
 import { ancestorsOf } from "./dag.ts"
-import { RunFailed, StageError, UsageError } from "./errors.ts"
-import { StageOutcome } from "./events.ts"
+import { describeStageIds, resolveStageIds } from "./matrix.ts"
+import { RemoteError, RunFailed, StageError, UsageError } from "./errors.ts"
+import { StageOutcome, type Where } from "./events.ts"
 import { ENGINE_VERSION, explainChange, type FingerprintMaterial, fingerprintOf } from "./fingerprint.ts"
 import type { Pipeline, ResolvedStage } from "./pipeline.ts"
 import { Reporter } from "./reporter.ts"
 import type { CachedPart, StageContext } from "./stage.ts"
-import { ArtifactStore, type Entry, type Lookup } from "./store.ts"
+import { RemoteStore, type RemoteStoreService, type TransferProgress } from "./remote.ts"
+import { ArtifactStore, type Entry, type Lookup, type Manifest } from "./store.ts"
 
 export interface RunOptions {
   readonly force: ReadonlyArray<string>
@@ -24,6 +26,48 @@ export interface RunOptions {
   readonly until?: string | undefined
   readonly dryRun: boolean
   readonly concurrency: number
+  /** Push every entry this run makes or finds to the remote store (`--push`). */
+  readonly push?: boolean
+  /** Run stages elsewhere (the queue executor's workers) instead of here; needs a remote store. */
+  readonly dispatch?: StageDispatch
+  /** A worker's check: the run that queued `stage` computed this fingerprint for it (PIPELINE_EXPECT). */
+  readonly expect?: { readonly stage: string; readonly fingerprint: string } | undefined
+}
+
+/** Runs a stage on another machine; its entry is then in the remote store. */
+export interface StageDispatch {
+  readonly run: (
+    stage: ResolvedStage,
+    fingerprint: string,
+    reason: string
+  ) => Effect.Effect<{ readonly manifest: Manifest; readonly worker: string; readonly durationMs: number }, StageError>
+}
+
+/** An entry that stays in the remote store (a queue run's coordinator never fetches data): its outputs as s3:// addresses. */
+export const remoteEntry = (remote: RemoteStoreService, manifest: Manifest): Entry => {
+  const dir = `${remote.location.url}entries/${manifest.fingerprint}`
+  const at = (p: string) => (p === "." ? dir : `${dir}/${p}`)
+  const { dataset, model, files } = manifest.outputs
+  return {
+    dir,
+    manifest,
+    outputs: {
+      ...(dataset && { dataset: { kind: "dataset", splits: Object.fromEntries(Object.entries(dataset.splits).map(([split, list]) => [split, list.map((f) => ({ path: at(f.path), rows: f.rows }))])) } }),
+      ...(model && { model: { kind: "model", dir: at(model.dir) } }),
+      ...(files && { files: { kind: "files", dir: at(files.dir), files: files.files } })
+    }
+  }
+}
+
+/** A transfer's progress as a stage's progress: files, with bytes. */
+const transferProgress = (report: (done: number, total: number, bytes: { done: number; total: number }) => void): TransferProgress => {
+  let last = 0
+  return ({ files, totalFiles, bytes, totalBytes }) => {
+    const now = Date.now()
+    if (now - last < 200 && files < totalFiles) return
+    last = now
+    report(files, totalFiles, { done: bytes, total: totalBytes })
+  }
 }
 
 /** The material of a stage whose upstream entries are known. */
@@ -62,10 +106,9 @@ export const computeMaterial = (pipeline: Pipeline, stage: ResolvedStage, upstre
   })
 
 const checkSelection = (pipeline: Pipeline, options: RunOptions) => {
-  const ids = pipeline.stages.map((s) => s.id)
   for (const [flag, id] of [["--only", options.only], ["--until", options.until], ...options.force.map((f) => ["--force", f] as const)] as const) {
-    if (id !== undefined && !ids.includes(id)) {
-      return Effect.fail(new UsageError({ message: `${flag} ${id}: there is no stage "${id}" in this pipeline (stages: ${ids.join(", ")})` }))
+    if (id !== undefined && resolveStageIds(pipeline, id) === undefined) {
+      return Effect.fail(new UsageError({ message: `${flag} ${id}: there is no stage "${id}" in this pipeline (stages: ${describeStageIds(pipeline)})` }))
     }
   }
   return Effect.void
@@ -87,10 +130,10 @@ export const expire = (stage: ResolvedStage, found: Lookup): Lookup => {
   return age <= maxAge ? found : { _tag: "Expired", reason: `the cached output is ${formatAge(age)} old (max_age ${formatAge(maxAge)})` }
 }
 
-/** Which stages this run may execute; the rest are only looked up. */
+/** Which stages this run may execute; the rest are only looked up. A swept stage's base id selects all its variants. */
 const selectedStages = (pipeline: Pipeline, options: RunOptions): ReadonlySet<string> => {
-  if (options.only !== undefined) return new Set([options.only])
-  if (options.until !== undefined) return ancestorsOf(pipeline.stages, options.until)
+  if (options.only !== undefined) return new Set(resolveStageIds(pipeline, options.only))
+  if (options.until !== undefined) return ancestorsOf(pipeline.stages, ...resolveStageIds(pipeline, options.until) ?? [])
   return new Set(pipeline.stages.map((s) => s.id))
 }
 
@@ -106,10 +149,18 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
     yield* checkSelection(pipeline, options)
     const store = yield* ArtifactStore
     const reporter = yield* Reporter
+    const remote = Option.getOrUndefined(yield* Effect.serviceOption(RemoteStore))
+    if (remote === undefined && (options.dispatch !== undefined || options.push === true)) {
+      return yield* new UsageError({
+        message: `${options.dispatch !== undefined ? "--executor queue" : "--push"} needs a remote store: set cache.remote: s3://BUCKET/PREFIX in ${pipeline.spec.file}, or PIPELINE_REMOTE, or --remote`
+      })
+    }
     if (!options.dryRun) yield* store.lock(`pipeline run ${pipeline.spec.name}`)
+    const runEffect = (effect: Effect.Effect<void>) => Effect.runSync(effect)
     const record = yield* store.readRun(pipeline.spec.file)
     const selected = selectedStages(pipeline, options)
-    const wanted = options.only !== undefined ? ancestorsOf(pipeline.stages, options.only) : selected
+    const wanted = options.only !== undefined ? ancestorsOf(pipeline.stages, ...selected) : selected
+    const forcedIds = new Set(options.force.flatMap((id) => resolveStageIds(pipeline, id) ?? []))
     const semaphore = yield* Effect.makeSemaphore(Math.max(1, options.concurrency))
     const done = new Map<string, Deferred.Deferred<Settled>>()
     for (const stage of pipeline.stages) done.set(stage.id, yield* Deferred.make<Settled>())
@@ -141,12 +192,38 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
       Effect.gen(function* () {
         const material = yield* computeMaterial(pipeline, stage, upstream)
         const fingerprint = fingerprintOf(material)
-        const forced = options.force.includes(stage.id)
-        const found = forced ? { _tag: "Miss" as const } : expire(stage, yield* store.lookup(fingerprint))
+        if (options.expect?.stage === stage.id && options.expect.fingerprint !== fingerprint) {
+          return {
+            outcome: StageOutcome.Failed({
+              id: stage.id,
+              fingerprint,
+              reason: `this machine's copy of the pipeline gives ${stage.id} the fingerprint ${fingerprint.slice(0, 12)}, the run that queued it ${options.expect.fingerprint.slice(0, 12)}: the pipeline file, a stage's code or an input file differs here; give workers the same checkout`,
+              durationMs: 0
+            }),
+            entry: undefined
+          } satisfies Settled
+        }
+        const forced = forcedIds.has(stage.id)
+        const local = forced ? { _tag: "Miss" as const } : expire(stage, yield* store.lookup(fingerprint))
+        const { found, where, replaceRemote } = local._tag === "Hit" || forced || remote === undefined
+          ? { found: local, where: {} as Where, replaceRemote: false }
+          : yield* fromRemote(remote, stage, fingerprint, local)
         if (found._tag === "Hit") {
+          // With --push, what the remote lacks is sent there too.
+          const pushed = options.push === true && remote !== undefined && where.remote === undefined && !options.dryRun
+            ? yield* remote.push(found.entry, { progress: pushProgress(stage.id) })
+            : undefined
           if (selected.has(stage.id)) yield* remember(stage.id, fingerprint, material, found.entry)
           return {
-            outcome: StageOutcome.Cached({ id: stage.id, fingerprint, reason: "up to date", entryDir: found.entry.dir, outputs: found.entry.outputs, metrics: found.entry.manifest.metrics }),
+            outcome: StageOutcome.Cached({
+              id: stage.id,
+              fingerprint,
+              reason: "up to date",
+              entryDir: found.entry.dir,
+              outputs: found.entry.outputs,
+              metrics: found.entry.manifest.metrics,
+              where: pushed === "pushed" ? { ...where, remote: "pushed" } : where
+            }),
             entry: found.entry
           }
         }
@@ -165,7 +242,69 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         if (options.dryRun) {
           return { outcome: StageOutcome.WouldRun({ id: stage.id, fingerprint, reason }), entry: undefined }
         }
-        return yield* semaphore.withPermits(1)(execute(stage, upstream, material, fingerprint, reason))
+        if (options.dispatch !== undefined) return yield* dispatch(options.dispatch, stage, material, fingerprint, reason)
+        return yield* semaphore.withPermits(1)(execute(stage, upstream, material, fingerprint, reason, replaceRemote))
+      })
+
+    const pushProgress = (id: string) => transferProgress((done, total, bytes) => runEffect(reporter.progress(id, { done, total, unit: "files pushed", bytes })))
+
+    /**
+     * The remote store's entry, when the local store has none: fetched (the log says so),
+     * or, for a queue run's coordinator, only found. A damaged remote entry is reported
+     * and never used; the stage runs, and a push replaces it.
+     */
+    const fromRemote = (remote: RemoteStoreService, stage: ResolvedStage, fingerprint: string, local: Lookup) =>
+      Effect.gen(function* () {
+        const none = { found: local, where: {} as Where, replaceRemote: false }
+        const looked = yield* remote.lookup(fingerprint)
+        if (looked._tag === "Miss") return none
+        if (looked._tag === "Damaged") {
+          yield* reporter.log(stage.id, looked.reason)
+          return { ...none, replaceRemote: true }
+        }
+        const manifest = looked.manifest
+        const aged = expire(stage, { _tag: "Hit", entry: remoteEntry(remote, manifest) })
+        if (aged._tag !== "Hit") return { ...none, found: aged }
+        if (options.dispatch !== undefined || options.dryRun) return { found: aged, where: { remote: "remote" } as Where, replaceRemote: false }
+        const bytes = Object.values(manifest.contents).reduce((sum, f) => sum + f.bytes, 0)
+        yield* reporter.log(stage.id, `pulling from ${remote.location.url} (${Object.keys(manifest.contents).length} file(s), ${(bytes / 1e6).toFixed(1)} MB)`)
+        const progress = transferProgress((done, total, b) => runEffect(reporter.progress(stage.id, { done, total, unit: "files pulled", bytes: b })))
+        const pulled = yield* remote.pull(manifest, progress).pipe(Effect.either)
+        if (pulled._tag === "Left") {
+          // A bad object: reported, never used; the stage runs here instead.
+          yield* reporter.log(stage.id, `${pulled.left.message}: not used`)
+          return { ...none, replaceRemote: true }
+        }
+        return { found: { _tag: "Hit", entry: pulled.right } as Lookup, where: { remote: "pulled" } as Where, replaceRemote: false }
+      })
+
+    /** The queue executor: the stage runs on a worker, which pushes its entry; the run goes on from its manifest. */
+    const dispatch = (to: StageDispatch, stage: ResolvedStage, material: FingerprintMaterial, fingerprint: string, reason: string) =>
+      Effect.gen(function* () {
+        const started = performance.now()
+        yield* reporter.started(stage.id, `${reason}; queued`)
+        const result = yield* to.run(stage, fingerprint, reason).pipe(Effect.either)
+        if (result._tag === "Left") {
+          return {
+            outcome: StageOutcome.Failed({ id: stage.id, fingerprint, reason: result.left.message, durationMs: performance.now() - started }),
+            entry: undefined
+          } satisfies Settled
+        }
+        const entry = remoteEntry(remote!, result.right.manifest)
+        yield* remember(stage.id, fingerprint, material, entry)
+        return {
+          outcome: StageOutcome.Ran({
+            id: stage.id,
+            fingerprint,
+            reason,
+            durationMs: result.right.durationMs,
+            entryDir: entry.dir,
+            outputs: entry.outputs,
+            metrics: entry.manifest.metrics,
+            where: { worker: result.right.worker, remote: "pushed" }
+          }),
+          entry
+        } satisfies Settled
       })
 
     /** The run record names the parts (`cachedPart`) each entry was made with, from its manifest, so gc keeps them. */
@@ -215,13 +354,14 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
           return { outputs: entry.outputs, reused: false }
         })
 
-    const execute = (stage: ResolvedStage, upstream: ReadonlyMap<string, Entry>, material: FingerprintMaterial, fingerprint: string, reason: string) => {
+    const execute = (stage: ResolvedStage, upstream: ReadonlyMap<string, Entry>, material: FingerprintMaterial, fingerprint: string, reason: string, replaceRemote: boolean) => {
       const started = performance.now()
       return Effect.scoped(
         Effect.gen(function* () {
           yield* reporter.started(stage.id, reason)
           const outDir = yield* store.staging(fingerprint)
           const workDir = yield* store.workDir(fingerprint)
+          if (remote !== undefined) yield* resumeWork(remote, stage.id, fingerprint, workDir)
           const parts: Array<string> = []
           const ctx: StageContext<unknown> = {
             id: stage.id,
@@ -235,7 +375,13 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
             workDir,
             progress: (doneUnits, total, unit = "rows", bytes) => reporter.progress(stage.id, { done: doneUnits, total, unit, ...(bytes && { bytes }) }),
             log: (message) => reporter.log(stage.id, message),
-            cachedPart: cachedPart(stage, material, parts, options.force.includes(stage.id))
+            // Checkpoints go to the remote as they are written: another machine can resume from them.
+            checkpointed: remote === undefined
+              ? Effect.void
+              : remote.pushWork(fingerprint, workDir).pipe(
+                Effect.catchAll((e) => reporter.log(stage.id, `the checkpoint stays on this machine only: ${e.message}`))
+              ),
+            cachedPart: cachedPart(stage, material, parts, forcedIds.has(stage.id))
           }
           const result = yield* stage.impl.definition.run(ctx)
           const declared = stage.impl.definition.produces
@@ -259,8 +405,24 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
             parts
           })
           yield* remember(stage.id, fingerprint, material, entry, parts)
+          const pushed = options.push === true && remote !== undefined
+            ? yield* remote.push(entry, { replace: replaceRemote, progress: pushProgress(stage.id) }).pipe(
+              Effect.mapError((e) => new StageError({ message: `ran and was cached here, but ${e.message}; pipeline push retries` })),
+              // Its checkpoints are of no more use to anyone.
+              Effect.tap(() => remote.dropWork(fingerprint).pipe(Effect.ignore))
+            )
+            : undefined
           return {
-            outcome: StageOutcome.Ran({ id: stage.id, fingerprint, reason, durationMs, entryDir: entry.dir, outputs: entry.outputs, metrics: entry.manifest.metrics }),
+            outcome: StageOutcome.Ran({
+              id: stage.id,
+              fingerprint,
+              reason,
+              durationMs,
+              entryDir: entry.dir,
+              outputs: entry.outputs,
+              metrics: entry.manifest.metrics,
+              ...(pushed !== undefined && { where: { remote: "pushed" as const } })
+            }),
             entry
           }
         })
@@ -293,7 +455,26 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         }),
       { concurrency: "unbounded" }
     )
+    // The run record goes to the remote too: `gc --remote` keeps what the latest runs use.
+    if (remote !== undefined && !options.dryRun && (options.push === true || options.dispatch !== undefined)) {
+      const latest = yield* store.readRun(pipeline.spec.file)
+      if (latest !== undefined) yield* remote.pushRun(latest).pipe(Effect.catchAll((e) => Effect.logWarning(e.message)))
+    }
     return outcomes
+  })
+
+/** A work folder left on the remote by an interrupted run elsewhere: fetched when this machine has none. */
+const resumeWork = (remote: RemoteStoreService, id: string, fingerprint: string, workDir: string) =>
+  Effect.gen(function* () {
+    const reporter = yield* Reporter
+    const fs = yield* FileSystem.FileSystem
+    const here = yield* fs.readDirectory(workDir).pipe(Effect.orElseSucceed(() => [] as Array<string>))
+    if (here.length > 0) return
+    const pulled = yield* remote.pullWork(fingerprint, workDir).pipe(
+      Effect.catchAll((e: RemoteError) => reporter.log(id, `${e.message}: starting without it`).pipe(Effect.as({ files: 0, bad: [] as ReadonlyArray<string> })))
+    )
+    if (pulled.files > 0) yield* reporter.log(id, `fetched the work folder of an interrupted run from ${remote.location.url} (${pulled.files} file(s))`)
+    for (const bad of pulled.bad) yield* reporter.log(id, `left out of the fetched work folder: ${bad}`)
   })
 
 /** The user-facing message of a stage failure: a StageError's text, or the defect's first line. */

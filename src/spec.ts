@@ -26,6 +26,47 @@ const Identifier = Schema.String.pipe(
   Schema.pattern(/^[A-Za-z_][A-Za-z0-9_-]*$/, { message: () => `must ${IDENTIFIER_RULE}` })
 )
 
+/** A value a sweep may try: what fits in a variant's id (`train[learning_rate=2e-5]`). */
+export type MatrixValue = number | string | boolean
+
+const MATRIX_KEY_RULE = "a param (learning_rate) or a dotted path into one (lora.r)"
+
+const Matrix = Schema.Record({
+  key: Schema.String,
+  value: Schema.NonEmptyArray(
+    Schema.Union(Schema.Number, Schema.String, Schema.Boolean).annotations({ message: (issue) => ({ message: expected("a number, string or boolean")(issue), override: true }) })
+  ).annotations({
+    message: (issue) => {
+      const actual = "actual" in issue ? issue.actual : undefined
+      return Array.isArray(actual)
+        ? { message: "expected a non-empty list of values to try, got []", override: actual.length === 0 }
+        : { message: expected("a list of values to try ([1e-5, 2e-5])")(issue), override: true }
+    }
+  })
+}).annotations({ message: expected(`a map from ${MATRIX_KEY_RULE} to a list of values, such as { learning_rate: [1e-5, 2e-5] }`) }).pipe(
+  Schema.filter((matrix) => {
+    const keys = Object.keys(matrix)
+    return keys.flatMap((key): ReadonlyArray<Schema.FilterIssue> => {
+      const parts = key.split(".")
+      if (parts.includes("")) return [{ path: [key], message: `"${key}" is not ${MATRIX_KEY_RULE}: it has an empty part` }]
+      if (parts.includes(RESERVED_KEY)) return [{ path: [key], message: `"${key}" cannot be swept: ${RESERVED_WHY}` }]
+      const covering = keys.find((other) => other !== key && key.startsWith(`${other}.`))
+      if (covering !== undefined) return [{ path: [key], message: `"${key}" is inside "${covering}", which the matrix also sweeps: keep one of them` }]
+      const values = matrix[key]!
+      return values.flatMap((value, i) =>
+        values.indexOf(value) < i ? [{ path: [key, i], message: `${shown(value)} is listed twice: each value makes one variant` }] : []
+      )
+    })
+  })
+)
+
+/** One param a stage sweeps, in file order: its key as written (`lora.r`), the path under `with:`, the values. */
+interface MatrixAxis {
+  readonly key: string
+  readonly path: ReadonlyArray<string>
+  readonly values: ReadonlyArray<MatrixValue>
+}
+
 const StageEntry = Schema.Struct({
   uses: Schema.String.annotations({
     description: "A built-in stage (fetch, tokenize, shuffle, …) or a path to a stage module (./stages/x.ts)"
@@ -48,12 +89,38 @@ const StageEntry = Schema.Struct({
     Schema.Record({ key: Schema.String, value: Schema.Unknown }).annotations({ message: expected("a map of params (key: value)") })
   ).annotations({
     description: "The stage's params"
+  }),
+  matrix: Schema.optional(Matrix).annotations({
+    description: "A sweep: each param (`learning_rate`, or a dotted path such as `lora.r`) with the values to try; the stage runs once per combination"
   })
-}).annotations({ message: expected("a stage: a map with uses: (and needs:, with: as needed)") })
+}).annotations({ message: expected("a stage: a map with uses: (and needs:, with:, matrix: as needed)") }).pipe(
+  // A swept path must end in a map it can set a key of: `lora.r` needs `with.lora` to be a map, or absent.
+  Schema.filter((entry) =>
+    Object.keys(entry.matrix ?? {}).flatMap((key): ReadonlyArray<Schema.FilterIssue> => {
+      const parts = key.split(".")
+      let node: unknown = entry.with
+      for (const [i, part] of parts.slice(0, -1).entries()) {
+        node = isObject(node) ? node[part] : undefined
+        if (node !== undefined && node !== null && !isObject(node)) {
+          const through = parts.slice(0, i + 1).join(".")
+          return [{ path: ["matrix", key], message: `with.${through} is ${shown(node)}, not a map, so the matrix cannot set "${key}" in it` }]
+        }
+      }
+      return []
+    })
+  )
+)
 
 export const PipelineFile = Schema.Struct({
   name: Schema.optional(Identifier),
   description: Schema.optional(Schema.String),
+  cache: Schema.optional(
+    Schema.Struct({
+      remote: Schema.optional(
+        Schema.String.pipe(Schema.pattern(/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/, { message: () => "expected s3://BUCKET or s3://BUCKET/PREFIX" }))
+      ).annotations({ description: "The remote artifact store shared by machines and CI: s3://BUCKET/PREFIX (PIPELINE_REMOTE and --remote override it)" })
+    }).annotations({ message: expected("a map with remote: s3://BUCKET/PREFIX") })
+  ).annotations({ description: "Where entries are shared" }),
   stages: Schema.Record({ key: Identifier, value: StageEntry }).annotations({ message: expected("a map of stages (id: { uses: … })") })
 }).annotations({ message: expected("a pipeline: a map with stages: (and name:, description: as needed)") })
 
@@ -63,6 +130,8 @@ export interface StageSpec {
   readonly needs: ReadonlyArray<string>
   /** The raw `with:` block, to be decoded by the stage's own params Schema. */
   readonly with: unknown
+  /** The `matrix:` sweep, empty for a stage that runs once (see matrix.ts). */
+  readonly matrix: ReadonlyArray<MatrixAxis>
 }
 
 export interface PipelineSpec {
@@ -73,6 +142,8 @@ export interface PipelineSpec {
   /** In file order. */
   readonly stages: ReadonlyArray<StageSpec>
   readonly locate: Locate
+  /** `cache.remote`: the remote artifact store named in the file, if any. */
+  readonly remote?: string | undefined
 }
 
 /** A `--set stage.key=value` override; the value is read as YAML (`7`, `true`, `[a, b]`). */
@@ -178,7 +249,7 @@ export const readSpec = (file: string, overrides: ReadonlyArray<Override> = []) 
       ...reservedKeys(doc, locate).filter((reserved) => !schemaProblems.some((d) => d.path === reserved.path)),
       ...schemaProblems
     ]
-    let decoded: { readonly name?: string | undefined; readonly stages: typeof PipelineFile.Type["stages"] }
+    let decoded: { readonly name?: string | undefined; readonly cache?: { readonly remote?: string | undefined } | undefined; readonly stages: typeof PipelineFile.Type["stages"] }
     if (Either.isRight(whole)) {
       decoded = whole.right
     } else {
@@ -191,13 +262,22 @@ export const readSpec = (file: string, overrides: ReadonlyArray<Override> = []) 
       id,
       uses: entry.uses,
       needs: entry.needs === undefined ? [] : typeof entry.needs === "string" ? [entry.needs] : [...entry.needs],
-      with: entry.with ?? {}
+      with: entry.with ?? {},
+      matrix: Object.entries(entry.matrix ?? {}).map(([key, values]) => ({ key, path: key.split("."), values }))
     }))
+    for (const override of overrides) {
+      const swept = stages.find((s) => s.id === override.stage)?.matrix.find((axis) => startsWith(axis.path, override.path) || startsWith(override.path, axis.path))
+      if (swept !== undefined) {
+        return yield* new UsageError({
+          message: `--set ${override.text}: stages.${override.stage}.with.${swept.key} is swept by matrix: at ${locate(["stages", override.stage, "matrix", swept.key], "key")}: edit the matrix instead`
+        })
+      }
+    }
     if (stages.length === 0) {
       diagnostics.push({ location: locate(["stages"], "value"), path: "stages", message: "a pipeline needs at least one stage" })
     }
     const name = decoded.name ?? path.basename(absolute).replace(/\.ya?ml$/, "")
-    const spec: PipelineSpec = { file: absolute, baseDir: path.dirname(absolute), name, stages, locate }
+    const spec: PipelineSpec = { file: absolute, baseDir: path.dirname(absolute), name, stages, locate, remote: decoded.cache?.remote }
     return { spec, diagnostics } satisfies SpecReading
   })
 
@@ -208,6 +288,9 @@ export interface SpecReading {
 }
 
 const StagesOnly = Schema.Struct({ stages: PipelineFile.fields.stages })
+
+const startsWith = (path: ReadonlyArray<string>, prefix: ReadonlyArray<string>): boolean =>
+  prefix.length <= path.length && prefix.every((key, i) => path[i] === key)
 
 const isObject = (value: unknown): value is { readonly [key: string]: unknown } =>
   typeof value === "object" && value !== null && !Array.isArray(value)

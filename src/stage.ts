@@ -41,6 +41,11 @@ export interface StageContext<P> {
    */
   readonly workDir: string
   /**
+   * Says the work folder is at a consistent point (a checkpoint written whole): with a
+   * remote store, it is mirrored there, so that another machine can resume the stage.
+   */
+  readonly checkpointed: Effect.Effect<void>
+  /**
    * Reports progress (`done` of `total` units, such as rows or steps), and for stages
    * that stream data, the bytes read so far: the reporter shows both, the rate and an ETA.
    */

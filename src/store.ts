@@ -18,7 +18,7 @@ import { Context, Effect, Either, Layer, Option, ParseResult, Schema, Stream } f
 import { createHash, randomBytes } from "node:crypto"
 import type { Metrics, Outputs } from "./artifact.ts"
 import { StoreError } from "./errors.ts"
-import { canonicalJson, type FingerprintMaterial, sha256 } from "./fingerprint.ts"
+import { canonicalJson, type FingerprintMaterial, fingerprintOf, sha256 } from "./fingerprint.ts"
 import { acquireLock } from "./lock.ts"
 
 const MANIFEST = "manifest.json"
@@ -164,6 +164,8 @@ export interface ArtifactStoreService {
   /** A fresh staging folder, removed when the scope closes unless committed. */
   readonly staging: (fingerprint: string) => Effect.Effect<string, StoreError, import("effect/Scope").Scope>
   readonly commit: (request: CommitRequest) => Effect.Effect<Entry, StoreError>
+  /** Installs an entry fetched from a remote store into `stagingDir` (see `adopt`). */
+  readonly adopt: (stagingDir: string, manifest: Manifest) => Effect.Effect<Entry, StoreError>
   /** The crash-surviving work folder of a fingerprint, created if needed; removed by `commit`. */
   readonly workDir: (fingerprint: string) => Effect.Effect<string, StoreError>
   readonly readRun: (file: string) => Effect.Effect<RunRecord | undefined, StoreError>
@@ -193,7 +195,7 @@ const storeError = (what: string) => (cause: PlatformError) =>
   new StoreError({ message: `${what}: ${cause.message}`, cause })
 
 /** The first path of a manifest that would leave its entry folder, if any. */
-const outsidePath = (manifest: Manifest): string | undefined =>
+export const outsidePath = (manifest: Manifest): string | undefined =>
   [
     ...Object.keys(manifest.contents),
     ...Object.values(manifest.outputs.dataset?.splits ?? {}).flatMap((files) => files.map((f) => f.path)),
@@ -220,6 +222,29 @@ const missingOutput = (outputs: Outputs, contents: Readonly<Record<string, Conte
   }
   return undefined
 }
+
+/** The digest downstream fingerprints see: over each file's sha256 and the outputs. */
+const outputDigestOf = (contents: Readonly<Record<string, ContentFile>>, outputs: Outputs): string =>
+  sha256(canonicalJson({ contents: Object.fromEntries(Object.entries(contents).map(([name, c]) => [name, c.sha256])), outputs }))
+
+/**
+ * A manifest from elsewhere (a remote store), checked before anything it names is
+ * fetched: it decodes, it is the manifest of `fingerprint` (the sha256 of its own
+ * material), its paths stay inside the entry, and its output digest is the digest of
+ * its contents. Whatever the server sends, an entry that passes is one this program
+ * would have written for that fingerprint.
+ */
+export const checkForeignManifest = (text: string, fingerprint: string): Either.Either<Manifest, string> =>
+  Either.flatMap(decodeJson(ManifestSchema, text), (decoded) => {
+    const manifest = decoded as Manifest
+    if (manifest.fingerprint !== fingerprint) return Either.left(`it is the manifest of ${manifest.fingerprint.slice(0, 12)}, not ${fingerprint.slice(0, 12)}`)
+    if (fingerprintOf(manifest.material) !== fingerprint) return Either.left("its material does not hash to its fingerprint")
+    const outside = outsidePath(manifest)
+    if (outside !== undefined) return Either.left(`it names ${outside}, outside the entry`)
+    if (manifest.contents[MANIFEST] !== undefined) return Either.left(`it lists ${MANIFEST} among its files`)
+    if (outputDigestOf(manifest.contents, manifest.outputs) !== manifest.outputDigest) return Either.left("its output digest does not match its files")
+    return Either.right(manifest)
+  })
 
 export interface StoreOptions {
   /** Where warnings go (a damaged run record): stderr unless given. */
@@ -362,7 +387,6 @@ const make = (root: string, options: StoreOptions = {}) =>
         if (unwritten !== undefined) {
           return yield* new StoreError({ message: `the stage returned ${unwritten}, which it never wrote: nothing was cached` })
         }
-        const digestOf = Object.fromEntries(Object.entries(contents).map(([name, c]) => [name, c.sha256]))
         const manifest: Manifest = {
           format: 1,
           fingerprint: request.fingerprint,
@@ -372,26 +396,50 @@ const make = (root: string, options: StoreOptions = {}) =>
           outputs,
           metrics: request.metrics,
           contents,
-          outputDigest: sha256(canonicalJson({ contents: digestOf, outputs })),
+          outputDigest: outputDigestOf(contents, outputs),
           createdAt: new Date().toISOString(),
           durationMs: request.durationMs,
           parts: [...new Set(request.parts ?? [])]
         }
+        return yield* install(dir, manifest)
+      }).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("cannot commit the cache entry")(e))))
+
+    /** The manifest written last, then the staging folder renamed into place: one atomic step. */
+    const install = (dir: string, manifest: Manifest) =>
+      Effect.gen(function* () {
         yield* fs.writeFileString(path.join(dir, MANIFEST), JSON.stringify(manifest, null, 2))
-        const target = path.join(entriesDir, request.fingerprint)
+        const target = path.join(entriesDir, manifest.fingerprint)
         if (yield* fs.exists(target)) {
           // A forced re-run replaces the entry: move the old one aside first, so the
           // final rename is still a single atomic step.
-          const old = path.join(tmpDir, `replaced-${request.fingerprint.slice(0, 16)}-${randomBytes(4).toString("hex")}`)
+          const old = path.join(tmpDir, `replaced-${manifest.fingerprint.slice(0, 16)}-${randomBytes(4).toString("hex")}`)
           yield* fs.rename(target, old)
           yield* fs.rename(dir, target)
           yield* fs.remove(old, { recursive: true }).pipe(Effect.ignore)
         } else {
           yield* fs.rename(dir, target)
         }
-        yield* fs.remove(path.join(workRoot, request.fingerprint), { recursive: true }).pipe(Effect.ignore)
-        return { dir: target, manifest, outputs: resolveOutputs(target, outputs, (d, p) => path.join(d, p)) } satisfies Entry
-      }).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("cannot commit the cache entry")(e))))
+        yield* fs.remove(path.join(workRoot, manifest.fingerprint), { recursive: true }).pipe(Effect.ignore)
+        return { dir: target, manifest, outputs: resolveOutputs(target, manifest.outputs, (d, p) => path.join(d, p)) } satisfies Entry
+      })
+
+    /**
+     * An entry fetched from elsewhere into a staging folder, its files already checked
+     * against `manifest` (checkForeignManifest, then each file's sha256 as it arrived):
+     * the sizes are checked again, this disk's mtimes recorded, and it is installed.
+     */
+    const adopt = (stagingDir: string, manifest: Manifest) =>
+      Effect.gen(function* () {
+        const contents: Record<string, ContentFile> = {}
+        for (const [name, expected] of Object.entries(manifest.contents)) {
+          const info = yield* fs.stat(path.join(stagingDir, name))
+          if (Number(info.size) !== expected.bytes) {
+            return yield* new StoreError({ message: `the fetched file ${name} has ${Number(info.size)} bytes, its manifest says ${expected.bytes}` })
+          }
+          contents[name] = { ...expected, mtimeMs: Option.getOrElse(info.mtime, () => new Date(0)).getTime() }
+        }
+        return yield* install(stagingDir, { ...manifest, contents })
+      }).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("cannot install the fetched cache entry")(e))))
 
     const workDir = (fingerprint: string) =>
       Effect.gen(function* () {
@@ -539,7 +587,7 @@ const make = (root: string, options: StoreOptions = {}) =>
         return { removedEntries, removedWork, keptEntries, bytesFreed, forgottenRuns } satisfies GcReport
       }).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("garbage collection failed")(e))))
 
-    return ArtifactStore.of({ root, lookup, staging, commit, workDir, readRun, recordStage, lock, gc, verifyAll })
+    return ArtifactStore.of({ root, lookup, staging, commit, adopt, workDir, readRun, recordStage, lock, gc, verifyAll })
   })
 
 export const layer = (root: string, options: StoreOptions = {}) => Layer.effect(ArtifactStore, make(root, options))

@@ -139,6 +139,7 @@ export default defineStage({
       saveTotalLimit: p.save_total_limit,
       merge: p.merge,
       workDir: ctx.workDir,
+      checkpointed: ctx.checkpointed,
       outDir: ctx.outDir,
       log: ctx.log,
       progress: ctx.progress

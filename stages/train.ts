@@ -130,6 +130,7 @@ export default defineStage({
       saveTotalLimit: ctx.params.save_total_limit,
       merge: ctx.params.merge,
       workDir: ctx.workDir,
+      checkpointed: ctx.checkpointed,
       outDir: ctx.outDir,
       log: ctx.log,
       progress: ctx.progress

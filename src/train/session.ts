@@ -40,6 +40,8 @@ export interface SessionOptions {
   /** Write the merged model instead of the adapter. */
   readonly merge: boolean
   readonly workDir: string
+  /** Called once a checkpoint is written whole (and old ones rotated out). */
+  readonly checkpointed: Effect.Effect<void>
   readonly outDir: string
   readonly log: (message: string) => Effect.Effect<void>
   readonly progress: (step: number, total: number, unit: string) => Effect.Effect<void>
@@ -91,6 +93,7 @@ export const trainSession = (options: SessionOptions) =>
               yield* saveCheckpoint(options.workDir, model, optimizer, withBest, folder)
               const keep = withBest.best_model_checkpoint === null ? null : path.join(options.workDir, withBest.best_model_checkpoint)
               yield* rotateCheckpoints(options.workDir, options.saveTotalLimit, keep)
+              yield* options.checkpointed
               begin = withBest
             })
           const final = yield* train(objective, args, begin, {

@@ -1,0 +1,363 @@
+/**
+ * The queue executor: stages run by workers on other machines, dispatched through
+ * Redis with BullMQ (the most used job queue in Node; Celery's role in Airflow).
+ *
+ * `pipeline run FILE --executor queue` walks the DAG as a local run does, but each
+ * stage that must run becomes a job whose id is its fingerprint: a second request for
+ * the same fingerprint (another run, another sweep) joins the job already queued or
+ * running, so one worker runs it once. A worker (`pipeline worker`) runs each job as
+ * a child `pipeline run FILE --only STAGE --push`: it pulls the stage's inputs from the
+ * remote store, runs it, and pushes its entry, checkpoints included as they are
+ * written. The child keeps the worker's event loop free, so the job's lock is renewed
+ * however long a training step blocks; a worker killed with kill -9 stops renewing it,
+ * BullMQ's stalled-job check puts the job back, and another worker resumes the stage
+ * from the last checkpoint it pushed.
+ *
+ * Redis is trusted as the checkout is: a job names a pipeline file for the worker to
+ * run. Keep it on a private network.
+ */
+import { Job, Queue, QueueEvents, Worker } from "bullmq"
+import { Deferred, Effect, Either, Option, Runtime, Schema } from "effect"
+import { Redis, type RedisOptions } from "ioredis"
+import { spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import { existsSync } from "node:fs"
+import { hostname } from "node:os"
+import { join, resolve } from "node:path"
+import { RemoteError, StageError } from "./errors.ts"
+import type { ResolvedStage } from "./pipeline.ts"
+import type { RemoteStoreService } from "./remote.ts"
+import { Reporter } from "./reporter.ts"
+import type { StageDispatch } from "./runner.ts"
+
+const QUEUE = "pipeline-stages"
+
+export interface QueueLocation {
+  readonly options: RedisOptions
+  /** The URL without its password: what messages show. */
+  readonly shown: string
+}
+
+/** `redis://[:password@]host:port[/db]` (or rediss://) → connection options, or why not. */
+export const parseQueueUrl = (text: string): Either.Either<QueueLocation, string> => {
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    return Either.left(`expected redis://HOST:PORT, got ${JSON.stringify(text.replace(/\/\/[^@/]*@/, "//***@"))}`)
+  }
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:") return Either.left(`expected redis://HOST:PORT or rediss://HOST:PORT, got a ${url.protocol} URL`)
+  const db = url.pathname.replace(/^\//, "")
+  if (db !== "" && !/^\d+$/.test(db)) return Either.left(`the database in ${url.protocol}//${url.host}/${db} must be a number`)
+  const shown = `${url.protocol}//${url.host}${db === "" ? "" : `/${db}`}`
+  return Either.right({
+    shown,
+    options: {
+      host: url.hostname,
+      port: url.port === "" ? 6379 : Number(url.port),
+      ...(url.username !== "" && { username: decodeURIComponent(url.username) }),
+      ...(url.password !== "" && { password: decodeURIComponent(url.password) }),
+      ...(db !== "" && { db: Number(db) }),
+      ...(url.protocol === "rediss:" && { tls: {} })
+    }
+  })
+}
+
+/** What a job carries: never a credential (workers use their own). */
+export const JobData = Schema.Struct({
+  file: Schema.String,
+  overrides: Schema.Array(Schema.String),
+  stage: Schema.String,
+  fingerprint: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/)),
+  remote: Schema.String.pipe(Schema.startsWith("s3://")),
+  run: Schema.String
+})
+export type JobData = typeof JobData.Type
+
+/** What a worker answers when a job is done. */
+const JobResult = Schema.Struct({ worker: Schema.String, fingerprint: Schema.String, durationMs: Schema.Number, status: Schema.String })
+type JobResult = typeof JobResult.Type
+
+/** Worker progress, as the job's progress: who runs it and how far it is. */
+const JobProgress = Schema.Struct({
+  worker: Schema.String,
+  done: Schema.optional(Schema.Number),
+  total: Schema.optional(Schema.Number),
+  unit: Schema.optional(Schema.String)
+})
+
+/**
+ * A connection that gives up: a dead Redis makes the command fail, never hang. After
+ * a few reconnection attempts (about 3 s) the connection ends, and so does the run.
+ */
+const connect = (location: QueueLocation, blocking: boolean) =>
+  new Redis({
+    ...location.options,
+    lazyConnect: true,
+    connectTimeout: 5000,
+    maxRetriesPerRequest: blocking ? null : 2,
+    enableOfflineQueue: blocking,
+    retryStrategy: (times) => (times > 5 ? null : Math.min(1000, 100 * 2 ** times))
+  })
+
+const unreachable = (location: QueueLocation, error: unknown) =>
+  new RemoteError({
+    message: `cannot reach Redis at ${location.shown} (${(error as Error)?.message ?? String(error)}): start it (redis-server --port PORT) or fix --queue`
+  })
+
+/** Connects and checks the server answers, failing clearly when it does not. */
+const ready = (location: QueueLocation, blocking: boolean) =>
+  Effect.acquireRelease(
+    Effect.tryPromise({
+      try: async () => {
+        const connection = connect(location, blocking)
+        // Reported through `end` and failed commands; the socket's own error says why.
+        let cause: Error | undefined
+        connection.on("error", (error: Error) => (cause = error))
+        try {
+          await connection.connect()
+          await connection.ping()
+        } catch (error) {
+          connection.disconnect()
+          throw cause ?? error
+        }
+        return connection
+      },
+      catch: (error) => unreachable(location, error)
+    }),
+    (connection) => Effect.sync(() => connection.disconnect())
+  )
+
+const messageOf = (error: unknown): string => (error as Error)?.message ?? String(error)
+
+/**
+ * The coordinator's side: each stage a job, awaited until a worker finishes it (or
+ * fails, or Redis goes away). Interrupting the run (Ctrl-C) removes the jobs it queued
+ * that no worker has started.
+ */
+export const queueDispatch = (location: QueueLocation, remote: RemoteStoreService, job: { readonly file: string; readonly overrides: ReadonlyArray<string> }) =>
+  Effect.gen(function* () {
+    const reporter = yield* Reporter
+    const connection = yield* ready(location, false)
+    const eventsConnection = yield* ready(location, true)
+    const run = randomBytes(8).toString("hex")
+    // Redis gone for good (after the client's retries): every stage still waiting fails with this.
+    const lost = yield* Deferred.make<never, RemoteError>()
+    const runtime = yield* Effect.runtime<never>()
+    for (const c of [connection, eventsConnection]) {
+      c.on("end", () => Runtime.runSync(runtime)(Deferred.fail(lost, new RemoteError({ message: `lost the connection to Redis at ${location.shown}: the run stops; stages that finished are cached` }))))
+    }
+    const queue = new Queue(QUEUE, { connection })
+    const events = new QueueEvents(QUEUE, { connection: eventsConnection })
+    queue.on("error", () => undefined)
+    events.on("error", () => undefined)
+    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([events.close(), queue.close()])))
+    yield* Effect.tryPromise({ try: () => events.waitUntilReady(), catch: (error) => unreachable(location, error) })
+
+    const waiters = new Map<string, {
+      readonly done: (result: Either.Either<unknown, string>) => void
+      readonly progress: (data: unknown) => void
+    }>()
+    events.on("completed", ({ jobId, returnvalue }) => waiters.get(jobId)?.done(Either.right(returnvalue)))
+    events.on("failed", ({ jobId, failedReason }) => waiters.get(jobId)?.done(Either.left(failedReason)))
+    events.on("progress", ({ jobId, data }) => waiters.get(jobId)?.progress(data))
+
+    const decodeProgress = Schema.decodeUnknownOption(JobProgress)
+    const decodeResult = Schema.decodeUnknownEither(Schema.Union(JobResult, Schema.parseJson(JobResult)))
+
+    /** The job's result; `reused` when an earlier run's finished job answered. */
+    const runStage = (stage: ResolvedStage, fingerprint: string, reuse: boolean) =>
+      Effect.async<{ readonly result: JobResult; readonly reused: boolean }, StageError>((resume) => {
+        let reused = false
+        let settled = false
+        let announced: string | undefined
+        let created = false
+        const finish = (result: Either.Either<unknown, string>) => {
+          if (settled) return
+          settled = true
+          waiters.delete(fingerprint)
+          if (Either.isLeft(result)) return resume(Effect.fail(new StageError({ message: `on a worker: ${result.left}` })))
+          const decoded = decodeResult(result.right)
+          resume(Either.isRight(decoded) ? Effect.succeed({ result: decoded.right, reused }) : Effect.fail(new StageError({ message: "a worker answered with a result this program does not understand" })))
+        }
+        waiters.set(fingerprint, {
+          done: finish,
+          progress: (data) => {
+            const progress = decodeProgress(data)
+            if (Option.isNone(progress)) return
+            const { worker, done, total, unit } = progress.value
+            if (worker !== announced) {
+              announced = worker
+              Runtime.runSync(runtime)(reporter.log(stage.id, `running on worker ${worker}`))
+            }
+            if (done !== undefined && total !== undefined) Runtime.runSync(runtime)(reporter.progress(stage.id, { done, total, unit: unit ?? "steps" }))
+          }
+        })
+        const data: JobData = { file: job.file, overrides: [...job.overrides], stage: stage.id, fingerprint, remote: remote.location.url, run }
+        void (async () => {
+          // A job another run finished moments ago answers this one too; a failed one is
+          // retried (it would swallow the new request: a job id is queued once).
+          const previous = await Job.fromId(queue, fingerprint)
+          const state = previous === undefined ? undefined : await previous.getState()
+          if (state === "completed" && reuse) {
+            reused = true
+            return finish(Either.right(previous!.returnvalue))
+          }
+          if (state === "completed" || state === "failed") await previous!.remove().catch(() => undefined)
+          const added = await queue.add(stage.id, data, { jobId: fingerprint, attempts: 1, removeOnComplete: { age: 3600 }, removeOnFail: { age: 24 * 3600 } })
+          // A request for a fingerprint already queued or running joins that job.
+          created = ((await Job.fromId(queue, fingerprint))?.data as JobData | undefined)?.run === run
+          // It may have ended before the listener saw it.
+          const now = await added.getState()
+          if (now === "completed") finish(Either.right((await Job.fromId(queue, fingerprint))?.returnvalue))
+          else if (now === "failed") finish(Either.left((await Job.fromId(queue, fingerprint))?.failedReason ?? "failed"))
+        })().catch((error) => finish(Either.left(`cannot queue the stage: ${messageOf(error)}`)))
+        // Interrupted (Ctrl-C, or the run failing): a job this run queued and nobody started is withdrawn.
+        return Effect.promise(async () => {
+          waiters.delete(fingerprint)
+          if (!created || settled) return
+          const queued = await Job.fromId(queue, fingerprint).catch(() => undefined)
+          const state = await queued?.getState().catch(() => undefined)
+          if (state === "waiting" || state === "delayed" || state === "prioritized") await queued?.remove().catch(() => undefined)
+        })
+      })
+
+    return {
+      run: (stage, fingerprint) =>
+        Effect.gen(function* () {
+          const attempt = (reuse: boolean) =>
+            runStage(stage, fingerprint, reuse).pipe(
+              Effect.raceFirst(Deferred.await(lost).pipe(Effect.mapError((e) => new StageError({ message: e.message }))))
+            )
+          let { result, reused } = yield* attempt(true)
+          // An old finished job whose entry has since left the remote (gc --remote): run it again.
+          if (reused && (yield* remote.lookup(fingerprint).pipe(Effect.orElseSucceed(() => ({ _tag: "Miss" as const }))))._tag !== "Found") {
+            ;({ result, reused } = yield* attempt(false))
+          }
+          if (result.fingerprint !== fingerprint) {
+            return yield* new StageError({
+              message: `worker ${result.worker} computed the fingerprint ${result.fingerprint.slice(0, 12)} for this stage, this machine ${fingerprint.slice(0, 12)}: its copy of ${job.file} or of the stages' code differs from this one; give the workers the same checkout`
+            })
+          }
+          const found = yield* remote.lookup(fingerprint).pipe(Effect.mapError((e) => new StageError({ message: e.message })))
+          if (found._tag !== "Found") {
+            return yield* new StageError({
+              message: `worker ${result.worker} finished, but the entry is not in ${remote.location.url}${found._tag === "Damaged" ? ` (${found.reason})` : ""}`
+            })
+          }
+          return { manifest: found.manifest, worker: result.worker, durationMs: result.durationMs }
+        })
+    } satisfies StageDispatch
+  })
+
+export interface WorkerOptions {
+  readonly queue: QueueLocation
+  readonly concurrency: number
+  /** Each slot runs its stages in `<cacheDir>/slot-<n>`: a cache holds one writer at a time. */
+  readonly cacheDir: string
+  /** How long a job stays locked to a worker without news: a dead worker's stage goes to another after this. */
+  readonly stallMs: number
+  /** Extra arguments for each stage's `pipeline run` (the backend, threads). */
+  readonly runArgs: ReadonlyArray<string>
+  readonly log: (line: string) => void
+}
+
+/** This program's own binary, from the sources (src/) or the start-up bundle (dist/<key>/). */
+const binary = (): string => {
+  for (let dir = import.meta.dirname; ; dir = resolve(dir, "..")) {
+    const candidate = join(dir, "bin/pipeline.js")
+    if (existsSync(candidate)) return candidate
+    if (resolve(dir, "..") === dir) return resolve(process.argv[1] ?? "pipeline")
+  }
+}
+
+/**
+ * Runs stages from the queue until interrupted. Each job runs in a child `pipeline run`,
+ * whose progress comes back over IPC and goes to the job; it exits if this worker dies.
+ */
+export const runWorker = (options: WorkerOptions) =>
+  Effect.gen(function* () {
+    const name = `${hostname()}:${process.pid}`
+    const connection = yield* ready(options.queue, true)
+    const free = Array.from({ length: options.concurrency }, (_, i) => i)
+    const children = new Set<ReturnType<typeof spawn>>()
+    const decodeJob = Schema.decodeUnknownEither(JobData)
+
+    const processor = async (job: Job) => {
+      const decoded = decodeJob(job.data)
+      if (Either.isLeft(decoded)) throw new Error(`job ${job.id} is not a stage job this worker understands`)
+      const data = decoded.right
+      if (!existsSync(data.file)) throw new Error(`worker ${name} cannot read ${data.file}: workers need the pipeline's files (a shared checkout at the same path)`)
+      const slot = free.shift() ?? 0
+      const started = performance.now()
+      options.log(`▶ ${data.stage} (${data.fingerprint.slice(0, 12)}) from ${data.file}`)
+      try {
+        await job.updateProgress({ worker: name })
+        const args = [
+          binary(), "run", data.file, "--only", data.stage, "--push", "--json",
+          "--cache-dir", join(options.cacheDir, `slot-${slot}`),
+          ...data.overrides.flatMap((o) => ["--set", o]),
+          ...options.runArgs
+        ]
+        const child = spawn(process.execPath, args, {
+          stdio: ["ignore", "pipe", "inherit", "ipc"],
+          env: { ...process.env, PIPELINE_REMOTE: data.remote, PIPELINE_EVENTS: "ipc", PIPELINE_EXPECT: `${data.stage}=${data.fingerprint}` }
+        })
+        children.add(child)
+        let stdout = ""
+        child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
+        let lastProgress = 0
+        child.on("message", (message: { type?: string; id?: string; done?: number; total?: number; unit?: string }) => {
+          if (message?.type !== "progress" || message.id !== data.stage) return
+          const now = Date.now()
+          if (now - lastProgress < 1000 && message.done !== message.total) return
+          lastProgress = now
+          void job.updateProgress({ worker: name, done: message.done, total: message.total, unit: message.unit }).catch(() => undefined)
+        })
+        const code = await new Promise<number | null>((done) => child.on("close", (c) => done(c)))
+        children.delete(child)
+        const outcome = (() => {
+          try {
+            return (JSON.parse(stdout) as { stages: Array<{ id: string; status: string; fingerprint: string | null; reason: string }> }).stages.find((s) => s.id === data.stage)
+          } catch {
+            return undefined
+          }
+        })()
+        if (code !== 0 || outcome === undefined || (outcome.status !== "ran" && outcome.status !== "cached")) {
+          const why = outcome?.reason ?? `pipeline run exited with ${code ?? "a signal"}`
+          options.log(`✖ ${data.stage}: ${why}`)
+          throw new Error(`${why} (worker ${name})`)
+        }
+        const durationMs = performance.now() - started
+        options.log(`✔ ${data.stage}: ${outcome.status} in ${(durationMs / 1000).toFixed(1)}s`)
+        return { worker: name, fingerprint: outcome.fingerprint ?? "", durationMs, status: outcome.status } satisfies JobResult
+      } finally {
+        free.push(slot)
+      }
+    }
+
+    const worker = new Worker(QUEUE, processor, {
+      connection,
+      concurrency: options.concurrency,
+      lockDuration: options.stallMs,
+      stalledInterval: Math.max(1000, Math.round(options.stallMs / 2)),
+      maxStalledCount: 3,
+      autorun: false
+    })
+    worker.on("error", (error) => options.log(`worker error: ${messageOf(error)}`))
+    const closed = yield* Deferred.make<void, RemoteError>()
+    const runtime = yield* Effect.runtime<never>()
+    connection.on("end", () => Runtime.runSync(runtime)(Deferred.fail(closed, new RemoteError({ message: `lost the connection to Redis at ${options.queue.shown}` }))))
+    options.log(`worker ${name}: waiting for stages on ${options.queue.shown} (${options.concurrency} at a time; Ctrl-C stops)`)
+    void worker.run().catch((error) => Runtime.runSync(runtime)(Deferred.fail(closed, new RemoteError({ message: messageOf(error) }))))
+    // Stopping: the running stages are killed, and their jobs go back to the queue when
+    // their locks lapse (another worker resumes them from their last checkpoint).
+    yield* Effect.addFinalizer(() =>
+      Effect.promise(async () => {
+        for (const child of children) child.kill("SIGTERM")
+        await worker.close(true).catch(() => undefined)
+      })
+    )
+    return yield* Deferred.await(closed)
+  })
+
