@@ -12,7 +12,7 @@ import { compareJson, compareRows, renderCompareCsv, renderCompareTable } from "
 import { renderDot, renderMermaid, renderText } from "./dag.ts"
 import { LockError, RemoteError, StoreError, UsageError } from "./errors.ts"
 import { statusOf, toJson } from "./events.ts"
-import { pullPipeline, pushPipeline } from "./transfer.ts"
+import { currentManifests, pullPipeline, pushPipeline } from "./transfer.ts"
 import * as Backend from "./backend/service.ts"
 import * as Hub from "./hub/index.ts"
 import { pipelineJsonSchema } from "./json-schema.ts"
@@ -253,8 +253,8 @@ const compare = Command.make(
   (args) =>
     Effect.gen(function* () {
       const pipeline = yield* loadPipeline(args.file, [], { codeMemo: codeMemo(args.cacheDir) })
-      const statuses = yield* pipelineStatus(pipeline).pipe(Effect.provide(stageLayer(args.cacheDir)))
-      const entries = new Map(statuses.map((s) => [s.id, s.entry?.manifest]))
+      // The local store's entries, else the remote's manifests (a queue run leaves its entries there).
+      const entries = yield* withRemote(currentManifests(pipeline), remoteUrl(pipeline)).pipe(Effect.provide(stageLayer(args.cacheDir)))
       const comparison = yield* compareRows(pipeline, (id) => entries.get(id), { stage: Option.getOrUndefined(args.stage), sort: Option.getOrUndefined(args.sort) })
       if (comparison.missing.length > 0) {
         yield* stderr(`no metrics yet for ${comparison.missing.join(", ")} (never run, or stale): pipeline run ${args.file} makes them`)

@@ -99,11 +99,15 @@ export const computeMaterial = (pipeline: Pipeline, stage: ResolvedStage, upstre
         ...Object.fromEntries(Object.entries(stage.impl.code.packages).map(([name, version]) => [`npm:${name}`, version]))
       },
       params: stage.recordedParams,
-      inputs: Object.fromEntries(stage.needs.map((need) => [need, upstream.get(need)!.manifest.outputDigest])),
+      // By the upstream stage's own id, a sweep's variant by its base id: a stage below a
+      // sweep has the fingerprint it would have below the same stage unswept.
+      inputs: Object.fromEntries(stage.needs.map((need) => [baseIdOf(pipeline, need), upstream.get(need)!.manifest.outputDigest])),
       files,
       external
     } satisfies FingerprintMaterial
   })
+
+const baseIdOf = (pipeline: Pipeline, id: string): string => pipeline.stages.find((s) => s.id === id)?.variant?.base ?? id
 
 const checkSelection = (pipeline: Pipeline, options: RunOptions) => {
   for (const [flag, id] of [["--only", options.only], ["--until", options.until], ...options.force.map((f) => ["--force", f] as const)] as const) {

@@ -5,7 +5,7 @@
  * stage from a remote manifest alone, so pulling only `evaluate` does not fetch the
  * model it was made from.
  */
-import { Effect } from "effect"
+import { Effect, Option } from "effect"
 import { UsageError } from "./errors.ts"
 import { fingerprintOf } from "./fingerprint.ts"
 import { describeStageIds, resolveStageIds } from "./matrix.ts"
@@ -13,7 +13,7 @@ import type { Pipeline } from "./pipeline.ts"
 import { RemoteStore } from "./remote.ts"
 import { Reporter } from "./reporter.ts"
 import { computeMaterial, expire, remoteEntry } from "./runner.ts"
-import { ArtifactStore, type Entry } from "./store.ts"
+import { ArtifactStore, type Entry, type Manifest } from "./store.ts"
 
 export interface TransferLine {
   readonly id: string
@@ -118,4 +118,31 @@ export const pullPipeline = (pipeline: Pipeline, names: ReadonlyArray<string>) =
       lines.push({ id: stage.id, fingerprint, result: "pulled", detail: mb(bytes) })
     }
     return lines
+  })
+
+/**
+ * The manifest of each stage's current entry, from the local store or, when there is
+ * one, the remote (manifests only, no data): what `compare` reads after a queue run,
+ * whose entries are all in the remote.
+ */
+export const currentManifests = (pipeline: Pipeline) =>
+  Effect.gen(function* () {
+    const store = yield* ArtifactStore
+    const remote = Option.getOrUndefined(yield* Effect.serviceOption(RemoteStore))
+    const entries = new Map<string, Entry>()
+    for (const stage of pipeline.stages) {
+      if (stage.needs.some((need) => !entries.has(need))) continue
+      const fingerprint = fingerprintOf(yield* computeMaterial(pipeline, stage, entries))
+      const local = expire(stage, yield* store.lookup(fingerprint))
+      if (local._tag === "Hit") {
+        entries.set(stage.id, local.entry)
+        continue
+      }
+      if (remote === undefined) continue
+      const found = yield* remote.lookup(fingerprint)
+      if (found._tag !== "Found") continue
+      const entry = remoteEntry(remote, found.manifest)
+      if (expire(stage, { _tag: "Hit", entry })._tag === "Hit") entries.set(stage.id, entry)
+    }
+    return new Map<string, Manifest>([...entries].map(([id, entry]) => [id, entry.manifest]))
   })
