@@ -16,7 +16,7 @@
  * Redis is trusted as the checkout is: a job names a pipeline file for the worker to
  * run. Keep it on a private network.
  */
-import { Job, Queue, QueueEvents, Worker } from "bullmq"
+import { Job, Queue, QueueEvents, WaitingError, Worker } from "bullmq"
 import { Deferred, Effect, Either, Option, Runtime, Schema } from "effect"
 import { Redis, type RedisOptions } from "ioredis"
 import { spawn } from "node:child_process"
@@ -282,8 +282,9 @@ export const runWorker = (options: WorkerOptions) =>
     const free = Array.from({ length: options.concurrency }, (_, i) => i)
     const children = new Set<ReturnType<typeof spawn>>()
     const decodeJob = Schema.decodeUnknownEither(JobData)
+    let stopping = false
 
-    const processor = async (job: Job) => {
+    const processor = async (job: Job, token?: string) => {
       const decoded = decodeJob(job.data)
       if (Either.isLeft(decoded)) throw new Error(`job ${job.id} is not a stage job this worker understands`)
       const data = decoded.right
@@ -300,12 +301,19 @@ export const runWorker = (options: WorkerOptions) =>
           ...options.runArgs
         ]
         const child = spawn(process.execPath, args, {
-          stdio: ["ignore", "pipe", "inherit", "ipc"],
+          stdio: ["ignore", "pipe", "pipe", "ipc"],
           env: { ...process.env, PIPELINE_REMOTE: data.remote, PIPELINE_EVENTS: "ipc", PIPELINE_EXPECT: `${data.stage}=${data.fingerprint}` }
         })
         children.add(child)
         let stdout = ""
         child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
+        // The stage's own log, each line marked with its stage: several may run at once.
+        let pending = ""
+        child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+          const lines = (pending + chunk).split("\n")
+          pending = lines.pop() ?? ""
+          for (const line of lines) if (line !== "") options.log(`  │ ${data.stage}: ${line}`)
+        })
         let lastProgress = 0
         child.on("message", (message: { type?: string; id?: string; done?: number; total?: number; unit?: string }) => {
           if (message?.type !== "progress" || message.id !== data.stage) return
@@ -316,6 +324,12 @@ export const runWorker = (options: WorkerOptions) =>
         })
         const code = await new Promise<number | null>((done) => child.on("close", (c) => done(c)))
         children.delete(child)
+        if (stopping && token !== undefined) {
+          // This worker is stopping (Ctrl-C): the job goes back to the queue for another.
+          await job.moveToWait(token)
+          options.log(`↩ ${data.stage}: stopped here, back in the queue`)
+          throw new WaitingError()
+        }
         const outcome = (() => {
           try {
             return (JSON.parse(stdout) as { stages: Array<{ id: string; status: string; fingerprint: string | null; reason: string }> }).stages.find((s) => s.id === data.stage)
@@ -350,12 +364,13 @@ export const runWorker = (options: WorkerOptions) =>
     connection.on("end", () => Runtime.runSync(runtime)(Deferred.fail(closed, new RemoteError({ message: `lost the connection to Redis at ${options.queue.shown}` }))))
     options.log(`worker ${name}: waiting for stages on ${options.queue.shown} (${options.concurrency} at a time; Ctrl-C stops)`)
     void worker.run().catch((error) => Runtime.runSync(runtime)(Deferred.fail(closed, new RemoteError({ message: messageOf(error) }))))
-    // Stopping: the running stages are killed, and their jobs go back to the queue when
-    // their locks lapse (another worker resumes them from their last checkpoint).
+    // Stopping (Ctrl-C): the running stages are stopped, their jobs go straight back to
+    // the queue, and another worker resumes them from their last checkpoint.
     yield* Effect.addFinalizer(() =>
       Effect.promise(async () => {
+        stopping = true
         for (const child of children) child.kill("SIGTERM")
-        await worker.close(true).catch(() => undefined)
+        await worker.close().catch(() => undefined)
       })
     )
     return yield* Deferred.await(closed)

@@ -198,6 +198,30 @@ describe("the queue executor (Redis, S3 and workers on loopback)", () => {
     expect(sha(join(here, "entries", entry, "model", "model.safetensors"))).toBe(want)
   })
 
+  it("a worker stopped with Ctrl-C mid-stage puts its job straight back, and another worker finishes it", async () => {
+    const sweep = file("stopped", trainStage(`      max_steps: 40
+      save_steps: 10
+`), 15)
+    await Promise.all(workers.map((w) => w.stop()))
+    const first = worker()
+    const coordinator = cliSpawn(["run", sweep, "--executor", "queue", "--queue", redis.url, "--cache-dir", dir(), "--json"], env())
+    let stdout = ""
+    let stderr = ""
+    coordinator.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    coordinator.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    const finished = new Promise<number | null>((done) => coordinator.on("close", (code) => done(code)))
+    await until("train to start on the first worker", () => /│ train: +train: \d+\/40 steps/.test(first.output()), 240_000)
+    first.child.kill("SIGINT")
+    await until("the first worker to stop", () => first.child.exitCode !== null || first.child.signalCode !== null, 60_000)
+    expect(first.output()).toMatch(/↩ train: stopped here, back in the queue/)
+    const second = worker()
+    const code = await finished
+    outputs.push(stdout, stderr)
+    expect(code, stderr).toBe(0)
+    const trained = (JSON.parse(stdout) as RunJson).stages.find((s) => s.id === "train")!
+    expect(`${trained.status}:${trained.worker}`).toBe(`ran:${execFileSync("hostname", { encoding: "utf8" }).trim()}:${second.child.pid}`)
+  })
+
   it("a stage that fails on a worker is reported with the worker's message, and its downstream is skipped", async () => {
     const project = projectTempDir()
     dirs.push(project)
