@@ -46,15 +46,15 @@ const remoteUrl = (pipeline?: { readonly spec: { readonly remote?: string | unde
   return fromEnv !== undefined && fromEnv !== "" ? fromEnv : pipeline?.spec.remote
 }
 
-const provideRemote = <A, E, R>(effect: Effect.Effect<A, E, R>, url: string): Effect.Effect<A, E | RemoteError, Exclude<R, Remote.RemoteStore>> =>
+const provideRemote = <A, E, R>(effect: Effect.Effect<A, E, R>, url: string): Effect.Effect<A, E | UsageError, Exclude<R, Remote.RemoteStore>> =>
   Either.match(Remote.fromUrl(url, process.env.PIPELINE_REMOTE ? "PIPELINE_REMOTE" : "cache.remote"), {
-    onLeft: (error) => Effect.fail(error),
+    onLeft: (error) => Effect.fail(new UsageError({ message: error.message })),
     onRight: (remote) => Effect.provideService(effect, Remote.RemoteStore, remote)
   })
 
 /** For commands that use a remote store when there is one (`Effect.serviceOption`). */
-const withRemote = <A, E, R>(effect: Effect.Effect<A, E, R>, url: string | undefined): Effect.Effect<A, E | RemoteError, R> =>
-  url === undefined ? effect : provideRemote(effect, url) as Effect.Effect<A, E | RemoteError, R>
+const withRemote = <A, E, R>(effect: Effect.Effect<A, E, R>, url: string | undefined): Effect.Effect<A, E | UsageError, R> =>
+  url === undefined ? effect : provideRemote(effect, url) as Effect.Effect<A, E | UsageError, R>
 
 const requireRemote = (url: string | undefined, file: string) =>
   url === undefined
@@ -140,8 +140,8 @@ const run = Command.make(
       const overrides = yield* parseOverrides(args.set)
       const pipeline = yield* loadPipeline(args.file, overrides, { codeMemo: codeMemo(args.cacheDir) })
       const remote = remoteUrl(pipeline)
-      // A worker's child run: the fingerprint the queuing run computed (see queue.ts).
-      const expected = /^(.+)=([0-9a-f]{64})$/.exec(process.env.PIPELINE_EXPECT ?? "")
+      // A worker's child run: the fingerprints the queuing run computed (see queue.ts).
+      const expected = yield* Queue.expectedFingerprints(process.env.PIPELINE_EXPECT)
       const started = performance.now()
       const options = {
         force: splitList(args.force),
@@ -150,7 +150,7 @@ const run = Command.make(
         dryRun: args.dryRun,
         concurrency: args.jobs,
         push: args.push,
-        expect: expected === null ? undefined : { stage: expected[1]!, fingerprint: expected[2]! }
+        expect: expected
       }
       const outcomes = yield* Effect.gen(function* () {
         if (args.executor === "local") return yield* runPipeline(pipeline, options)
@@ -169,6 +169,11 @@ const run = Command.make(
       for (const outcome of outcomes) counts.set(statusOf(outcome), (counts.get(statusOf(outcome)) ?? 0) + 1)
       yield* stderr(`${pipeline.spec.name}: ${[...counts].map(([status, n]) => `${n} ${status}`).join(", ")} in ${((performance.now() - started) / 1000).toFixed(1)}s`)
       if (args.json) yield* stdout(JSON.stringify({ pipeline: pipeline.spec.name, stages: outcomes.map(toJson) }, null, 2))
+      // A worker's child run: the outcome goes to the worker (stdout is the stage's to print on).
+      if (process.env.PIPELINE_EVENTS === "ipc" && process.send !== undefined) {
+        const send = process.send.bind(process)
+        yield* Effect.async<void>((resume) => void send({ type: "result", stages: outcomes.map(toJson) }, undefined, {}, () => resume(Effect.void)))
+      }
       yield* requireSuccess(outcomes)
     })
 ).pipe(Command.withDescription("Run the stages whose inputs changed; everything else comes from the cache"))
@@ -307,7 +312,7 @@ const gc = Command.make(
       if (args.remote) {
         const pipeline = Option.isSome(args.file) ? yield* loadPipeline(args.file.value) : undefined
         const url = yield* requireRemote(remoteUrl(pipeline), Option.getOrElse(args.file, () => "the pipeline file"))
-        const remote = yield* Either.match(Remote.fromUrl(url), { onLeft: Effect.fail, onRight: Effect.succeed })
+        const remote = yield* Either.match(Remote.fromUrl(url), { onLeft: (e) => Effect.fail(new UsageError({ message: e.message })), onRight: Effect.succeed })
         const report = yield* remote.gc({ dryRun: args.dryRun, graceMs: args.graceHours * 3600 * 1000 })
         const verb = args.dryRun ? "would remove" : "removed"
         yield* stderr(`${url}: ${verb} ${report.removedEntries} entr${report.removedEntries === 1 ? "y" : "ies"} and ${report.removedWork} work folder(s) (${formatBytes(report.bytesFreed)}), kept ${report.keptEntries}`)

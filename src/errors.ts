@@ -61,7 +61,11 @@ export class RunFailed extends Data.TaggedError("RunFailed")<{ readonly failed: 
 export class StoreError extends Data.TaggedError("StoreError")<{ readonly message: string; readonly cause?: unknown }> {}
 
 /** The remote store (S3) or the job queue (Redis) could not be used, or sent something that failed its checks. */
-export class RemoteError extends Data.TaggedError("RemoteError")<{ readonly message: string }> {}
+export class RemoteError extends Data.TaggedError("RemoteError")<{
+  readonly message: string
+  /** The remote sent something that failed its checks (not a network or server failure): never use it. */
+  readonly corrupt?: boolean
+}> {}
 
 /** Another process holds the cache lock. */
 export class LockError extends Data.TaggedError("LockError")<{ readonly message: string }> {}

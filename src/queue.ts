@@ -44,7 +44,8 @@ export const parseQueueUrl = (text: string): Either.Either<QueueLocation, string
   try {
     url = new URL(text)
   } catch {
-    return Either.left(`expected redis://HOST:PORT, got ${JSON.stringify(text.replace(/\/\/[^@/]*@/, "//***@"))}`)
+    // Whatever is between // and the last @ may hold a password (which may hold a /).
+    return Either.left(`expected redis://HOST:PORT, got ${JSON.stringify(text.replace(/\/\/.*@/, "//***@"))}`)
   }
   if (url.protocol !== "redis:" && url.protocol !== "rediss:") return Either.left(`expected redis://HOST:PORT or rediss://HOST:PORT, got a ${url.protocol} URL`)
   const db = url.pathname.replace(/^\//, "")
@@ -69,10 +70,21 @@ export const JobData = Schema.Struct({
   overrides: Schema.Array(Schema.String),
   stage: Schema.String,
   fingerprint: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/)),
+  /** The fingerprints the queuing run computed, of the stage and of those it needs: the worker's copy must agree. */
+  expect: Schema.Record({ key: Schema.String, value: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/)) }),
+  force: Schema.Boolean,
   remote: Schema.String.pipe(Schema.startsWith("s3://")),
   run: Schema.String
 })
 export type JobData = typeof JobData.Type
+
+/** PIPELINE_EXPECT, set by a worker for its child run: the fingerprints to check, by stage id. */
+export const expectedFingerprints = (text: string | undefined) =>
+  text === undefined || text === ""
+    ? Effect.succeed(undefined)
+    : Schema.decodeUnknown(Schema.parseJson(JobData.fields.expect))(text).pipe(
+      Effect.mapError(() => new RemoteError({ message: "PIPELINE_EXPECT is not what a worker sets (a JSON map of stage ids to fingerprints): unset it" }))
+    )
 
 /** What a worker answers when a job is done. */
 const JobResult = Schema.Struct({ worker: Schema.String, fingerprint: Schema.String, durationMs: Schema.Number, status: Schema.String })
@@ -100,10 +112,14 @@ const connect = (location: QueueLocation, blocking: boolean) =>
     retryStrategy: (times) => (times > 5 ? null : Math.min(1000, 100 * 2 ** times))
   })
 
-const unreachable = (location: QueueLocation, error: unknown) =>
-  new RemoteError({
-    message: `cannot reach Redis at ${location.shown} (${(error as Error)?.message ?? String(error)}): start it (redis-server --port PORT) or fix --queue`
+const unreachable = (location: QueueLocation, error: unknown) => {
+  const why = (error as Error)?.message ?? String(error)
+  return new RemoteError({
+    message: /WRONGPASS|NOAUTH|invalid password|invalid username/i.test(why)
+      ? `Redis at ${location.shown} refused the connection (${why.split("\n")[0]}): give the user and password in --queue (redis://USER:PASSWORD@HOST:PORT)`
+      : `cannot reach Redis at ${location.shown} (${why}): start it (redis-server --port PORT) or fix --queue`
   })
+}
 
 /** Connects and checks the server answers, failing clearly when it does not. */
 const ready = (location: QueueLocation, blocking: boolean) =>
@@ -130,6 +146,20 @@ const ready = (location: QueueLocation, blocking: boolean) =>
 
 const messageOf = (error: unknown): string => (error as Error)?.message ?? String(error)
 
+/** A stage's outcome, as the worker's child run reports it over IPC (its `--json` entry). */
+interface ChildOutcome {
+  readonly id: string
+  readonly status: string
+  readonly fingerprint: string | null
+  readonly reason: string
+}
+
+interface Waiter {
+  readonly done: (result: Either.Either<unknown, string>) => void
+  readonly progress: (data: unknown) => void
+  readonly removed: () => void
+}
+
 /**
  * The coordinator's side: each stage a job, awaited until a worker finishes it (or
  * fails, or Redis goes away). Interrupting the run (Ctrl-C) removes the jobs it queued
@@ -154,52 +184,47 @@ export const queueDispatch = (location: QueueLocation, remote: RemoteStoreServic
     yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([events.close(), queue.close()])))
     yield* Effect.tryPromise({ try: () => events.waitUntilReady(), catch: (error) => unreachable(location, error) })
 
-    const waiters = new Map<string, {
-      readonly done: (result: Either.Either<unknown, string>) => void
-      readonly progress: (data: unknown) => void
-    }>()
-    events.on("completed", ({ jobId, returnvalue }) => waiters.get(jobId)?.done(Either.right(returnvalue)))
-    events.on("failed", ({ jobId, failedReason }) => waiters.get(jobId)?.done(Either.left(failedReason)))
-    events.on("progress", ({ jobId, data }) => waiters.get(jobId)?.progress(data))
+    // Several stages of one run may share a fingerprint (a sweep over a param that is not
+    // fingerprinted): each waits on the one job.
+    const waiters = new Map<string, Set<Waiter>>()
+    const each = (jobId: string | undefined, act: (waiter: Waiter) => void) => {
+      for (const waiter of [...(waiters.get(jobId ?? "") ?? [])]) act(waiter)
+    }
+    events.on("completed", ({ jobId, returnvalue }) => each(jobId, (w) => w.done(Either.right(returnvalue))))
+    events.on("failed", ({ jobId, failedReason }) => each(jobId, (w) => w.done(Either.left(failedReason))))
+    events.on("progress", ({ jobId, data }) => each(jobId, (w) => w.progress(data)))
+    // Withdrawn by the run that queued it (Ctrl-C there): the others waiting queue it again.
+    events.on("removed", ({ jobId }) => each(jobId, (w) => w.removed()))
 
     const decodeProgress = Schema.decodeUnknownOption(JobProgress)
     const decodeResult = Schema.decodeUnknownEither(Schema.Union(JobResult, Schema.parseJson(JobResult)))
 
     /** The job's result; `reused` when an earlier run's finished job answered. */
-    const runStage = (stage: ResolvedStage, fingerprint: string, reuse: boolean) =>
+    const runStage = (stage: ResolvedStage, fingerprint: string, expect: Readonly<Record<string, string>>, options: { readonly reuse: boolean; readonly force: boolean }) =>
       Effect.async<{ readonly result: JobResult; readonly reused: boolean }, StageError>((resume) => {
         let reused = false
         let settled = false
         let announced: string | undefined
         let created = false
+        const forget = () => {
+          waiters.get(fingerprint)?.delete(waiter)
+          if (waiters.get(fingerprint)?.size === 0) waiters.delete(fingerprint)
+        }
         const finish = (result: Either.Either<unknown, string>) => {
           if (settled) return
           settled = true
-          waiters.delete(fingerprint)
+          forget()
           if (Either.isLeft(result)) return resume(Effect.fail(new StageError({ message: `on a worker: ${result.left}` })))
           const decoded = decodeResult(result.right)
           resume(Either.isRight(decoded) ? Effect.succeed({ result: decoded.right, reused }) : Effect.fail(new StageError({ message: "a worker answered with a result this program does not understand" })))
         }
-        waiters.set(fingerprint, {
-          done: finish,
-          progress: (data) => {
-            const progress = decodeProgress(data)
-            if (Option.isNone(progress)) return
-            const { worker, done, total, unit } = progress.value
-            if (worker !== announced) {
-              announced = worker
-              Runtime.runSync(runtime)(reporter.log(stage.id, `running on worker ${worker}`))
-            }
-            if (done !== undefined && total !== undefined) Runtime.runSync(runtime)(reporter.progress(stage.id, { done, total, unit: unit ?? "steps" }))
-          }
-        })
-        const data: JobData = { file: job.file, overrides: [...job.overrides], stage: stage.id, fingerprint, remote: remote.location.url, run }
-        void (async () => {
+        const data: JobData = { file: job.file, overrides: [...job.overrides], stage: stage.id, fingerprint, expect, force: options.force, remote: remote.location.url, run }
+        const submit = async () => {
           // A job another run finished moments ago answers this one too; a failed one is
           // retried (it would swallow the new request: a job id is queued once).
           const previous = await Job.fromId(queue, fingerprint)
           const state = previous === undefined ? undefined : await previous.getState()
-          if (state === "completed" && reuse) {
+          if (state === "completed" && options.reuse && !options.force) {
             reused = true
             return finish(Either.right(previous!.returnvalue))
           }
@@ -211,22 +236,47 @@ export const queueDispatch = (location: QueueLocation, remote: RemoteStoreServic
           const now = await added.getState()
           if (now === "completed") finish(Either.right((await Job.fromId(queue, fingerprint))?.returnvalue))
           else if (now === "failed") finish(Either.left((await Job.fromId(queue, fingerprint))?.failedReason ?? "failed"))
-        })().catch((error) => finish(Either.left(`cannot queue the stage: ${messageOf(error)}`)))
+        }
+        let submitted = Promise.resolve()
+        const resubmit = () => {
+          submitted = submitted.then(submit).catch((error) => finish(Either.left(`cannot queue the stage: ${messageOf(error)}`)))
+        }
+        const waiter: Waiter = {
+          done: finish,
+          removed: () => {
+            if (!settled) resubmit()
+          },
+          progress: (progressData) => {
+            const progress = decodeProgress(progressData)
+            if (Option.isNone(progress)) return
+            const { worker, done, total, unit } = progress.value
+            if (worker !== announced) {
+              announced = worker
+              Runtime.runSync(runtime)(reporter.log(stage.id, `running on worker ${worker}`))
+            }
+            if (done !== undefined && total !== undefined) Runtime.runSync(runtime)(reporter.progress(stage.id, { done, total, unit: unit ?? "steps" }))
+          }
+        }
+        waiters.set(fingerprint, (waiters.get(fingerprint) ?? new Set()).add(waiter))
+        resubmit()
         // Interrupted (Ctrl-C, or the run failing): a job this run queued and nobody started is withdrawn.
         return Effect.promise(async () => {
-          waiters.delete(fingerprint)
+          forget()
+          await submitted
           if (!created || settled) return
           const queued = await Job.fromId(queue, fingerprint).catch(() => undefined)
           const state = await queued?.getState().catch(() => undefined)
-          if (state === "waiting" || state === "delayed" || state === "prioritized") await queued?.remove().catch(() => undefined)
+          if ((queued?.data as JobData | undefined)?.run === run && (state === "waiting" || state === "delayed" || state === "prioritized")) {
+            await queued?.remove().catch(() => undefined)
+          }
         })
       })
 
     return {
-      run: (stage, fingerprint) =>
+      run: (stage, fingerprint, _reason, context) =>
         Effect.gen(function* () {
           const attempt = (reuse: boolean) =>
-            runStage(stage, fingerprint, reuse).pipe(
+            runStage(stage, fingerprint, { ...context.upstream, [stage.id]: fingerprint }, { reuse, force: context.force }).pipe(
               Effect.raceFirst(Deferred.await(lost).pipe(Effect.mapError((e) => new StageError({ message: e.message }))))
             )
           let { result, reused } = yield* attempt(true)
@@ -295,27 +345,37 @@ export const runWorker = (options: WorkerOptions) =>
       try {
         await job.updateProgress({ worker: name })
         const args = [
-          binary(), "run", data.file, "--only", data.stage, "--push", "--json",
+          binary(), "run", data.file, "--only", data.stage, "--push",
+          ...(data.force ? ["--force", data.stage] : []),
           "--cache-dir", join(options.cacheDir, `slot-${slot}`),
           ...data.overrides.flatMap((o) => ["--set", o]),
           ...options.runArgs
         ]
         const child = spawn(process.execPath, args, {
           stdio: ["ignore", "pipe", "pipe", "ipc"],
-          env: { ...process.env, PIPELINE_REMOTE: data.remote, PIPELINE_EVENTS: "ipc", PIPELINE_EXPECT: `${data.stage}=${data.fingerprint}` }
+          env: { ...process.env, PIPELINE_REMOTE: data.remote, PIPELINE_EVENTS: "ipc", PIPELINE_EXPECT: JSON.stringify(data.expect) }
         })
         children.add(child)
-        let stdout = ""
-        child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
+        // Whatever a stage prints goes to this worker's log; the outcome comes over IPC.
+        child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+          for (const line of chunk.split("\n")) if (line !== "") options.log(`  │ ${data.stage} (stdout): ${line}`)
+        })
+        let lastError: string | undefined
+        let outcomes: ReadonlyArray<ChildOutcome> | undefined
         // The stage's own log, each line marked with its stage: several may run at once.
         let pending = ""
         child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
           const lines = (pending + chunk).split("\n")
           pending = lines.pop() ?? ""
-          for (const line of lines) if (line !== "") options.log(`  │ ${data.stage}: ${line}`)
+          for (const line of lines) {
+            if (line === "") continue
+            if (line.startsWith("error: ")) lastError = line.slice("error: ".length)
+            options.log(`  │ ${data.stage}: ${line}`)
+          }
         })
         let lastProgress = 0
-        child.on("message", (message: { type?: string; id?: string; done?: number; total?: number; unit?: string }) => {
+        child.on("message", (message: { type?: string; id?: string; done?: number; total?: number; unit?: string; stages?: ReadonlyArray<ChildOutcome> }) => {
+          if (message?.type === "result" && Array.isArray(message.stages)) outcomes = message.stages
           if (message?.type !== "progress" || message.id !== data.stage) return
           const now = Date.now()
           if (now - lastProgress < 1000 && message.done !== message.total) return
@@ -330,15 +390,14 @@ export const runWorker = (options: WorkerOptions) =>
           options.log(`↩ ${data.stage}: stopped here, back in the queue`)
           throw new WaitingError()
         }
-        const outcome = (() => {
-          try {
-            return (JSON.parse(stdout) as { stages: Array<{ id: string; status: string; fingerprint: string | null; reason: string }> }).stages.find((s) => s.id === data.stage)
-          } catch {
-            return undefined
-          }
-        })()
+        const outcome = outcomes?.find((o) => o.id === data.stage)
         if (code !== 0 || outcome === undefined || (outcome.status !== "ran" && outcome.status !== "cached")) {
-          const why = outcome?.reason ?? `pipeline run exited with ${code ?? "a signal"}`
+          // The stage's own failure, else the first stage that failed before it (an upstream
+          // stage this worker could not fetch, or whose fingerprint differs here), else the run's error.
+          const why = (outcome?.status === "failed" ? outcome : undefined)?.reason ??
+            outcomes?.find((o) => o.status === "failed")?.reason ??
+            lastError ??
+            `pipeline run exited with ${code ?? "a signal"}`
           options.log(`✖ ${data.stage}: ${why}`)
           throw new Error(`${why} (worker ${name})`)
         }

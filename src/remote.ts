@@ -3,12 +3,16 @@
  * as DVC's remotes share its cache. Everything is content-addressed by fingerprint,
  * so pushing and pulling are idempotent. Under `s3://BUCKET/PREFIX/`:
  *
- *   entries/<fingerprint>/<file>…        an entry's files, as in the local store
+ *   entries/<fingerprint>/<digest>/<file>…  an entry's files, under the first 16 hex
+ *                                        digits of its output digest: two machines that
+ *                                        push the same fingerprint with different bytes
+ *                                        (a training's timings) never write the same key
  *   entries/<fingerprint>/manifest.json  written last, with If-None-Match: *, so an
- *                                        entry is visible only once it is complete
+ *                                        entry is visible only once it is complete, and
+ *                                        the first push of a fingerprint is the one kept
  *   work/<fingerprint>/<file>…, index.json  the work folder of a stage in progress
  *                                        (training checkpoints), index written last
- *   runs/<pipeline>.json                 the latest run of each pipeline that pushed:
+ *   runs/<pipeline>-<file hash>.json     the latest run of each pipeline file that pushed:
  *                                        what `gc --remote` keeps
  *
  * Nothing from the bucket is trusted: a manifest must hash to its fingerprint, name
@@ -38,7 +42,7 @@ import { mkdir, open, readdir, rename, rm } from "node:fs/promises"
 import { dirname, join, relative, sep } from "node:path"
 import type { Readable } from "node:stream"
 import { RemoteError } from "./errors.ts"
-import { ArtifactStore, checkForeignManifest, type Entry, type Manifest, type RunRecord } from "./store.ts"
+import { ArtifactStore, checkForeignManifest, isInside, type Entry, type Manifest, type RunRecord } from "./store.ts"
 
 export interface RemoteLocation {
   readonly bucket: string
@@ -116,9 +120,6 @@ const RemoteRunSchema = Schema.Struct({
   })
 })
 
-const isInside = (name: string): boolean =>
-  name !== "" && !name.includes("\0") && !name.startsWith("/") && !name.includes("\\") && name.split("/").every((part) => part !== ".." && part !== "." && part !== "")
-
 /** The HTTP status and S3 code of an SDK failure, for messages and decisions. */
 const describe = (error: unknown): { readonly status: number | undefined; readonly code: string; readonly text: string } => {
   if (error instanceof S3ServiceException) {
@@ -129,9 +130,22 @@ const describe = (error: unknown): { readonly status: number | undefined; readon
   return { status: undefined, code: e?.code ?? e?.name ?? "Error", text: `${e?.code ?? e?.name ?? "Error"}: ${e?.message ?? String(error)}` }
 }
 
+/** An object that is not there; a bucket that is not there is a failure, not an empty remote. */
 const missing = (error: unknown): boolean => {
   const { code, status } = describe(error)
-  return status === 404 || code === "NoSuchKey" || code === "NotFound"
+  return code !== "NoSuchBucket" && (status === 404 || code === "NoSuchKey" || code === "NotFound")
+}
+
+/** A failure in words, with what to do for the usual ones. */
+const explain = (error: unknown): string => {
+  const { code, text } = describe(error)
+  if (code === "NoSuchBucket") return `${text}: the bucket does not exist; create it, or fix cache.remote / PIPELINE_REMOTE`
+  if (code === "CredentialsProviderError" || /Could not load credentials/i.test(text)) {
+    return `${text}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give this machine a role`
+  }
+  if (code === "InvalidAccessKeyId" || code === "SignatureDoesNotMatch" || code === "AccessDenied") return `${text}: check the credentials this machine uses for S3`
+  if (code === "TimeoutError" || /timed out|timeout/i.test(text)) return `${text}: the S3 endpoint did not answer in time; check AWS_ENDPOINT_URL and the network, then run again`
+  return text
 }
 
 /** A file that failed its check: not retried, reported. */
@@ -159,6 +173,8 @@ const makeClient = (): S3Client => {
   const region = process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION
   return new S3Client({
     maxAttempts: 5,
+    // A server that accepts and never answers fails the command, never hangs it.
+    requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 },
     ...(endpoint !== undefined && endpoint !== "" && { forcePathStyle: true, ...(region === undefined && { region: "us-east-1" }) })
   })
 }
@@ -184,6 +200,8 @@ const listFiles = async (dir: string): Promise<ReadonlyArray<string>> => {
 export const make = (location: RemoteLocation, client: S3Client = makeClient()): RemoteStoreService => {
   const { bucket, prefix, url } = location
   const entryKey = (fingerprint: string, name: string) => `${prefix}entries/${fingerprint}/${name}`
+  /** Where a manifest's files are: beside it, under its output digest. */
+  const fileKey = (manifest: Manifest, name: string) => entryKey(manifest.fingerprint, `${manifest.outputDigest.slice(0, 16)}/${name}`)
   const workKey = (fingerprint: string, name: string) => `${prefix}work/${fingerprint}/${name}`
   const where = (key: string) => `s3://${bucket}/${key}`
 
@@ -191,7 +209,7 @@ export const make = (location: RemoteLocation, client: S3Client = makeClient()):
     Effect.tryPromise({
       // One signal serves every request of the operation: as many listeners as requests.
       try: (signal) => (setMaxListeners(0, signal), run(signal)),
-      catch: (error) => new RemoteError({ message: `${what}: ${error instanceof Corrupt ? error.message : describe(error).text}` })
+      catch: (error) => new RemoteError({ message: `${what}: ${error instanceof Corrupt ? error.message : explain(error)}`, corrupt: error instanceof Corrupt })
     })
 
   /** A small object (a manifest, an index) as text, or undefined when absent; never more than MAX_MANIFEST_BYTES. */
@@ -331,7 +349,7 @@ export const make = (location: RemoteLocation, client: S3Client = makeClient()):
         let done = 0
         yield* attempt(`cannot pull the entry ${manifest.fingerprint.slice(0, 12)} (${manifest.stage}) from ${url}`, async (signal) => {
           for (const [name, expected] of files) {
-            await download(entryKey(manifest.fingerprint, name), join(dir, name), expected, (n) => {
+            await download(fileKey(manifest, name), join(dir, name), expected, (n) => {
               bytes += n
               progress?.({ files: done, totalFiles: files.length, bytes, totalBytes })
             }, signal)
@@ -339,7 +357,7 @@ export const make = (location: RemoteLocation, client: S3Client = makeClient()):
             progress?.({ files: done, totalFiles: files.length, bytes, totalBytes })
           }
         })
-        return yield* store.adopt(dir, manifest).pipe(Effect.mapError((e) => new RemoteError({ message: e.message })))
+        return yield* store.adopt(dir, manifest).pipe(Effect.mapError((e) => new RemoteError({ message: e.message, corrupt: true })))
       })
     )
 
@@ -354,7 +372,7 @@ export const make = (location: RemoteLocation, client: S3Client = makeClient()):
       let finished = 0
       let done = 0
       for (const [name, file] of files) {
-        const key = entryKey(fingerprint, name)
+        const key = fileKey(entry.manifest, name)
         // A push cut short resumes: objects already there whole are kept (unless replacing a damaged entry).
         const there = options.replace === true ? undefined : await exists(key, signal)
         if (there === undefined || there.bytes !== file.bytes || there.sha256 !== file.sha256) {
@@ -438,12 +456,14 @@ export const make = (location: RemoteLocation, client: S3Client = makeClient()):
       await deleteKeys(objects.map((o) => o.key).filter((key) => key !== index), signal)
     })
 
-  const runKey = (pipeline: string) => `${prefix}runs/${pipeline.replace(/[^A-Za-z0-9_-]/g, "_")}-${createHash("sha256").update(pipeline).digest("hex").slice(0, 12)}.json`
+  /** One record per pipeline file (by its path on the machine that pushed), as in the local store. */
+  const runKey = (record: RunRecord) =>
+    `${prefix}runs/${record.pipeline.replace(/[^A-Za-z0-9_-]/g, "_")}-${createHash("sha256").update(`${record.pipeline}\0${record.file}`).digest("hex").slice(0, 12)}.json`
 
   const pushRun = (record: RunRecord) =>
     attempt(`cannot push the run record of ${record.pipeline} to ${url}`, async (signal) => {
       await client.send(
-        new PutObjectCommand({ Bucket: bucket, Key: runKey(record.pipeline), Body: JSON.stringify(record, null, 2), ContentType: "application/json" }),
+        new PutObjectCommand({ Bucket: bucket, Key: runKey(record), Body: JSON.stringify(record, null, 2), ContentType: "application/json" }),
         { abortSignal: signal }
       )
     })
@@ -454,7 +474,9 @@ export const make = (location: RemoteLocation, client: S3Client = makeClient()):
       for (const run of (await list(`${prefix}runs/`, signal)).objects) {
         const text = await getSmall(run.key, signal)
         const record = text === undefined ? undefined : Schema.decodeUnknownOption(Schema.parseJson(RemoteRunSchema))(text).pipe(Option.getOrUndefined)
-        for (const stage of Object.values(record?.stages ?? {})) {
+        // A record that cannot be read might name live entries: nothing is removed.
+        if (record === undefined) throw new Corrupt(`the run record ${where(run.key)} cannot be read, so what it keeps is unknown; nothing was removed (delete it if it is garbage)`)
+        for (const stage of Object.values(record.stages)) {
           keep.add(stage.fingerprint)
           for (const part of stage.parts) keep.add(part)
         }
@@ -471,6 +493,15 @@ export const make = (location: RemoteLocation, client: S3Client = makeClient()):
         // An entry pushed moments ago may belong to a run still in progress: kept for the grace period.
         if (keep.has(fingerprint) || now - newest < options.graceMs) {
           keptEntries++
+          // The files of a push that lost the race for the manifest (other bytes, another digest folder).
+          const text = await getSmall(`${folder}${MANIFEST}`, signal)
+          const kept = text === undefined ? undefined : Either.getOrUndefined(checkForeignManifest(text, fingerprint))
+          if (kept !== undefined) {
+            const inside = `${folder}${kept.outputDigest.slice(0, 16)}/`
+            const stray = objects.filter((o) => o.key !== `${folder}${MANIFEST}` && !o.key.startsWith(inside) && now - (o.modified?.getTime() ?? 0) >= options.graceMs)
+            bytesFreed += stray.reduce((sum, o) => sum + o.bytes, 0)
+            if (!options.dryRun) await deleteKeys(stray.map((o) => o.key), signal)
+          }
           continue
         }
         removedEntries++

@@ -30,8 +30,8 @@ export interface RunOptions {
   readonly push?: boolean
   /** Run stages elsewhere (the queue executor's workers) instead of here; needs a remote store. */
   readonly dispatch?: StageDispatch
-  /** A worker's check: the run that queued `stage` computed this fingerprint for it (PIPELINE_EXPECT). */
-  readonly expect?: { readonly stage: string; readonly fingerprint: string } | undefined
+  /** A worker's check: the fingerprints the run that queued its stage computed, by stage id (PIPELINE_EXPECT). */
+  readonly expect?: Readonly<Record<string, string>> | undefined
 }
 
 /** Runs a stage on another machine; its entry is then in the remote store. */
@@ -39,7 +39,12 @@ export interface StageDispatch {
   readonly run: (
     stage: ResolvedStage,
     fingerprint: string,
-    reason: string
+    reason: string,
+    context: {
+      /** The fingerprints of the stages it needs, by id: a worker checks its copy gives the same. */
+      readonly upstream: Readonly<Record<string, string>>
+      readonly force: boolean
+    }
   ) => Effect.Effect<{ readonly manifest: Manifest; readonly worker: string; readonly durationMs: number }, StageError>
 }
 
@@ -146,6 +151,8 @@ interface Settled {
   readonly entry: Entry | undefined
   /** Not cached, and not run because --only left it out. */
   readonly uncachedOutsideSelection?: boolean
+  /** Why its entry could not be had, when the remote store had a bad one. */
+  readonly unavailable?: string
 }
 
 export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
@@ -156,7 +163,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
     const remote = Option.getOrUndefined(yield* Effect.serviceOption(RemoteStore))
     if (remote === undefined && (options.dispatch !== undefined || options.push === true)) {
       return yield* new UsageError({
-        message: `${options.dispatch !== undefined ? "--executor queue" : "--push"} needs a remote store: set cache.remote: s3://BUCKET/PREFIX in ${pipeline.spec.file}, or PIPELINE_REMOTE, or --remote`
+        message: `${options.dispatch !== undefined ? "--executor queue" : "--push"} needs a remote store: set cache.remote: s3://BUCKET/PREFIX in ${pipeline.spec.file}, or PIPELINE_REMOTE`
       })
     }
     if (!options.dryRun) yield* store.lock(`pipeline run ${pipeline.spec.name}`)
@@ -180,7 +187,12 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
             }
             if (settled.uncachedOutsideSelection && selected.has(stage.id)) {
               return {
-                outcome: StageOutcome.Failed({ id: stage.id, fingerprint: undefined, reason: `upstream \`${need}\` is not cached: run it first, or run without --only`, durationMs: 0 }),
+                outcome: StageOutcome.Failed({
+                  id: stage.id,
+                  fingerprint: undefined,
+                  reason: `upstream \`${need}\` is not cached${settled.unavailable === undefined ? "" : ` (${settled.unavailable})`}: run it first, or run without --only`,
+                  durationMs: 0
+                }),
                 entry: undefined
               }
             }
@@ -196,12 +208,13 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
       Effect.gen(function* () {
         const material = yield* computeMaterial(pipeline, stage, upstream)
         const fingerprint = fingerprintOf(material)
-        if (options.expect?.stage === stage.id && options.expect.fingerprint !== fingerprint) {
+        const expected = options.expect?.[stage.id]
+        if (expected !== undefined && expected !== fingerprint) {
           return {
             outcome: StageOutcome.Failed({
               id: stage.id,
               fingerprint,
-              reason: `this machine's copy of the pipeline gives ${stage.id} the fingerprint ${fingerprint.slice(0, 12)}, the run that queued it ${options.expect.fingerprint.slice(0, 12)}: the pipeline file, a stage's code or an input file differs here; give workers the same checkout`,
+              reason: `this worker's copy of the pipeline gives ${stage.id} the fingerprint ${fingerprint.slice(0, 12)}, the run that queued it ${expected.slice(0, 12)}: the pipeline file, a stage's code or an input file differs here; give workers the same checkout`,
               durationMs: 0
             }),
             entry: undefined
@@ -209,13 +222,14 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         }
         const forced = forcedIds.has(stage.id)
         const local = forced ? { _tag: "Miss" as const } : expire(stage, yield* store.lookup(fingerprint))
-        const { found, where, replaceRemote } = local._tag === "Hit" || forced || remote === undefined
-          ? { found: local, where: {} as Where, replaceRemote: false }
+        const { found, where, replaceRemote, unavailable } = local._tag === "Hit" || forced || remote === undefined
+          ? { found: local, where: {} as Where, replaceRemote: false, unavailable: undefined }
           : yield* fromRemote(remote, stage, fingerprint, local)
         if (found._tag === "Hit") {
-          // With --push, what the remote lacks is sent there too.
-          const pushed = options.push === true && remote !== undefined && where.remote === undefined && !options.dryRun
-            ? yield* remote.push(found.entry, { progress: pushProgress(stage.id) })
+          // With --push, what the remote lacks is sent there too; a queue run sends its
+          // local entries there, where the workers read them.
+          const pushed = (options.push === true || options.dispatch !== undefined) && remote !== undefined && where.remote === undefined && !options.dryRun
+            ? yield* pushWithParts(remote, stage.id, found.entry, false)
             : undefined
           if (selected.has(stage.id)) yield* remember(stage.id, fingerprint, material, found.entry)
           return {
@@ -235,7 +249,8 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
           return {
             outcome: StageOutcome.Skipped({ id: stage.id, reason: `not cached, and --only ${options.only} does not run it` }),
             entry: undefined,
-            uncachedOutsideSelection: true
+            uncachedOutsideSelection: true,
+            ...(unavailable !== undefined && { unavailable })
           }
         }
         const reason = forced
@@ -246,9 +261,26 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         if (options.dryRun) {
           return { outcome: StageOutcome.WouldRun({ id: stage.id, fingerprint, reason }), entry: undefined }
         }
-        if (options.dispatch !== undefined) return yield* dispatch(options.dispatch, stage, material, fingerprint, reason)
+        if (options.dispatch !== undefined) {
+          const context = { upstream: Object.fromEntries(stage.needs.map((need) => [need, upstream.get(need)!.manifest.fingerprint])), force: forced }
+          return yield* dispatch(options.dispatch, stage, material, fingerprint, reason, context)
+        }
         return yield* semaphore.withPermits(1)(execute(stage, upstream, material, fingerprint, reason, replaceRemote))
       })
+
+    /** An entry and the parts it was made with (DPO's reference log-probabilities), to the remote. */
+    const pushWithParts = (remote: RemoteStoreService, id: string, entry: Entry, replace: boolean) =>
+      Effect.gen(function* () {
+        for (const part of entry.manifest.parts) {
+          const found = yield* store.lookup(part)
+          if (found._tag === "Hit") yield* remote.push(found.entry)
+        }
+        return yield* remote.push(entry, { replace, progress: pushProgress(id) })
+      })
+
+    /** Whether this run needs a stage's data, or only its digest (to fingerprint what follows). */
+    const needsData = (id: string) =>
+      options.dispatch === undefined && (selected.has(id) || pipeline.stages.some((s) => selected.has(s.id) && s.needs.includes(id)))
 
     const pushProgress = (id: string) => transferProgress((done, total, bytes) => runEffect(reporter.progress(id, { done, total, unit: "files pushed", bytes })))
 
@@ -259,7 +291,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
      */
     const fromRemote = (remote: RemoteStoreService, stage: ResolvedStage, fingerprint: string, local: Lookup) =>
       Effect.gen(function* () {
-        const none = { found: local, where: {} as Where, replaceRemote: false }
+        const none = { found: local, where: {} as Where, replaceRemote: false, unavailable: undefined as string | undefined }
         const looked = yield* remote.lookup(fingerprint)
         if (looked._tag === "Miss") return none
         if (looked._tag === "Damaged") {
@@ -269,25 +301,29 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         const manifest = looked.manifest
         const aged = expire(stage, { _tag: "Hit", entry: remoteEntry(remote, manifest) })
         if (aged._tag !== "Hit") return { ...none, found: aged }
-        if (options.dispatch !== undefined || options.dryRun) return { found: aged, where: { remote: "remote" } as Where, replaceRemote: false }
+        // A queue run, a dry run, and `--only` for what lies above the stages it runs need only the digest.
+        if (options.dryRun || !needsData(stage.id)) return { ...none, found: aged, where: { remote: "remote" } as Where }
         const bytes = Object.values(manifest.contents).reduce((sum, f) => sum + f.bytes, 0)
         yield* reporter.log(stage.id, `pulling from ${remote.location.url} (${Object.keys(manifest.contents).length} file(s), ${(bytes / 1e6).toFixed(1)} MB)`)
         const progress = transferProgress((done, total, b) => runEffect(reporter.progress(stage.id, { done, total, unit: "files pulled", bytes: b })))
         const pulled = yield* remote.pull(manifest, progress).pipe(Effect.either)
         if (pulled._tag === "Left") {
+          // A network or server failure fails the stage (run again); re-running it here
+          // could take hours, and would replace a good entry.
+          if (pulled.left.corrupt !== true) return yield* new RemoteError({ message: `${pulled.left.message}; run again` })
           // A bad object: reported, never used; the stage runs here instead.
           yield* reporter.log(stage.id, `${pulled.left.message}: not used`)
-          return { ...none, replaceRemote: true }
+          return { ...none, replaceRemote: true, unavailable: pulled.left.message }
         }
-        return { found: { _tag: "Hit", entry: pulled.right } as Lookup, where: { remote: "pulled" } as Where, replaceRemote: false }
+        return { ...none, found: { _tag: "Hit", entry: pulled.right } as Lookup, where: { remote: "pulled" } as Where }
       })
 
     /** The queue executor: the stage runs on a worker, which pushes its entry; the run goes on from its manifest. */
-    const dispatch = (to: StageDispatch, stage: ResolvedStage, material: FingerprintMaterial, fingerprint: string, reason: string) =>
+    const dispatch = (to: StageDispatch, stage: ResolvedStage, material: FingerprintMaterial, fingerprint: string, reason: string, context: Parameters<StageDispatch["run"]>[3]) =>
       Effect.gen(function* () {
         const started = performance.now()
         yield* reporter.started(stage.id, `${reason}; queued`)
-        const result = yield* to.run(stage, fingerprint, reason).pipe(Effect.either)
+        const result = yield* to.run(stage, fingerprint, reason, context).pipe(Effect.either)
         if (result._tag === "Left") {
           return {
             outcome: StageOutcome.Failed({ id: stage.id, fingerprint, reason: result.left.message, durationMs: performance.now() - started }),
@@ -410,7 +446,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
           })
           yield* remember(stage.id, fingerprint, material, entry, parts)
           const pushed = options.push === true && remote !== undefined
-            ? yield* remote.push(entry, { replace: replaceRemote, progress: pushProgress(stage.id) }).pipe(
+            ? yield* pushWithParts(remote, stage.id, entry, replaceRemote).pipe(
               Effect.mapError((e) => new StageError({ message: `ran and was cached here, but ${e.message}; pipeline push retries` })),
               // Its checkpoints are of no more use to anyone.
               Effect.tap(() => remote.dropWork(fingerprint).pipe(Effect.ignore))
@@ -460,9 +496,14 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
       { concurrency: "unbounded" }
     )
     // The run record goes to the remote too: `gc --remote` keeps what the latest runs use.
-    if (remote !== undefined && !options.dryRun && (options.push === true || options.dispatch !== undefined)) {
+    // A worker's run (PIPELINE_EXPECT) runs one stage of another run's: that run records it.
+    if (remote !== undefined && !options.dryRun && options.expect === undefined && (options.push === true || options.dispatch !== undefined)) {
       const latest = yield* store.readRun(pipeline.spec.file)
-      if (latest !== undefined) yield* remote.pushRun(latest).pipe(Effect.catchAll((e) => Effect.logWarning(e.message)))
+      if (latest !== undefined) {
+        yield* remote.pushRun(latest).pipe(
+          Effect.catchAll((e) => Effect.sync(() => process.stderr.write(`warning: ${e.message}: gc --remote may not keep this run's entries past its grace period\n`)))
+        )
+      }
     }
     return outcomes
   })
@@ -472,12 +513,21 @@ const resumeWork = (remote: RemoteStoreService, id: string, fingerprint: string,
   Effect.gen(function* () {
     const reporter = yield* Reporter
     const fs = yield* FileSystem.FileSystem
-    const here = yield* fs.readDirectory(workDir).pipe(Effect.orElseSucceed(() => [] as Array<string>))
-    if (here.length > 0) return
-    const pulled = yield* remote.pullWork(fingerprint, workDir).pipe(
-      Effect.catchAll((e: RemoteError) => reporter.log(id, `${e.message}: starting without it`).pipe(Effect.as({ files: 0, bad: [] as ReadonlyArray<string> })))
+    // Every checkpoint is mirrored as it is written, so the remote's folder is the newest
+    // there is: it replaces what this machine has (left from an earlier turn at the stage).
+    const fetched = `${workDir}.remote-${process.pid}`
+    yield* fs.remove(fetched, { recursive: true }).pipe(Effect.ignore)
+    yield* fs.makeDirectory(fetched, { recursive: true }).pipe(Effect.orDie)
+    const pulled = yield* remote.pullWork(fingerprint, fetched).pipe(
+      Effect.catchAll((e: RemoteError) => reporter.log(id, `${e.message}: going on with this machine's work folder`).pipe(Effect.as({ files: 0, bad: [] as ReadonlyArray<string> })))
     )
-    if (pulled.files > 0) yield* reporter.log(id, `fetched the work folder of an interrupted run from ${remote.location.url} (${pulled.files} file(s))`)
+    if (pulled.files > 0) {
+      yield* fs.remove(workDir, { recursive: true }).pipe(Effect.orDie)
+      yield* fs.rename(fetched, workDir).pipe(Effect.orDie)
+      yield* reporter.log(id, `fetched the work folder of an interrupted run from ${remote.location.url} (${pulled.files} file(s))`)
+    } else {
+      yield* fs.remove(fetched, { recursive: true }).pipe(Effect.ignore)
+    }
     for (const bad of pulled.bad) yield* reporter.log(id, `left out of the fetched work folder: ${bad}`)
   })
 

@@ -110,10 +110,10 @@ const decodeJson = <A, I>(schema: Schema.Schema<A, I>, text: string): Either.Eit
   )
 }
 
-/** A relative path that stays inside its folder: no `..`, not absolute, no NUL. */
-const isInside = (relative: string): boolean =>
+/** A relative path that stays inside its folder: no `..`, `.` or empty part, not absolute, no NUL or backslash. */
+export const isInside = (relative: string): boolean =>
   relative !== "" && !relative.includes("\0") && !relative.startsWith("/") && !relative.includes("\\") &&
-  relative.split("/").every((part) => part !== "..")
+  relative.split("/").every((part) => part !== ".." && part !== "." && part !== "")
 
 export interface Entry {
   readonly dir: string

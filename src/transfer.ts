@@ -9,7 +9,7 @@ import { Effect, Option } from "effect"
 import { UsageError } from "./errors.ts"
 import { fingerprintOf } from "./fingerprint.ts"
 import { describeStageIds, resolveStageIds } from "./matrix.ts"
-import type { Pipeline } from "./pipeline.ts"
+import type { Pipeline, ResolvedStage } from "./pipeline.ts"
 import { RemoteStore } from "./remote.ts"
 import { Reporter } from "./reporter.ts"
 import { computeMaterial, expire, remoteEntry } from "./runner.ts"
@@ -38,39 +38,61 @@ export const selectStages = (pipeline: Pipeline, names: ReadonlyArray<string>) =
 
 const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`
 
+/**
+ * Each stage in order, fingerprinted from the entries of the stages it needs (undefined
+ * when one of them has none); `visit` returns the entry that stands for the stage below it.
+ */
+const walk = <E, R>(pipeline: Pipeline, visit: (stage: ResolvedStage, fingerprint: string | undefined) => Effect.Effect<Entry | undefined, E, R>) =>
+  Effect.gen(function* () {
+    const entries = new Map<string, Entry>()
+    for (const stage of pipeline.stages) {
+      const ready = stage.needs.every((need) => entries.has(need))
+      const fingerprint = ready ? fingerprintOf(yield* computeMaterial(pipeline, stage, entries)) : undefined
+      const entry = yield* visit(stage, fingerprint)
+      if (entry !== undefined) entries.set(stage.id, entry)
+    }
+    return entries
+  })
+
+/** The local store's current entry of a stage, if it has one. */
+const localEntry = (stage: ResolvedStage, fingerprint: string) =>
+  Effect.gen(function* () {
+    const found = expire(stage, yield* (yield* ArtifactStore).lookup(fingerprint))
+    return found._tag === "Hit" ? found.entry : undefined
+  })
+
+const progressOf = (id: string, unit: string) =>
+  Effect.map(Reporter, (reporter) => ({ files, totalFiles, bytes, totalBytes }: { files: number; totalFiles: number; bytes: number; totalBytes: number }) =>
+    Effect.runSync(reporter.progress(id, { done: files, total: totalFiles, unit, bytes: { done: bytes, total: totalBytes } }))
+  )
+
+const bytesOf = (manifest: Manifest) => Object.values(manifest.contents).reduce((sum, f) => sum + f.bytes, 0)
+
 export const pushPipeline = (pipeline: Pipeline, names: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const store = yield* ArtifactStore
     const remote = yield* RemoteStore
-    const reporter = yield* Reporter
     const selected = yield* selectStages(pipeline, names)
-    const entries = new Map<string, Entry>()
     const lines: Array<TransferLine> = []
-    for (const stage of pipeline.stages) {
-      if (stage.needs.some((need) => !entries.has(need))) {
-        if (selected.has(stage.id)) lines.push({ id: stage.id, fingerprint: undefined, result: "missing", detail: "an upstream stage is not cached here" })
-        continue
-      }
-      const fingerprint = fingerprintOf(yield* computeMaterial(pipeline, stage, entries))
-      const found = expire(stage, yield* store.lookup(fingerprint))
-      if (found._tag !== "Hit") {
-        if (selected.has(stage.id)) lines.push({ id: stage.id, fingerprint, result: "missing", detail: "not cached here for the current pipeline: run it first" })
-        continue
-      }
-      entries.set(stage.id, found.entry)
-      if (!selected.has(stage.id)) continue
-      // The parts it was made with (DPO's reference log-probabilities) go with it.
-      for (const part of found.entry.manifest.parts) {
-        const partEntry = yield* store.lookup(part)
-        if (partEntry._tag === "Hit") yield* remote.push(partEntry.entry)
-      }
-      const bytes = Object.values(found.entry.manifest.contents).reduce((sum, f) => sum + f.bytes, 0)
-      const result = yield* remote.push(found.entry, {
-        progress: ({ files, totalFiles, bytes: done, totalBytes }) =>
-          Effect.runSync(reporter.progress(stage.id, { done: files, total: totalFiles, unit: "files pushed", bytes: { done, total: totalBytes } }))
+    yield* walk(pipeline, (stage, fingerprint) =>
+      Effect.gen(function* () {
+        const entry = fingerprint === undefined ? undefined : yield* localEntry(stage, fingerprint)
+        if (!selected.has(stage.id) || entry === undefined) {
+          if (selected.has(stage.id)) {
+            lines.push({ id: stage.id, fingerprint, result: "missing", detail: fingerprint === undefined ? "an upstream stage is not cached here" : "not cached here for the current pipeline: run it first" })
+          }
+          return entry
+        }
+        // The parts it was made with (DPO's reference log-probabilities) go with it.
+        for (const part of entry.manifest.parts) {
+          const partEntry = yield* store.lookup(part)
+          if (partEntry._tag === "Hit") yield* remote.push(partEntry.entry)
+        }
+        const result = yield* remote.push(entry, { progress: yield* progressOf(stage.id, "files pushed") })
+        lines.push({ id: stage.id, fingerprint, result, detail: mb(bytesOf(entry.manifest)) })
+        return entry
       })
-      lines.push({ id: stage.id, fingerprint, result, detail: mb(bytes) })
-    }
+    )
     const record = yield* store.readRun(pipeline.spec.file)
     if (record !== undefined) yield* remote.pushRun(record)
     return lines
@@ -78,45 +100,32 @@ export const pushPipeline = (pipeline: Pipeline, names: ReadonlyArray<string>) =
 
 export const pullPipeline = (pipeline: Pipeline, names: ReadonlyArray<string>) =>
   Effect.gen(function* () {
-    const store = yield* ArtifactStore
     const remote = yield* RemoteStore
-    const reporter = yield* Reporter
     const selected = yield* selectStages(pipeline, names)
-    const entries = new Map<string, Entry>()
     const lines: Array<TransferLine> = []
-    for (const stage of pipeline.stages) {
-      if (stage.needs.some((need) => !entries.has(need))) {
-        if (selected.has(stage.id)) lines.push({ id: stage.id, fingerprint: undefined, result: "missing", detail: "an upstream stage is in neither store" })
-        continue
-      }
-      const fingerprint = fingerprintOf(yield* computeMaterial(pipeline, stage, entries))
-      const local = expire(stage, yield* store.lookup(fingerprint))
-      if (local._tag === "Hit") {
-        entries.set(stage.id, local.entry)
-        if (selected.has(stage.id)) lines.push({ id: stage.id, fingerprint, result: "here" })
-        continue
-      }
-      const found = yield* remote.lookup(fingerprint)
-      if (found._tag !== "Found") {
-        if (selected.has(stage.id)) lines.push({ id: stage.id, fingerprint, result: "missing", detail: found._tag === "Damaged" ? found.reason : `not in ${remote.location.url}` })
-        continue
-      }
-      if (!selected.has(stage.id)) {
+    const missing = (stage: ResolvedStage, fingerprint: string | undefined, detail: string): Effect.Effect<Entry | undefined> =>
+      Effect.sync(() => {
+        if (selected.has(stage.id)) lines.push({ id: stage.id, fingerprint, result: "missing", detail })
+        return undefined
+      })
+    yield* walk(pipeline, (stage, fingerprint) =>
+      Effect.gen(function* () {
+        if (fingerprint === undefined) return yield* missing(stage, fingerprint, "an upstream stage is in neither store")
+        const local = yield* localEntry(stage, fingerprint)
+        if (local !== undefined) {
+          if (selected.has(stage.id)) lines.push({ id: stage.id, fingerprint, result: "here" })
+          return local
+        }
+        const found = yield* remote.lookup(fingerprint)
+        if (found._tag !== "Found") return yield* missing(stage, fingerprint, found._tag === "Damaged" ? found.reason : `not in ${remote.location.url}`)
         // Only its digest is needed, to fingerprint what comes after it.
-        entries.set(stage.id, remoteEntry(remote, found.manifest))
-        continue
-      }
-      const bytes = Object.values(found.manifest.contents).reduce((sum, f) => sum + f.bytes, 0)
-      const pulled = yield* remote.pull(found.manifest, ({ files, totalFiles, bytes: done, totalBytes }) =>
-        Effect.runSync(reporter.progress(stage.id, { done: files, total: totalFiles, unit: "files pulled", bytes: { done, total: totalBytes } }))
-      ).pipe(Effect.either)
-      if (pulled._tag === "Left") {
-        lines.push({ id: stage.id, fingerprint, result: "missing", detail: `${pulled.left.message}: not used` })
-        continue
-      }
-      entries.set(stage.id, pulled.right)
-      lines.push({ id: stage.id, fingerprint, result: "pulled", detail: mb(bytes) })
-    }
+        if (!selected.has(stage.id)) return remoteEntry(remote, found.manifest)
+        const pulled = yield* remote.pull(found.manifest, yield* progressOf(stage.id, "files pulled")).pipe(Effect.either)
+        if (pulled._tag === "Left") return yield* missing(stage, fingerprint, `${pulled.left.message}: not used`)
+        lines.push({ id: stage.id, fingerprint, result: "pulled", detail: mb(bytesOf(found.manifest)) })
+        return pulled.right
+      })
+    )
     return lines
   })
 
@@ -127,22 +136,17 @@ export const pullPipeline = (pipeline: Pipeline, names: ReadonlyArray<string>) =
  */
 export const currentManifests = (pipeline: Pipeline) =>
   Effect.gen(function* () {
-    const store = yield* ArtifactStore
     const remote = Option.getOrUndefined(yield* Effect.serviceOption(RemoteStore))
-    const entries = new Map<string, Entry>()
-    for (const stage of pipeline.stages) {
-      if (stage.needs.some((need) => !entries.has(need))) continue
-      const fingerprint = fingerprintOf(yield* computeMaterial(pipeline, stage, entries))
-      const local = expire(stage, yield* store.lookup(fingerprint))
-      if (local._tag === "Hit") {
-        entries.set(stage.id, local.entry)
-        continue
-      }
-      if (remote === undefined) continue
-      const found = yield* remote.lookup(fingerprint)
-      if (found._tag !== "Found") continue
-      const entry = remoteEntry(remote, found.manifest)
-      if (expire(stage, { _tag: "Hit", entry })._tag === "Hit") entries.set(stage.id, entry)
-    }
+    const entries = yield* walk(pipeline, (stage, fingerprint) =>
+      Effect.gen(function* () {
+        if (fingerprint === undefined) return undefined
+        const local = yield* localEntry(stage, fingerprint)
+        if (local !== undefined || remote === undefined) return local
+        const found = yield* remote.lookup(fingerprint)
+        if (found._tag !== "Found") return undefined
+        const entry = remoteEntry(remote, found.manifest)
+        return expire(stage, { _tag: "Hit", entry })._tag === "Hit" ? entry : undefined
+      })
+    )
     return new Map<string, Manifest>([...entries].map(([id, entry]) => [id, entry.manifest]))
   })

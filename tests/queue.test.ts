@@ -13,7 +13,7 @@ import { readdirSync, readFileSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { cliAsync, type CliResult, cliSpawn, projectTempDir, REPO, tempDir, writeFile } from "./helpers.ts"
-import { CANARY, type RedisServer, type S3Server, startRedis, startS3, startWorker, until, type WorkerProcess } from "./support/servers.ts"
+import { canaryLeaks, type RedisServer, type S3Server, startRedis, startS3, startWorker, until, type WorkerProcess } from "./support/servers.ts"
 
 const ASCII = resolve(REPO, "pipelines/tokenizers/ascii")
 
@@ -76,6 +76,20 @@ stages:
     needs: [problems]
     with: { tokenizer: ${JSON.stringify(ASCII)}, prompt: question, completion: answer }
 ${train}`)
+
+/** A queue run in the background: its output so far, and its exit code once it ends. */
+const background = (sweep: string, json = true) => {
+  const child = cliSpawn(["run", sweep, "--executor", "queue", "--queue", redis.url, "--cache-dir", dir(), ...(json ? ["--json"] : [])], env())
+  let stdout = ""
+  let stderr = ""
+  child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+  child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+  const finished = new Promise<number | null>((done) => child.on("close", (code) => done(code))).then((code) => {
+    outputs.push(stdout, stderr)
+    return code
+  })
+  return { child, finished, stdout: () => stdout, stderr: () => stderr }
+}
 
 /** How many times workers started a stage whose id starts with `id`. */
 const startsOf = (id: string) => workers.map((w) => w.output().split("\n").filter((line) => line.startsWith(`▶ ${id}`) && line.includes(" from ")).length).reduce((a, b) => a + b, 0)
@@ -154,12 +168,7 @@ describe("the queue executor (Redis, S3 and workers on loopback)", () => {
     const want = sha(join(referenceRun.stages[2]!.outputs!.model!.dir, "model.safetensors"))
 
     const first = worker()
-    const coordinator = cliSpawn(["run", sweep, "--executor", "queue", "--queue", redis.url, "--cache-dir", dir(), "--json"], env())
-    let stdout = ""
-    let stderr = ""
-    coordinator.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-    coordinator.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    const finished = new Promise<number | null>((done) => coordinator.on("close", (code) => done(code)))
+    const coordinator = background(sweep)
     // Killed once a checkpoint of train has reached the bucket.
     const bucketWork = join(s3.dir, s3.bucket, "resume", "work")
     const pushedCheckpoint = () => {
@@ -181,10 +190,9 @@ describe("the queue executor (Redis, S3 and workers on loopback)", () => {
       }
     }, 30_000)
     const second = worker()
-    const code = await finished
-    outputs.push(stdout, stderr)
-    expect(code, stderr).toBe(0)
-    const run = JSON.parse(stdout) as RunJson
+    const code = await coordinator.finished
+    expect(code, coordinator.stderr()).toBe(0)
+    const run = JSON.parse(coordinator.stdout()) as RunJson
     const trained = run.stages.find((s) => s.id === "train")!
     expect(trained.status).toBe("ran")
     expect(trained.worker).toBe(`${execFileSync("hostname", { encoding: "utf8" }).trim()}:${second.child.pid}`)
@@ -204,21 +212,15 @@ describe("the queue executor (Redis, S3 and workers on loopback)", () => {
 `), 15)
     await Promise.all(workers.map((w) => w.stop()))
     const first = worker()
-    const coordinator = cliSpawn(["run", sweep, "--executor", "queue", "--queue", redis.url, "--cache-dir", dir(), "--json"], env())
-    let stdout = ""
-    let stderr = ""
-    coordinator.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-    coordinator.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    const finished = new Promise<number | null>((done) => coordinator.on("close", (code) => done(code)))
+    const coordinator = background(sweep)
     await until("train to start on the first worker", () => /│ train: +train: \d+\/40 steps/.test(first.output()), 240_000)
     first.child.kill("SIGINT")
     await until("the first worker to stop", () => first.child.exitCode !== null || first.child.signalCode !== null, 60_000)
     expect(first.output()).toMatch(/↩ train: stopped here, back in the queue/)
     const second = worker()
-    const code = await finished
-    outputs.push(stdout, stderr)
-    expect(code, stderr).toBe(0)
-    const trained = (JSON.parse(stdout) as RunJson).stages.find((s) => s.id === "train")!
+    const code = await coordinator.finished
+    expect(code, coordinator.stderr()).toBe(0)
+    const trained = (JSON.parse(coordinator.stdout()) as RunJson).stages.find((s) => s.id === "train")!
     expect(`${trained.status}:${trained.worker}`).toBe(`ran:${execFileSync("hostname", { encoding: "utf8" }).trim()}:${second.child.pid}`)
   })
 
@@ -262,46 +264,24 @@ stages:
 
     // No worker is running: the first stage waits in the queue until Ctrl-C.
     await Promise.all(workers.map((w) => w.stop()))
-    const waiting = cliSpawn(["run", sweep, "--executor", "queue", "--queue", redis.url, "--cache-dir", dir()], env())
-    let stderr = ""
-    waiting.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    const ended = new Promise<number | null>((done) => waiting.on("close", (code) => done(code)))
+    const waiting = background(sweep, false)
     await until("the first stage to be queued", () => redis.cli("LLEN", "bull:pipeline-stages:wait").trim() === "1", 60_000)
-    waiting.kill("SIGINT")
-    expect(await ended).toBe(130)
+    waiting.child.kill("SIGINT")
+    expect(await waiting.finished).toBe(130)
     expect(redis.cli("LLEN", "bull:pipeline-stages:wait").trim()).toBe("0")
 
     // Redis dies while a run waits: it fails, and says why.
-    const stranded = cliSpawn(["run", sweep, "--executor", "queue", "--queue", redis.url, "--cache-dir", dir()], env())
-    let strandedErr = ""
-    stranded.stderr!.on("data", (chunk: Buffer) => (strandedErr += chunk.toString()))
-    const strandedEnd = new Promise<number | null>((done) => stranded.on("close", (code) => done(code)))
+    const stranded = background(sweep, false)
     await until("the first stage to be queued again", () => redis.cli("LLEN", "bull:pipeline-stages:wait").trim() === "1", 60_000)
     redis.cli("SAVE")
     await redis.stop()
-    expect(await strandedEnd).toBe(1)
-    expect(strandedErr).toMatch(/problems: failed: lost the connection to Redis at redis:\/\/127\.0\.0\.1:\d+/)
-    outputs.push(stderr, strandedErr)
+    expect(await stranded.finished).toBe(1)
+    expect(stranded.stderr()).toMatch(/problems: failed: lost the connection to Redis at redis:\/\/127\.0\.0\.1:\d+/)
   })
 
   it("the canary credentials appear in no output, no job, no file", () => {
-    const leaks: Array<string> = []
-    for (const text of [...outputs, ...workers.map((w) => w.output())]) {
-      if (text.includes(CANARY.accessKey) || text.includes(CANARY.secret)) leaks.push(text.slice(0, 200))
-    }
-    const scan = (folder: string) => {
-      for (const entry of readdirSync(folder, { withFileTypes: true })) {
-        const path = join(folder, entry.name)
-        if (entry.isDirectory()) scan(path)
-        else if (entry.isFile()) {
-          const text = readFileSync(path).toString("latin1")
-          if (text.includes(CANARY.accessKey) || text.includes(CANARY.secret)) leaks.push(path)
-        }
-      }
-    }
     // The Redis dump (the jobs as they were), the bucket, every cache and pipeline folder.
-    for (const folder of [...dirs, s3.dir, redis.dir]) scan(folder)
     expect(readdirSync(redis.dir)).toContain("dump.rdb")
-    expect(leaks).toEqual([])
+    expect(canaryLeaks([...outputs, ...workers.map((w) => w.output())], [...dirs, s3.dir, redis.dir])).toEqual([])
   })
 })

@@ -5,7 +5,7 @@
  * is stopped by the test that started it. Nothing listens beyond 127.0.0.1.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { mkdirSync } from "node:fs"
+import { mkdirSync, readdirSync, readFileSync } from "node:fs"
 import { createServer } from "node:net"
 import { join } from "node:path"
 import { REPO, tempDir } from "../helpers.ts"
@@ -14,6 +14,22 @@ import { REPO, tempDir } from "../helpers.ts"
 export const CANARY = {
   accessKey: "AKIACANARY7Q4F2X9ZLM",
   secret: "canary-secret-0b7f9e1c5d2a4e6f8a1b3c5d7e9f"
+}
+
+/** Where the canary credentials appear: each text (as its first 200 characters) and each file under `dirs` that holds one. */
+export const canaryLeaks = (texts: ReadonlyArray<string>, dirs: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const leaks: Array<string> = []
+  const holds = (text: string) => text.includes(CANARY.accessKey) || text.includes(CANARY.secret)
+  for (const text of texts) if (holds(text)) leaks.push(text.slice(0, 200))
+  const scan = (dir: string) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name)
+      if (entry.isDirectory()) scan(path)
+      else if (entry.isFile() && holds(readFileSync(path).toString("latin1"))) leaks.push(path)
+    }
+  }
+  for (const dir of dirs) scan(dir)
+  return leaks
 }
 
 const freePort = (): Promise<number> =>
