@@ -256,11 +256,39 @@ stages:
     expect(result.stderr).toMatch(/- after: skipped \(upstream `broken` failed\)/)
   })
 
+  it("a run waiting on a job another run queued goes on when that run is interrupted; --force runs the stage again on a worker", async () => {
+    const sweep = file("joined", trainStage("      max_steps: 2\n"), 16)
+    await Promise.all(workers.map((w) => w.stop()))
+    const first = background(sweep)
+    await until("the first run's job", () => redis.cli("LLEN", "bull:pipeline-stages:wait").trim() === "1", 60_000)
+    const second = background(sweep)
+    await until("the second run to join it", () => second.stderr().includes("▶ problems: running (never run; queued)"), 60_000)
+    first.child.kill("SIGINT")
+    expect(await first.finished).toBe(130)
+    // Withdrawn by the first run, queued again by the second.
+    await until("the job queued again", () => redis.cli("LLEN", "bull:pipeline-stages:wait").trim() === "1", 60_000)
+    const one = worker()
+    expect(await second.finished, second.stderr()).toBe(0)
+    expect((JSON.parse(second.stdout()) as RunJson).stages.map((s) => s.status)).toEqual(["ran", "ran", "ran"])
+
+    const forced = await pipeline(["run", sweep, "--executor", "queue", "--queue", redis.url, "--cache-dir", dir(), "--force", "problems", "--json"])
+    expect(forced.code, forced.stderr).toBe(0)
+    expect((JSON.parse(forced.stdout) as RunJson).stages.map((s) => `${s.id}:${s.status}`)).toEqual(["problems:ran", "tokenized:cached", "train:cached"])
+    expect(one.output()).toMatch(/│ problems: ▶ problems: running \(forced\)/)
+  })
+
   it("a dead Redis fails the run with one clear error, never a hang; Ctrl-C withdraws the jobs no worker started", async () => {
     const sweep = file("dead", trainStage("      max_steps: 2\n"), 13)
     const nowhere = await pipeline(["run", sweep, "--executor", "queue", "--queue", "redis://127.0.0.1:1", "--cache-dir", dir()])
     expect(nowhere.code).toBe(1)
     expect(nowhere.stderr).toMatch(/cannot reach Redis at redis:\/\/127\.0\.0\.1:1 \(.*ECONNREFUSED.*\): start it/)
+    // A password is never printed, whatever it holds.
+    for (const url of ["redis://:S3c/retPW@127.0.0.1:1", "redis://user:S3cretPW@127.0.0.1:1"]) {
+      const refused = await pipeline(["run", sweep, "--executor", "queue", "--queue", url, "--cache-dir", dir()])
+      expect(refused.code).not.toBe(0)
+      expect(refused.stderr).not.toMatch(/S3c\/?retPW/)
+      expect(refused.stderr).toMatch(/redis:\/\/(\*\*\*@|127\.0\.0\.1:1)/)
+    }
 
     // No worker is running: the first stage waits in the queue until Ctrl-C.
     await Promise.all(workers.map((w) => w.stop()))

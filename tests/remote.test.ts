@@ -6,7 +6,7 @@
  * credentials appear in no file and no output.
  */
 import { createHash } from "node:crypto"
-import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { createServer, request, type Server } from "node:http"
 import { join, resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -256,11 +256,45 @@ stages:
     const dry = await pipeline(["gc", "--remote", file, "--dry-run", "--grace-hours", "0", "--json"])
     expect(JSON.parse(dry.stdout)).toMatchObject({ removedEntries: 2, keptEntries: 2 })
     expect(manifests()).toBe(4)
+    // An unreadable run record might name live entries: gc removes nothing and says why.
+    const record = objects("team-d/runs")[0]!
+    const good = readFileSync(record)
+    writeFileSync(record, good.toString().replace(/"parts": \[[^\]]*\]|"fingerprint": "[0-9a-f]{64}"/, '"fingerprint": 7'))
+    const refused = await pipeline(["gc", "--remote", file, "--grace-hours", "0"])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toMatch(/the run record s3:\/\/artifacts\/team-d\/runs\/\S+\.json cannot be read, so what it keeps is unknown; nothing was removed/)
+    expect(manifests()).toBe(4)
+    writeFileSync(record, good)
     const real = await pipeline(["gc", "--remote", file, "--grace-hours", "0", "--json"])
     expect(JSON.parse(real.stdout)).toMatchObject({ removedEntries: 2, keptEntries: 2 })
     expect(manifests()).toBe(2)
     const fresh = await pipeline(["run", changed, "--json", "--until", "tokenized"])
     expect(statuses(fresh.stdout)).toEqual(["problems:cached:pulled", "tokenized:cached:pulled", "train:skipped"])
+  })
+
+  it("two machines pushing one fingerprint with different bytes leave a whole entry: the first manifest with its own files", async () => {
+    // Training's report holds its timings: the same fingerprint, other bytes on each machine.
+    const file = pipelineFile("team-f")
+    const [one, two] = [tempDir(), tempDir()]
+    const runs = await Promise.all([one, two].map((cache) => cliAsync(["run", file, "--cache-dir", cache, "--json"], { env: { ...s3.env, PIPELINE_THREADS: "1", PIPELINE_REMOTE: `s3://${s3.bucket}/nowhere-f` } })))
+    for (const run of runs) expect(run.code, run.stderr).toBe(0)
+    const trainEntry = (run: CliResult) => (JSON.parse(run.stdout) as RunJson).stages[2]!
+    expect(trainEntry(runs[0]!).fingerprint).toBe(trainEntry(runs[1]!).fingerprint)
+    const digest = (run: CliResult) => (JSON.parse(readFileSync(join(trainEntry(run).outputs!.entry, "manifest.json"), "utf8")) as { outputDigest: string }).outputDigest
+    expect(digest(runs[0]!)).not.toBe(digest(runs[1]!))
+    // The race, step by step: machine one pushes whole; machine two, which looked before
+    // one's manifest landed, uploads its files; its manifest loses (If-None-Match), one's stays.
+    expect((await pipeline(["push", file, "--cache-dir", one])).code).toBe(0)
+    const manifest = objects(`team-f/entries/${trainEntry(runs[0]!).fingerprint}`).find((o) => o.endsWith("manifest.json._S3rver_object"))!
+    const first = readFileSync(manifest)
+    expect((await pipeline(["push", file, "train", "--cache-dir", two])).stderr).toMatch(/train: already in the remote/)
+    rmSync(manifest)
+    expect((await pipeline(["push", file, "train", "--cache-dir", two])).stderr).toMatch(/✔ train: pushed/)
+    writeFileSync(manifest, first)
+    const fresh = await pipeline(["run", file, "--json"])
+    expect(fresh.code, fresh.stderr).toBe(0)
+    expect(statuses(fresh.stdout)).toEqual(["problems:cached:pulled", "tokenized:cached:pulled", "train:cached:pulled"])
+    expect(digest(fresh)).toBe(digest(runs[0]!))
   })
 
   it("bad settings are one clear error: a malformed remote, --push or --executor queue without one", async () => {
@@ -273,6 +307,9 @@ stages:
     const push = await pipeline(["run", plain, "--push"])
     expect(push.code).toBe(2)
     expect(push.stderr).toMatch(/--push needs a remote store: set cache\.remote: s3:\/\/BUCKET\/PREFIX in .*plain\.yaml, or PIPELINE_REMOTE/)
+    const noBucket = await pipeline(["run", file], { PIPELINE_REMOTE: "s3://no-such-bucket/x" })
+    expect(noBucket.code).toBe(1)
+    expect(noBucket.stderr).toMatch(/NoSuchBucket \(HTTP 404\).*: the bucket does not exist; create it, or fix cache\.remote \/ PIPELINE_REMOTE/)
     const wrong = writeFile(dir, "wrong.yaml", readFileSync(file, "utf8").replace(/^cache: .*$/m, "cache: { remote: http://example.com/x }"))
     const spec = await pipeline(["run", wrong])
     expect(spec.code).toBe(2)
