@@ -47,10 +47,10 @@ const remoteUrl = (pipeline?: { readonly spec: { readonly remote?: string | unde
 }
 
 const provideRemote = <A, E, R>(effect: Effect.Effect<A, E, R>, url: string): Effect.Effect<A, E | UsageError, Exclude<R, Remote.RemoteStore>> =>
-  Either.match(Remote.fromUrl(url, process.env.PIPELINE_REMOTE ? "PIPELINE_REMOTE" : "cache.remote"), {
-    onLeft: (error) => Effect.fail(new UsageError({ message: error.message })),
-    onRight: (remote) => Effect.provideService(effect, Remote.RemoteStore, remote)
-  })
+  Remote.fromUrl(url, process.env.PIPELINE_REMOTE ? "PIPELINE_REMOTE" : "cache.remote").pipe(
+    Effect.mapError((error) => new UsageError({ message: error.message })),
+    Effect.flatMap((remote) => Effect.provideService(effect, Remote.RemoteStore, remote))
+  )
 
 /** For commands that use a remote store when there is one (`Effect.serviceOption`). */
 const withRemote = <A, E, R>(effect: Effect.Effect<A, E, R>, url: string | undefined): Effect.Effect<A, E | UsageError, R> =>
@@ -312,7 +312,7 @@ const gc = Command.make(
       if (args.remote) {
         const pipeline = Option.isSome(args.file) ? yield* loadPipeline(args.file.value) : undefined
         const url = yield* requireRemote(remoteUrl(pipeline), Option.getOrElse(args.file, () => "the pipeline file"))
-        const remote = yield* Either.match(Remote.fromUrl(url), { onLeft: (e) => Effect.fail(new UsageError({ message: e.message })), onRight: Effect.succeed })
+        const remote = yield* Remote.fromUrl(url).pipe(Effect.mapError((e) => new UsageError({ message: e.message })))
         const report = yield* remote.gc({ dryRun: args.dryRun, graceMs: args.graceHours * 3600 * 1000 })
         const verb = args.dryRun ? "would remove" : "removed"
         yield* stderr(`${url}: ${verb} ${report.removedEntries} entr${report.removedEntries === 1 ? "y" : "ies"} and ${report.removedWork} work folder(s) (${formatBytes(report.bytesFreed)}), kept ${report.keptEntries}`)

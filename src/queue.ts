@@ -16,9 +16,9 @@
  * Redis is trusted as the checkout is: a job names a pipeline file for the worker to
  * run. Keep it on a private network.
  */
-import { Job, Queue, QueueEvents, WaitingError, Worker } from "bullmq"
+import type { Job } from "bullmq"
 import { Deferred, Effect, Either, Option, Runtime, Schema } from "effect"
-import { Redis, type RedisOptions } from "ioredis"
+import type { Redis, RedisOptions } from "ioredis"
 import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { existsSync } from "node:fs"
@@ -102,8 +102,16 @@ const JobProgress = Schema.Struct({
  * A connection that gives up: a dead Redis makes the command fail, never hang. After
  * a few reconnection attempts (about 3 s) the connection ends, and so does the run.
  */
-const connect = (location: QueueLocation, blocking: boolean) =>
-  new Redis({
+/** BullMQ and its Redis client, loaded when a command first needs the queue (0.2 s of start-up otherwise). */
+const libraries = Effect.promise(async () => {
+  const [bullmq, ioredis] = await Promise.all([import("bullmq"), import("ioredis")])
+  // CommonJS packages: bundled, their exports may sit on `default`.
+  const named = <M extends object>(module: M, name: string): M => (name in module ? module : (module as unknown as { default: M }).default)
+  return { bullmq: named(bullmq, "Queue"), Redis: named(ioredis, "Redis").Redis }
+})
+
+const connect = (RedisClient: typeof Redis, location: QueueLocation, blocking: boolean) =>
+  new RedisClient({
     ...location.options,
     lazyConnect: true,
     connectTimeout: 5000,
@@ -124,9 +132,9 @@ const unreachable = (location: QueueLocation, error: unknown) => {
 /** Connects and checks the server answers, failing clearly when it does not. */
 const ready = (location: QueueLocation, blocking: boolean) =>
   Effect.acquireRelease(
-    Effect.tryPromise({
+    Effect.flatMap(libraries, ({ Redis: RedisClient }) => Effect.tryPromise({
       try: async () => {
-        const connection = connect(location, blocking)
+        const connection = connect(RedisClient, location, blocking)
         // Reported through `end` and failed commands; the socket's own error says why.
         let cause: Error | undefined
         connection.on("error", (error: Error) => (cause = error))
@@ -140,7 +148,7 @@ const ready = (location: QueueLocation, blocking: boolean) =>
         return connection
       },
       catch: (error) => unreachable(location, error)
-    }),
+    })),
     (connection) => Effect.sync(() => connection.disconnect())
   )
 
@@ -177,6 +185,7 @@ export const queueDispatch = (location: QueueLocation, remote: RemoteStoreServic
     for (const c of [connection, eventsConnection]) {
       c.on("end", () => Runtime.runSync(runtime)(Deferred.fail(lost, new RemoteError({ message: `lost the connection to Redis at ${location.shown}: the run stops; stages that finished are cached` }))))
     }
+    const { Job, Queue, QueueEvents } = (yield* libraries).bullmq
     const queue = new Queue(QUEUE, { connection })
     const events = new QueueEvents(QUEUE, { connection: eventsConnection })
     queue.on("error", () => undefined)
@@ -328,6 +337,7 @@ const binary = (): string => {
 export const runWorker = (options: WorkerOptions) =>
   Effect.gen(function* () {
     const name = `${hostname()}:${process.pid}`
+    const { WaitingError, Worker } = (yield* libraries).bullmq
     const connection = yield* ready(options.queue, true)
     const free = Array.from({ length: options.concurrency }, (_, i) => i)
     const children = new Set<ReturnType<typeof spawn>>()

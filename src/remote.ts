@@ -24,16 +24,7 @@
  * the region and the credentials come from the standard variables and config files.
  * No message this module writes contains a credential.
  */
-import {
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  S3ServiceException
-} from "@aws-sdk/client-s3"
-import { Upload } from "@aws-sdk/lib-storage"
+import type { S3Client } from "@aws-sdk/client-s3"
 import { Context, Effect, Either, Layer, Option, Schema } from "effect"
 import { createHash, randomBytes } from "node:crypto"
 import { setMaxListeners } from "node:events"
@@ -122,9 +113,11 @@ const RemoteRunSchema = Schema.Struct({
 
 /** The HTTP status and S3 code of an SDK failure, for messages and decisions. */
 const describe = (error: unknown): { readonly status: number | undefined; readonly code: string; readonly text: string } => {
-  if (error instanceof S3ServiceException) {
-    const status = error.$metadata?.httpStatusCode
-    return { status, code: error.name, text: `${error.name}${status === undefined ? "" : ` (HTTP ${status})`}${error.message && error.message !== error.name && error.message !== "UnknownError" ? `: ${error.message}` : ""}` }
+  const service = error as { $metadata?: { httpStatusCode?: number }; $fault?: string; name?: string; message?: string }
+  if (service?.$fault !== undefined && service.name !== undefined) {
+    const status = service.$metadata?.httpStatusCode
+    const message = service.message
+    return { status, code: service.name, text: `${service.name}${status === undefined ? "" : ` (HTTP ${status})`}${message && message !== service.name && message !== "UnknownError" ? `: ${message}` : ""}` }
   }
   const e = error as { name?: string; code?: string; message?: string }
   return { status: undefined, code: e?.code ?? e?.name ?? "Error", text: `${e?.code ?? e?.name ?? "Error"}: ${e?.message ?? String(error)}` }
@@ -166,12 +159,25 @@ const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms))
  * endpoint (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3) gets path-style addressing, which
  * S3-compatible servers expect, and us-east-1 when no region is set.
  */
-const makeClient = (): S3Client => {
+/** The AWS SDK, loaded when a command first needs the remote (a quarter of a second of start-up otherwise). */
+export interface Sdk {
+  readonly s3: typeof import("@aws-sdk/client-s3")
+  readonly storage: typeof import("@aws-sdk/lib-storage")
+}
+
+const loadSdk = Effect.promise(async (): Promise<Sdk> => {
   // The SDK warns on Node 20 on every command; this project runs on Node 20 (see README: Limits).
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true"
+  const [s3, storage] = await Promise.all([import("@aws-sdk/client-s3"), import("@aws-sdk/lib-storage")])
+  // CommonJS packages: bundled, their exports may sit on `default`.
+  const named = <M extends object>(module: M, name: string): M => (name in module ? module : (module as unknown as { default: M }).default)
+  return { s3: named(s3, "S3Client"), storage: named(storage, "Upload") }
+})
+
+const makeClient = (sdk: Sdk): S3Client => {
   const endpoint = process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL
   const region = process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION
-  return new S3Client({
+  return new sdk.s3.S3Client({
     maxAttempts: 5,
     // A server that accepts and never answers fails the command, never hangs it.
     requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 },
@@ -197,8 +203,10 @@ const listFiles = async (dir: string): Promise<ReadonlyArray<string>> => {
     .sort()
 }
 
-export const make = (location: RemoteLocation, client: S3Client = makeClient()): RemoteStoreService => {
+export const make = (location: RemoteLocation, sdk: Sdk, client: S3Client = makeClient(sdk)): RemoteStoreService => {
   const { bucket, prefix, url } = location
+  const { DeleteObjectsCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } = sdk.s3
+  const { Upload } = sdk.storage
   const entryKey = (fingerprint: string, name: string) => `${prefix}entries/${fingerprint}/${name}`
   /** Where a manifest's files are: beside it, under its output digest. */
   const fileKey = (manifest: Manifest, name: string) => entryKey(manifest.fingerprint, `${manifest.outputDigest.slice(0, 16)}/${name}`)
@@ -530,10 +538,13 @@ export const make = (location: RemoteLocation, client: S3Client = makeClient()):
 }
 
 /** The remote store at `url` (s3://…), or a RemoteError saying what is wrong with it. */
-export const fromUrl = (url: string, what = "the remote"): Either.Either<RemoteStoreService, RemoteError> =>
-  Either.map(Either.mapLeft(parseRemoteUrl(url), (why) => new RemoteError({ message: `${what}: ${why}` })), (location) => make(location))
+export const fromUrl = (url: string, what = "the remote"): Effect.Effect<RemoteStoreService, RemoteError> =>
+  Either.match(parseRemoteUrl(url), {
+    onLeft: (why) => Effect.fail(new RemoteError({ message: `${what}: ${why}` })),
+    onRight: (location) => Effect.map(loadSdk, (sdk) => make(location, sdk))
+  })
 
-export const layer = (url: string) => Layer.effect(RemoteStore, Either.match(fromUrl(url), { onLeft: Effect.fail, onRight: Effect.succeed }))
+export const layer = (url: string) => Layer.effect(RemoteStore, fromUrl(url))
 
 /** The remote of this command, if one is configured: provided as an optional service. */
 export const optionalRemote = Effect.serviceOption(RemoteStore)
