@@ -43,6 +43,8 @@ const cacheDir = Options.text("cache-dir").pipe(
  */
 const remoteUrl = (pipeline?: { readonly spec: { readonly remote?: string | undefined } }): string | undefined => {
   const fromEnv = process.env.PIPELINE_REMOTE
+  // PIPELINE_REMOTE=off: this machine works without the file's remote (offline, or a bucket gone).
+  if (fromEnv === "off") return undefined
   return fromEnv !== undefined && fromEnv !== "" ? fromEnv : pipeline?.spec.remote
 }
 
@@ -181,7 +183,7 @@ const run = Command.make(
 const status = Command.make("status", { file, json, cacheDir }, (args) =>
   Effect.gen(function* () {
     const pipeline = yield* loadPipeline(args.file, [], { codeMemo: codeMemo(args.cacheDir) })
-    const statuses = yield* pipelineStatus(pipeline).pipe(Effect.provide(stageLayer(args.cacheDir)))
+    const statuses = yield* withRemote(pipelineStatus(pipeline), remoteUrl(pipeline)).pipe(Effect.provide(stageLayer(args.cacheDir)))
     yield* args.json
       ? stdout(JSON.stringify({ pipeline: pipeline.spec.name, stages: statusJson(statuses) }, null, 2))
       : stdout(renderStatus(statuses))
@@ -209,8 +211,11 @@ const show = Command.make(
     Effect.gen(function* () {
       const pipeline = yield* loadPipeline(args.file, [], { codeMemo: codeMemo(args.cacheDir) })
       yield* requireOneStage(pipeline, args.stage, args.file)
-      const statuses = yield* pipelineStatus(pipeline).pipe(Effect.provide(stageLayer(args.cacheDir)))
+      const statuses = yield* withRemote(pipelineStatus(pipeline), remoteUrl(pipeline)).pipe(Effect.provide(stageLayer(args.cacheDir)))
       const target = statuses.find((s) => s.id === args.stage)!
+      if (target.remote === true) {
+        return yield* new UsageError({ message: `stage "${args.stage}"'s output is in the remote store, not here: pipeline pull ${args.file} ${args.stage} fetches it` })
+      }
       if (target.entry === undefined) {
         return yield* new UsageError({
           message: `stage "${args.stage}" has no cached output for the current pipeline (${target.reasons.join("; ")}). Run: pipeline run ${args.file} --until ${args.stage}`

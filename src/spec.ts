@@ -118,7 +118,7 @@ export const PipelineFile = Schema.Struct({
     Schema.Struct({
       remote: Schema.optional(
         Schema.String.pipe(Schema.pattern(/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/, { message: () => "expected s3://BUCKET or s3://BUCKET/PREFIX" }))
-      ).annotations({ description: "The remote artifact store shared by machines and CI: s3://BUCKET/PREFIX (PIPELINE_REMOTE and --remote override it)" })
+      ).annotations({ description: "The remote artifact store shared by machines and CI: s3://BUCKET/PREFIX (PIPELINE_REMOTE overrides it; PIPELINE_REMOTE=off turns it off)" })
     }).annotations({ message: expected("a map with remote: s3://BUCKET/PREFIX") })
   ).annotations({ description: "Where entries are shared" }),
   stages: Schema.Record({ key: Identifier, value: StageEntry }).annotations({ message: expected("a map of stages (id: { uses: … })") })

@@ -3,10 +3,11 @@
  * anything. A stage is fresh when an entry for its current fingerprint is in the
  * store; a stale stage makes everything below it stale.
  */
-import { Effect } from "effect"
+import { Effect, Option } from "effect"
 import { explainChange, fingerprintOf } from "./fingerprint.ts"
 import type { Pipeline } from "./pipeline.ts"
-import { computeMaterial, expire, formatAge } from "./runner.ts"
+import { RemoteStore } from "./remote.ts"
+import { computeMaterial, expire, formatAge, remoteEntry } from "./runner.ts"
 import { ArtifactStore, type Entry } from "./store.ts"
 
 export interface StageStatus {
@@ -16,11 +17,14 @@ export interface StageStatus {
   readonly reasons: ReadonlyArray<string>
   readonly fingerprint: string | undefined
   readonly entry: Entry | undefined
+  /** Fresh in the remote store only (`pull`, or a run, fetches it). */
+  readonly remote?: boolean
 }
 
 export const pipelineStatus = (pipeline: Pipeline) =>
   Effect.gen(function* () {
     const store = yield* ArtifactStore
+    const remote = Option.getOrUndefined(yield* Effect.serviceOption(RemoteStore))
     const record = yield* store.readRun(pipeline.spec.file)
     const entries = new Map<string, Entry>()
     const statuses: Array<StageStatus> = []
@@ -45,6 +49,16 @@ export const pipelineStatus = (pipeline: Pipeline) =>
         statuses.push({ id: stage.id, uses: stage.uses, state: "fresh", reasons: [], fingerprint, entry: found.entry })
         continue
       }
+      // Not here, but in the remote store: fresh, and a run pulls it instead of running it.
+      const elsewhere = remote === undefined ? undefined : yield* remote.lookup(fingerprint)
+      if (elsewhere?._tag === "Found") {
+        const entry = remoteEntry(remote!, elsewhere.manifest)
+        if (expire(stage, { _tag: "Hit", entry })._tag === "Hit") {
+          entries.set(stage.id, entry)
+          statuses.push({ id: stage.id, uses: stage.uses, state: "fresh", reasons: [], fingerprint, entry, remote: true })
+          continue
+        }
+      }
       const reasons = found._tag === "Damaged" || found._tag === "Expired" ? [found.reason] : explainChange(record?.stages[stage.id]?.material, material)
       statuses.push({
         id: stage.id,
@@ -65,7 +79,7 @@ export const renderStatus = (statuses: ReadonlyArray<StageStatus>): string => {
   return statuses
     .map((s) =>
       s.state === "fresh"
-        ? `${s.id.padEnd(width)}  fresh  (cached ${age(s.entry!.manifest.createdAt)} ago, ${s.fingerprint!.slice(0, 12)})`
+        ? `${s.id.padEnd(width)}  fresh  (${s.remote === true ? "in the remote, made" : "cached"} ${age(s.entry!.manifest.createdAt)} ago, ${s.fingerprint!.slice(0, 12)})`
         : `${s.id.padEnd(width)}  stale  ${s.reasons.join("; ")}`
     )
     .join("\n")
@@ -79,5 +93,6 @@ export const statusJson = (statuses: ReadonlyArray<StageStatus>) =>
     reasons: s.reasons,
     fingerprint: s.fingerprint ?? null,
     cachedAt: s.entry?.manifest.createdAt ?? null,
-    entry: s.entry?.dir ?? null
+    entry: s.entry?.dir ?? null,
+    ...(s.remote === true && { remote: true })
   }))

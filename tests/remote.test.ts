@@ -116,8 +116,19 @@ describe("remote store (S3 on loopback)", () => {
     expect(pulled.code, pulled.stderr).toBe(0)
     expect((JSON.parse(pulled.stdout) as { stages: Array<{ id: string; result: string }> }).stages.map((s) => `${s.id}:${s.result}`)).toEqual(["tokenized:pulled"])
     expect(readdirSync(join(only, "entries")).length).toBe(1)
+    // status sees the remote too: fresh here, or fresh in the remote; show asks for a pull.
     const status = await pipeline(["status", file, "--cache-dir", only, "--json"])
-    expect((JSON.parse(status.stdout) as { stages: Array<{ id: string; state: string }> }).stages.map((s) => `${s.id}:${s.state}`)).toEqual([
+    expect((JSON.parse(status.stdout) as { stages: Array<{ id: string; state: string; remote?: boolean }> }).stages.map((s) => `${s.id}:${s.state}:${s.remote ?? "here"}`)).toEqual([
+      "problems:fresh:true",
+      "tokenized:fresh:here",
+      "train:fresh:true"
+    ])
+    const shown = await pipeline(["show", file, "train", "--cache-dir", only])
+    expect(shown.code).toBe(2)
+    expect(shown.stderr).toMatch(/stage "train"'s output is in the remote store, not here: pipeline pull \S+ train fetches it/)
+    // PIPELINE_REMOTE=off: without the file's remote, this cache has tokenized alone.
+    const offline = await pipeline(["status", file, "--cache-dir", only, "--json"], { PIPELINE_REMOTE: "off" })
+    expect((JSON.parse(offline.stdout) as { stages: Array<{ id: string; state: string }> }).stages.map((s) => `${s.id}:${s.state}`)).toEqual([
       "problems:stale",
       "tokenized:stale",
       "train:stale"
