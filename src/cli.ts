@@ -17,7 +17,7 @@ import * as Backend from "./backend/service.ts"
 import * as Hub from "./hub/index.ts"
 import { pipelineJsonSchema } from "./json-schema.ts"
 import { describeOwnerInFull, inspectLock, removeLock } from "./lock.ts"
-import { requireOneStage } from "./matrix.ts"
+import { requireOneStage, shellWord } from "./matrix.ts"
 import { loadPipeline } from "./pipeline.ts"
 import { builtinDefinitions } from "./registry.ts"
 import * as Queue from "./queue.ts"
@@ -58,10 +58,14 @@ const provideRemote = <A, E, R>(effect: Effect.Effect<A, E, R>, url: string): Ef
 const withRemote = <A, E, R>(effect: Effect.Effect<A, E, R>, url: string | undefined): Effect.Effect<A, E | UsageError, R> =>
   url === undefined ? effect : provideRemote(effect, url) as Effect.Effect<A, E | UsageError, R>
 
-const requireRemote = (url: string | undefined, file: string) =>
-  url === undefined
-    ? Effect.fail(new UsageError({ message: `no remote store: set cache.remote: s3://BUCKET/PREFIX in ${file}, or PIPELINE_REMOTE` }))
-    : Effect.succeed(url)
+const noRemote = (file: string) =>
+  new UsageError({
+    message: process.env.PIPELINE_REMOTE === "off"
+      ? "PIPELINE_REMOTE=off turns the remote store off, and this command needs one: unset it"
+      : `no remote store: set cache.remote: s3://BUCKET/PREFIX in ${file}, or PIPELINE_REMOTE`
+  })
+
+const requireRemote = (url: string | undefined, file: string) => (url === undefined ? Effect.fail(noRemote(file)) : Effect.succeed(url))
 
 const queueUrl = Options.text("queue").pipe(
   Options.withFallbackConfig(Config.string("PIPELINE_QUEUE")),
@@ -158,7 +162,7 @@ const run = Command.make(
         if (args.executor === "local") return yield* runPipeline(pipeline, options)
         const location = yield* parseQueue(args.queue, "--executor queue")
         const store = Option.getOrUndefined(yield* Effect.serviceOption(Remote.RemoteStore))
-        if (store === undefined) return yield* new UsageError({ message: `--executor queue needs a remote store, where workers leave what they make: set cache.remote: s3://BUCKET/PREFIX in ${args.file}, or PIPELINE_REMOTE` })
+        if (store === undefined) return yield* noRemote(args.file)
         const dispatch = yield* Queue.queueDispatch(location, store, { file: pipeline.spec.file, overrides: args.set })
         return yield* runPipeline(pipeline, { ...options, dispatch })
       }).pipe(
@@ -214,11 +218,11 @@ const show = Command.make(
       const statuses = yield* withRemote(pipelineStatus(pipeline), remoteUrl(pipeline)).pipe(Effect.provide(stageLayer(args.cacheDir)))
       const target = statuses.find((s) => s.id === args.stage)!
       if (target.remote === true) {
-        return yield* new UsageError({ message: `stage "${args.stage}"'s output is in the remote store, not here: pipeline pull ${args.file} ${args.stage} fetches it` })
+        return yield* new UsageError({ message: `stage "${args.stage}"'s output is in the remote store, not here: pipeline pull ${args.file} ${shellWord(args.stage)} fetches it` })
       }
       if (target.entry === undefined) {
         return yield* new UsageError({
-          message: `stage "${args.stage}" has no cached output for the current pipeline (${target.reasons.join("; ")}). Run: pipeline run ${args.file} --until ${args.stage}`
+          message: `stage "${args.stage}" has no cached output for the current pipeline (${target.reasons.join("; ")}). Run: pipeline run ${args.file} --until ${shellWord(args.stage)}`
         })
       }
       const dataset = target.entry.outputs.dataset

@@ -97,12 +97,14 @@ export const expandMatrix = (stages: ReadonlyArray<StageSpec>): ReadonlyArray<Ex
 
   /** The label of a stage below `from` under one combination (origin → the index of each of its axes' values). */
   const paramsOf = (from: ReadonlyArray<string>, combination: ReadonlyMap<string, ReadonlyArray<number>>): Record<string, MatrixValue> => {
-    const keys = from.flatMap((origin) => byId.get(origin)!.matrix.map((axis) => axis.key))
-    // Two sweeps of the same key name are told apart by their stage: `train.learning_rate`.
+    const axes = from.flatMap((origin) => byId.get(origin)!.matrix.map((axis, i) => ({ origin, axis, value: axis.values[combination.get(origin)![i]!]! })))
+    const keys = axes.map(({ axis }) => axis.key)
+    // Two sweeps of the same key name are told apart by their stage: `train.learning_rate`;
+    // if that still names two axes (another sweeps `train.learning_rate`), every key is.
     const clashes = (key: string) => keys.indexOf(key) !== keys.lastIndexOf(key)
-    return Object.fromEntries(from.flatMap((origin) =>
-      byId.get(origin)!.matrix.map((axis, i) => [clashes(axis.key) ? `${origin}.${axis.key}` : axis.key, axis.values[combination.get(origin)![i]!]!])
-    ))
+    const short = axes.map(({ origin, axis }) => (clashes(axis.key) ? `${origin}.${axis.key}` : axis.key))
+    const labels = new Set(short).size === short.length ? short : axes.map(({ origin, axis }) => `${origin}.${axis.key}`)
+    return Object.fromEntries(axes.map(({ value }, i) => [labels[i]!, value]))
   }
   const idOf = (id: string, combination: ReadonlyMap<string, ReadonlyArray<number>>): string => {
     const from = originsOf(id)
@@ -172,10 +174,23 @@ export const describeStageIds = (pipeline: { readonly stages: ReadonlyArray<Name
 }
 
 /** The one stage `show` prints: a stage's or a variant's id; a swept stage's base id names several, so the user picks one. */
-export const requireOneStage = (pipeline: { readonly stages: ReadonlyArray<Named> }, id: string, file: string): Effect.Effect<void, UsageError> => {
+export const requireOneStage = (
+  pipeline: { readonly stages: ReadonlyArray<Named>; readonly spec?: { readonly stages: ReadonlyArray<{ readonly id: string; readonly matrix: ReadonlyArray<unknown> }> } },
+  id: string,
+  file: string
+): Effect.Effect<void, UsageError> => {
   const ids = resolveStageIds(pipeline, id)
   if (ids === undefined) return Effect.fail(new UsageError({ message: `there is no stage "${id}" in ${file} (stages: ${describeStageIds(pipeline)})` }))
   return ids.length === 1 && ids[0] === id
     ? Effect.void
-    : Effect.fail(new UsageError({ message: `stage "${id}" is swept by matrix: into ${ids.length} variant(s): name one of ${ids.join(", ")}` }))
+    : Effect.fail(new UsageError({
+      message: `stage "${id}" ${sweptHere(pipeline, id) ? "is swept by matrix:" : "runs once per variant of a sweep above it:"} into ${ids.length} variant(s): name one of ${ids.join(", ")}`
+    }))
 }
+
+/** Whether the stage's own `matrix:` sweeps it (else a sweep above it does). */
+const sweptHere = (pipeline: { readonly spec?: { readonly stages: ReadonlyArray<{ readonly id: string; readonly matrix: ReadonlyArray<unknown> }> } }, base: string): boolean =>
+  (pipeline.spec?.stages.find((s) => s.id === base)?.matrix.length ?? 0) > 0
+
+/** An id as a shell word: a variant's brackets and commas are quoted (zsh would glob them). */
+export const shellWord = (id: string): string => (/^[A-Za-z0-9_./:=-]+$/.test(id) ? id : `'${id.replace(/'/g, `'\\''`)}'`)

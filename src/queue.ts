@@ -23,7 +23,8 @@ import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { existsSync } from "node:fs"
 import { hostname } from "node:os"
-import { join, resolve } from "node:path"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
 import { RemoteError, StageError } from "./errors.ts"
 import type { ResolvedStage } from "./pipeline.ts"
 import type { RemoteStoreService } from "./remote.ts"
@@ -323,7 +324,7 @@ export interface WorkerOptions {
 
 /** This program's own binary, from the sources (src/) or the start-up bundle (dist/<key>/). */
 const binary = (): string => {
-  for (let dir = import.meta.dirname; ; dir = resolve(dir, "..")) {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = resolve(dir, "..")) {
     const candidate = join(dir, "bin/pipeline.js")
     if (existsSync(candidate)) return candidate
     if (resolve(dir, "..") === dir) return resolve(process.argv[1] ?? "pipeline")

@@ -137,7 +137,10 @@ const explain = (error: unknown): string => {
     return `${text}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give this machine a role`
   }
   if (code === "InvalidAccessKeyId" || code === "SignatureDoesNotMatch" || code === "AccessDenied") return `${text}: check the credentials this machine uses for S3`
-  if (code === "TimeoutError" || /timed out|timeout/i.test(text)) return `${text}: the S3 endpoint did not answer in time; check AWS_ENDPOINT_URL and the network, then run again`
+  if (code === "TimeoutError" || /timed out|timeout/i.test(text)) {
+    return `${text}: the S3 endpoint did not answer in time; check AWS_ENDPOINT_URL and the network, then run again (PIPELINE_REMOTE=off works without the remote)`
+  }
+  if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH/.test(text)) return `${text}: cannot reach the S3 endpoint; check AWS_ENDPOINT_URL and the network (PIPELINE_REMOTE=off works without the remote)`
   return text
 }
 

@@ -163,7 +163,9 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
     const remote = Option.getOrUndefined(yield* Effect.serviceOption(RemoteStore))
     if (remote === undefined && (options.dispatch !== undefined || options.push === true)) {
       return yield* new UsageError({
-        message: `${options.dispatch !== undefined ? "--executor queue" : "--push"} needs a remote store: set cache.remote: s3://BUCKET/PREFIX in ${pipeline.spec.file}, or PIPELINE_REMOTE`
+        message: `${options.dispatch !== undefined ? "--executor queue" : "--push"} needs a remote store: ${
+          process.env.PIPELINE_REMOTE === "off" ? "PIPELINE_REMOTE=off turns it off; unset it" : `set cache.remote: s3://BUCKET/PREFIX in ${pipeline.spec.file}, or PIPELINE_REMOTE`
+        }`
       })
     }
     if (!options.dryRun) yield* store.lock(`pipeline run ${pipeline.spec.name}`)
@@ -173,6 +175,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
     const wanted = options.only !== undefined ? ancestorsOf(pipeline.stages, ...selected) : selected
     const forcedIds = new Set(options.force.flatMap((id) => resolveStageIds(pipeline, id) ?? []))
     const semaphore = yield* Effect.makeSemaphore(Math.max(1, options.concurrency))
+    const inFlight = new Map<string, Deferred.Deferred<{ readonly id: string; readonly entry: Entry | undefined }>>()
     const done = new Map<string, Deferred.Deferred<Settled>>()
     for (const stage of pipeline.stages) done.set(stage.id, yield* Deferred.make<Settled>())
 
@@ -222,27 +225,33 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         }
         const forced = forcedIds.has(stage.id)
         const local = forced ? { _tag: "Miss" as const } : expire(stage, yield* store.lookup(fingerprint))
-        const { found, where, replaceRemote, unavailable } = local._tag === "Hit" || forced || remote === undefined
+        // A worker's run follows the remote, where the run that queued it reads: a stage
+        // this worker's cache holds with other bytes than the remote's is taken from there.
+        const stale = local._tag === "Hit" && options.expect !== undefined && remote !== undefined && !forced
+          ? yield* remote.lookup(fingerprint).pipe(Effect.map((theirs) => theirs._tag === "Found" && theirs.manifest.outputDigest !== local.entry.manifest.outputDigest))
+          : false
+        const { found, where, replaceRemote, unavailable } = (local._tag === "Hit" && !stale) || forced || remote === undefined
           ? { found: local, where: {} as Where, replaceRemote: false, unavailable: undefined }
-          : yield* fromRemote(remote, stage, fingerprint, local)
+          : yield* fromRemote(remote, stage, fingerprint, stale ? { _tag: "Miss" } : local)
         if (found._tag === "Hit") {
           // With --push, what the remote lacks is sent there too; a queue run sends its
           // local entries there, where the workers read them.
           const pushed = (options.push === true || options.dispatch !== undefined) && remote !== undefined && where.remote === undefined && !options.dryRun
-            ? yield* pushWithParts(remote, stage.id, found.entry, false)
+            ? yield* pushWithParts(remote, stage, found.entry, false)
             : undefined
-          if (selected.has(stage.id)) yield* remember(stage.id, fingerprint, material, found.entry)
+          const entry = pushed?.entry ?? found.entry
+          if (selected.has(stage.id)) yield* remember(stage.id, fingerprint, material, entry)
           return {
             outcome: StageOutcome.Cached({
               id: stage.id,
               fingerprint,
               reason: "up to date",
-              entryDir: found.entry.dir,
-              outputs: found.entry.outputs,
-              metrics: found.entry.manifest.metrics,
-              where: pushed === "pushed" ? { ...where, remote: "pushed" } : where
+              entryDir: entry.dir,
+              outputs: entry.outputs,
+              metrics: entry.manifest.metrics,
+              where: pushed?.result === "pushed" ? { ...where, remote: "pushed" } : where
             }),
-            entry: found.entry
+            entry
           }
         }
         if (!selected.has(stage.id)) {
@@ -261,21 +270,51 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         if (options.dryRun) {
           return { outcome: StageOutcome.WouldRun({ id: stage.id, fingerprint, reason }), entry: undefined }
         }
-        if (options.dispatch !== undefined) {
-          const context = { upstream: Object.fromEntries(stage.needs.map((need) => [need, upstream.get(need)!.manifest.fingerprint])), force: forced }
-          return yield* dispatch(options.dispatch, stage, material, fingerprint, reason, context)
+        // Stages that share a fingerprint (variants of a sweep over a param that is not
+        // fingerprinted) run once: the others wait for its entry.
+        const running = inFlight.get(fingerprint)
+        if (running !== undefined) {
+          const { id, entry } = yield* Deferred.await(running)
+          if (entry === undefined) {
+            return { outcome: StageOutcome.Failed({ id: stage.id, fingerprint, reason: `it is the same work as ${id} (the same fingerprint), which failed`, durationMs: 0 }), entry: undefined } satisfies Settled
+          }
+          if (selected.has(stage.id)) yield* remember(stage.id, fingerprint, material, entry)
+          return {
+            outcome: StageOutcome.Cached({ id: stage.id, fingerprint, reason: `the same work as ${id}, made by it in this run`, entryDir: entry.dir, outputs: entry.outputs, metrics: entry.manifest.metrics }),
+            entry
+          } satisfies Settled
         }
-        return yield* semaphore.withPermits(1)(execute(stage, upstream, material, fingerprint, reason, replaceRemote))
+        const made = yield* Deferred.make<{ readonly id: string; readonly entry: Entry | undefined }>()
+        inFlight.set(fingerprint, made)
+        const work = options.dispatch !== undefined
+          ? dispatch(options.dispatch, stage, material, fingerprint, reason, {
+            upstream: Object.fromEntries(stage.needs.map((need) => [need, upstream.get(need)!.manifest.fingerprint])),
+            force: forced
+          })
+          : semaphore.withPermits(1)(execute(stage, upstream, material, fingerprint, reason, replaceRemote))
+        return yield* work.pipe(
+          Effect.tap((settled) => Deferred.succeed(made, { id: stage.id, entry: settled.entry })),
+          Effect.onInterrupt(() => Deferred.succeed(made, { id: stage.id, entry: undefined }))
+        )
       })
 
     /** An entry and the parts it was made with (DPO's reference log-probabilities), to the remote. */
-    const pushWithParts = (remote: RemoteStoreService, id: string, entry: Entry, replace: boolean) =>
+    const pushWithParts = (remote: RemoteStoreService, stage: ResolvedStage, entry: Entry, replace: boolean) =>
       Effect.gen(function* () {
         for (const part of entry.manifest.parts) {
           const found = yield* store.lookup(part)
           if (found._tag === "Hit") yield* remote.push(found.entry)
         }
-        return yield* remote.push(entry, { replace, progress: pushProgress(id) })
+        const result = yield* remote.push(entry, { replace, progress: pushProgress(stage.id) })
+        if (result === "pushed") return { result, entry }
+        // The remote had this fingerprint already. Made elsewhere with other bytes (a
+        // training's timings), its entry is the one everyone's later stages are keyed by:
+        // this machine uses it too.
+        const theirs = yield* remote.lookup(entry.manifest.fingerprint)
+        if (theirs._tag !== "Found" || theirs.manifest.outputDigest === entry.manifest.outputDigest) return { result, entry }
+        yield* reporter.log(stage.id, `the remote has this stage's entry already, made elsewhere with other bytes: using it, so that the stages after it share fingerprints with every machine's`)
+        const adopted = yield* fromRemote(remote, stage, entry.manifest.fingerprint, { _tag: "Miss" })
+        return { result, entry: adopted.found._tag === "Hit" ? adopted.found.entry : entry }
       })
 
     /** Whether this run needs a stage's data, or only its digest (to fingerprint what follows). */
@@ -433,7 +472,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
             })
           }
           const durationMs = performance.now() - started
-          const entry = yield* store.commit({
+          const committed = yield* store.commit({
             stagingDir: outDir,
             fingerprint,
             pipeline: pipeline.spec.name,
@@ -444,14 +483,16 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
             durationMs,
             parts
           })
-          yield* remember(stage.id, fingerprint, material, entry, parts)
+          // A forced run replaces the remote's entry: it was forced for a reason.
           const pushed = options.push === true && remote !== undefined
-            ? yield* pushWithParts(remote, stage.id, entry, replaceRemote).pipe(
+            ? yield* pushWithParts(remote, stage, committed, replaceRemote || forcedIds.has(stage.id)).pipe(
               Effect.mapError((e) => new StageError({ message: `ran and was cached here, but ${e.message}; pipeline push retries` })),
               // Its checkpoints are of no more use to anyone.
               Effect.tap(() => remote.dropWork(fingerprint).pipe(Effect.ignore))
             )
             : undefined
+          const entry = pushed?.entry ?? committed
+          yield* remember(stage.id, fingerprint, material, entry, parts)
           return {
             outcome: StageOutcome.Ran({
               id: stage.id,
@@ -461,7 +502,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
               entryDir: entry.dir,
               outputs: entry.outputs,
               metrics: entry.manifest.metrics,
-              ...(pushed !== undefined && { where: { remote: "pushed" as const } })
+              ...(pushed?.result === "pushed" && { where: { remote: "pushed" as const } })
             }),
             entry
           }
@@ -478,6 +519,19 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
       )
     }
 
+    // The run record: stages the pipeline no longer has (a sweep's dropped variants) leave
+    // it, so gc frees their entries; and it goes to the remote, even when the run is
+    // interrupted, for `gc --remote` keeps what the latest runs use. A worker's run
+    // (PIPELINE_EXPECT) runs one stage of another run's: that run records it.
+    const finishRecord = Effect.gen(function* () {
+      if (options.dryRun) return
+      yield* store.forgetStages(pipeline.spec.file, new Set(pipeline.stages.map((s) => s.id)))
+      if (remote === undefined || options.expect !== undefined || (options.push !== true && options.dispatch === undefined)) return
+      const latest = yield* store.readRun(pipeline.spec.file)
+      if (latest !== undefined) yield* remote.pushRun(latest)
+    }).pipe(
+      Effect.catchAll((e) => Effect.sync(() => process.stderr.write(`warning: ${e.message}: gc --remote may not keep this run's entries past its grace period\n`)))
+    )
     const outcomes = yield* Effect.forEach(
       pipeline.stages,
       (stage) =>
@@ -494,17 +548,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
           return settled.outcome
         }),
       { concurrency: "unbounded" }
-    )
-    // The run record goes to the remote too: `gc --remote` keeps what the latest runs use.
-    // A worker's run (PIPELINE_EXPECT) runs one stage of another run's: that run records it.
-    if (remote !== undefined && !options.dryRun && options.expect === undefined && (options.push === true || options.dispatch !== undefined)) {
-      const latest = yield* store.readRun(pipeline.spec.file)
-      if (latest !== undefined) {
-        yield* remote.pushRun(latest).pipe(
-          Effect.catchAll((e) => Effect.sync(() => process.stderr.write(`warning: ${e.message}: gc --remote may not keep this run's entries past its grace period\n`)))
-        )
-      }
-    }
+    ).pipe(Effect.ensuring(finishRecord))
     return outcomes
   })
 

@@ -54,7 +54,7 @@ const Matrix = Schema.Record({
       if (covering !== undefined) return [{ path: [key], message: `"${key}" is inside "${covering}", which the matrix also sweeps: keep one of them` }]
       const values = matrix[key]!
       return values.flatMap((value, i) =>
-        values.indexOf(value) < i ? [{ path: [key, i], message: `${shown(value)} is listed twice: each value makes one variant` }] : []
+        values.findIndex((other) => Object.is(other, value)) < i ? [{ path: [key, i], message: `${shown(value)} is listed twice: each value makes one variant` }] : []
       )
     })
   })

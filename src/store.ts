@@ -170,6 +170,8 @@ export interface ArtifactStoreService {
   readonly workDir: (fingerprint: string) => Effect.Effect<string, StoreError>
   readonly readRun: (file: string) => Effect.Effect<RunRecord | undefined, StoreError>
   readonly recordStage: (file: string, pipeline: string, stage: string, record: RunRecordStage) => Effect.Effect<void, StoreError>
+  /** Drops from a pipeline's run record the stages it no longer has (a sweep's dropped variants), so gc can free them. */
+  readonly forgetStages: (file: string, keep: ReadonlySet<string>) => Effect.Effect<void, StoreError>
   /** The writer lock, held for the enclosing scope; staging left by dead runs is cleared on taking it. */
   readonly lock: (command: string) => Effect.Effect<void, import("./errors.ts").LockError | StoreError, import("effect/Scope").Scope>
   readonly gc: (options: { readonly dryRun: boolean }) => Effect.Effect<GcReport, StoreError>
@@ -383,6 +385,10 @@ const make = (root: string, options: StoreOptions = {}) =>
           try: () => resolveOutputs(dir, request.outputs, relative),
           catch: (e) => new StoreError({ message: (e as Error).message })
         })
+        const nonFinite = Object.entries(request.metrics).find(([, value]) => !Number.isFinite(value))
+        if (nonFinite !== undefined) {
+          return yield* new StoreError({ message: `the stage reported the metric ${nonFinite[0]} = ${nonFinite[1]}: metrics must be finite numbers (a diverged run?); nothing was cached` })
+        }
         const unwritten = missingOutput(outputs, contents)
         if (unwritten !== undefined) {
           return yield* new StoreError({ message: `the stage returned ${unwritten}, which it never wrote: nothing was cached` })
@@ -482,6 +488,14 @@ const make = (root: string, options: StoreOptions = {}) =>
           updatedAt: new Date().toISOString(),
           stages: { ...previous?.stages, [stage]: record }
         }
+        yield* writeAtomic(runFile(file), JSON.stringify(next, null, 2))
+      })).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("cannot write the run record")(e))))
+
+    const forgetStages = (file: string, keep: ReadonlySet<string>) =>
+      recordLock.withPermits(1)(Effect.gen(function* () {
+        const previous = yield* readRun(file)
+        if (previous === undefined || Object.keys(previous.stages).every((id) => keep.has(id))) return
+        const next: RunRecord = { ...previous, stages: Object.fromEntries(Object.entries(previous.stages).filter(([id]) => keep.has(id))) }
         yield* writeAtomic(runFile(file), JSON.stringify(next, null, 2))
       })).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("cannot write the run record")(e))))
 
@@ -587,7 +601,7 @@ const make = (root: string, options: StoreOptions = {}) =>
         return { removedEntries, removedWork, keptEntries, bytesFreed, forgottenRuns } satisfies GcReport
       }).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("garbage collection failed")(e))))
 
-    return ArtifactStore.of({ root, lookup, staging, commit, adopt, workDir, readRun, recordStage, lock, gc, verifyAll })
+    return ArtifactStore.of({ root, lookup, staging, commit, adopt, workDir, readRun, recordStage, forgetStages, lock, gc, verifyAll })
   })
 
 export const layer = (root: string, options: StoreOptions = {}) => Layer.effect(ArtifactStore, make(root, options))

@@ -7,7 +7,7 @@
  */
 import { Effect, Option } from "effect"
 import { UsageError } from "./errors.ts"
-import { fingerprintOf } from "./fingerprint.ts"
+import { type FingerprintMaterial, fingerprintOf } from "./fingerprint.ts"
 import { describeStageIds, resolveStageIds } from "./matrix.ts"
 import type { Pipeline, ResolvedStage } from "./pipeline.ts"
 import { RemoteStore } from "./remote.ts"
@@ -42,13 +42,16 @@ const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`
  * Each stage in order, fingerprinted from the entries of the stages it needs (undefined
  * when one of them has none); `visit` returns the entry that stands for the stage below it.
  */
-const walk = <E, R>(pipeline: Pipeline, visit: (stage: ResolvedStage, fingerprint: string | undefined) => Effect.Effect<Entry | undefined, E, R>) =>
+const walk = <E, R>(
+  pipeline: Pipeline,
+  visit: (stage: ResolvedStage, fingerprint: string | undefined, material: FingerprintMaterial | undefined) => Effect.Effect<Entry | undefined, E, R>
+) =>
   Effect.gen(function* () {
     const entries = new Map<string, Entry>()
     for (const stage of pipeline.stages) {
       const ready = stage.needs.every((need) => entries.has(need))
-      const fingerprint = ready ? fingerprintOf(yield* computeMaterial(pipeline, stage, entries)) : undefined
-      const entry = yield* visit(stage, fingerprint)
+      const material = ready ? yield* computeMaterial(pipeline, stage, entries) : undefined
+      const entry = yield* visit(stage, material === undefined ? undefined : fingerprintOf(material), material)
       if (entry !== undefined) entries.set(stage.id, entry)
     }
     return entries
@@ -100,20 +103,33 @@ export const pushPipeline = (pipeline: Pipeline, names: ReadonlyArray<string>) =
 
 export const pullPipeline = (pipeline: Pipeline, names: ReadonlyArray<string>) =>
   Effect.gen(function* () {
+    const store = yield* ArtifactStore
     const remote = yield* RemoteStore
     const selected = yield* selectStages(pipeline, names)
     const lines: Array<TransferLine> = []
+    // What is pulled is recorded as a run would, so that gc keeps it.
+    const record = (stage: ResolvedStage, fingerprint: string, material: FingerprintMaterial, entry: Entry) =>
+      store.recordStage(pipeline.spec.file, pipeline.spec.name, stage.id, {
+        fingerprint,
+        material,
+        outputDigest: entry.manifest.outputDigest,
+        finishedAt: new Date().toISOString(),
+        ...(entry.manifest.parts.length > 0 && { parts: entry.manifest.parts })
+      })
     const missing = (stage: ResolvedStage, fingerprint: string | undefined, detail: string): Effect.Effect<Entry | undefined> =>
       Effect.sync(() => {
         if (selected.has(stage.id)) lines.push({ id: stage.id, fingerprint, result: "missing", detail })
         return undefined
       })
-    yield* walk(pipeline, (stage, fingerprint) =>
+    yield* walk(pipeline, (stage, fingerprint, material) =>
       Effect.gen(function* () {
-        if (fingerprint === undefined) return yield* missing(stage, fingerprint, "an upstream stage is in neither store")
+        if (fingerprint === undefined || material === undefined) return yield* missing(stage, fingerprint, "an upstream stage is in neither store")
         const local = yield* localEntry(stage, fingerprint)
         if (local !== undefined) {
-          if (selected.has(stage.id)) lines.push({ id: stage.id, fingerprint, result: "here" })
+          if (selected.has(stage.id)) {
+            lines.push({ id: stage.id, fingerprint, result: "here" })
+            yield* record(stage, fingerprint, material, local)
+          }
           return local
         }
         const found = yield* remote.lookup(fingerprint)
@@ -123,6 +139,7 @@ export const pullPipeline = (pipeline: Pipeline, names: ReadonlyArray<string>) =
         const pulled = yield* remote.pull(found.manifest, yield* progressOf(stage.id, "files pulled")).pipe(Effect.either)
         if (pulled._tag === "Left") return yield* missing(stage, fingerprint, `${pulled.left.message}: not used`)
         lines.push({ id: stage.id, fingerprint, result: "pulled", detail: mb(bytesOf(found.manifest)) })
+        yield* record(stage, fingerprint, material, pulled.right)
         return pulled.right
       })
     )

@@ -3,7 +3,7 @@ import { Effect, Either } from "effect"
 import { describe, expect, it } from "vitest"
 import { renderDot, renderMermaid } from "../src/dag.ts"
 import type { SpecError, UsageError } from "../src/errors.ts"
-import { formatValue, resolveStageIds } from "../src/matrix.ts"
+import { expandMatrix, formatValue, resolveStageIds } from "../src/matrix.ts"
 import { loadPipeline } from "../src/pipeline.ts"
 import { parseOverride } from "../src/spec.ts"
 import { cliInProcess, GSM8K_TEST, projectTempDir, REPO, runNode, tempDir, writeFile } from "./helpers.ts"
@@ -306,5 +306,61 @@ train[learning_rate=1e-5,lora.r=8]  │ 1e-5          │ 8      │       1.3 �
     const none = await cliInProcess(["compare", plain, "--cache-dir", cache])
     expect(none.code).toBe(2)
     expect(none.stderr).toContain("plain.yaml sweeps nothing, so there are no variants to compare: give a stage a matrix: beside its with: (matrix: { learning_rate: [1e-5, 2e-5] })")
+  })
+
+  it("a sweep narrowed leaves gc free to remove the dropped variants' entries", async () => {
+    const dir = project()
+    const cache = tempDir()
+    const file = writeFile(dir, "p.yaml", SWEEP)
+    expect((await cliInProcess(["run", file, "--cache-dir", cache])).code).toBe(0)
+    writeFile(dir, "p.yaml", SWEEP.replace("learning_rate: [1e-5, 2e-5]", "learning_rate: [1e-5]"))
+    expect((await cliInProcess(["run", file, "--cache-dir", cache])).code).toBe(0)
+    const gc = await cliInProcess(["gc", "--dry-run", "--json", "--cache-dir", cache])
+    // The two dropped train variants and their two evaluate stages.
+    expect(JSON.parse(gc.stdout)).toMatchObject({ removedEntries: 4, keptEntries: 5 })
+  })
+
+  it("variants with one fingerprint (a sweep over a param that is not fingerprinted) run once", async () => {
+    const cache = tempDir()
+    const file = writeFile(tempDir(), "w.yaml", `name: same
+stages:
+  data: { uses: fetch, with: { path: ${JSON.stringify(GSM8K_TEST)} } }
+  tokenized:
+    uses: tokenize
+    needs: [data]
+    with: { tokenizer: ${JSON.stringify(`${REPO}/pipelines/tokenizers/ascii`)}, prompt: question, completion: answer }
+    matrix: { workers: [1, 2, 3] }
+`)
+    const run = await cliInProcess(["run", file, "--cache-dir", cache, "--jobs", "3", "--json"])
+    expect(run.code, run.stderr).toBe(0)
+    const stages = (JSON.parse(run.stdout) as { stages: Array<{ id: string; status: string; reason: string }> }).stages.slice(1)
+    expect(stages.filter((s) => s.status === "ran")).toHaveLength(1)
+    expect(stages.filter((s) => s.status === "cached").map((s) => s.reason)).toEqual(Array(2).fill(expect.stringMatching(/^the same work as tokenized\[workers=\d\], made by it in this run$/)))
+  })
+
+  it("a metric that is not a finite number fails the stage, and nothing is cached", async () => {
+    const dir = project()
+    writeFile(dir, "stages/nan.ts", `import { Effect, Schema } from "effect"
+import { defineStage } from ${JSON.stringify(`${REPO}/src/stage.ts`)}
+export default defineStage({
+  name: "nan", version: "1", params: Schema.Struct({}), accepts: { kinds: [], min: 0, max: 0 }, produces: ["files"],
+  run: (ctx) => Effect.succeed({ outputs: { files: { kind: "files", dir: ctx.outDir, files: [] } }, metrics: { eval_loss: Number.NaN } })
+})
+`)
+    const file = writeFile(dir, "n.yaml", "name: nan\nstages:\n  diverged: { uses: ./stages/nan.ts }\n")
+    const run = await cliInProcess(["run", file, "--cache-dir", tempDir()])
+    expect(run.code).toBe(1)
+    expect(run.stderr).toContain("diverged: failed: the stage reported the metric eval_loss = NaN: metrics must be finite numbers (a diverged run?); nothing was cached")
+  })
+
+  it("tells apart label keys that would clash even once prefixed with their stage", () => {
+    // a and b both sweep lr (so: a.lr, b.lr), and c sweeps a key named a.lr: every key takes its stage.
+    const stage = (id: string, needs: ReadonlyArray<string>, key?: string) =>
+      ({ id, uses: "x", needs, with: {}, matrix: key === undefined ? [] : [{ key, path: key.split("."), values: [1, 2] }] }) as const
+    const expanded = expandMatrix([stage("a", [], "lr"), stage("b", [], "lr"), stage("c", [], "a.lr"), stage("d", ["a", "b", "c"])])
+    const ids = expanded.map((s) => s.id)
+    expect(new Set(ids).size).toBe(ids.length)
+    expect(ids.filter((id) => id.startsWith("d["))).toHaveLength(8)
+    expect(ids).toContain("d[a.lr=1,b.lr=2,c.a.lr=1]")
   })
 })

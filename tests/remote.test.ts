@@ -116,6 +116,8 @@ describe("remote store (S3 on loopback)", () => {
     expect(pulled.code, pulled.stderr).toBe(0)
     expect((JSON.parse(pulled.stdout) as { stages: Array<{ id: string; result: string }> }).stages.map((s) => `${s.id}:${s.result}`)).toEqual(["tokenized:pulled"])
     expect(readdirSync(join(only, "entries")).length).toBe(1)
+    // What is pulled is recorded, so gc keeps it.
+    expect(JSON.parse((await pipeline(["gc", "--dry-run", "--json", "--cache-dir", only])).stdout)).toMatchObject({ removedEntries: 0, keptEntries: 1 })
     // status sees the remote too: fresh here, or fresh in the remote; show asks for a pull.
     const status = await pipeline(["status", file, "--cache-dir", only, "--json"])
     expect((JSON.parse(status.stdout) as { stages: Array<{ id: string; state: string; remote?: boolean }> }).stages.map((s) => `${s.id}:${s.state}:${s.remote ?? "here"}`)).toEqual([
@@ -306,6 +308,28 @@ stages:
     expect(fresh.code, fresh.stderr).toBe(0)
     expect(statuses(fresh.stdout)).toEqual(["problems:cached:pulled", "tokenized:cached:pulled", "train:cached:pulled"])
     expect(digest(fresh)).toBe(digest(runs[0]!))
+  })
+
+  it("--force --push replaces the remote's entry; a machine whose own copy has other bytes takes the remote's", async () => {
+    const file = pipelineFile("team-g")
+    const trainOf = (run: CliResult) => (JSON.parse(run.stdout) as RunJson).stages[2]!
+    const digestOf = (run: CliResult) => (JSON.parse(readFileSync(join(trainOf(run).outputs!.entry, "manifest.json"), "utf8")) as { outputDigest: string }).outputDigest
+    const first = await pipeline(["run", file, "--push", "--json"])
+    expect(first.code, first.stderr).toBe(0)
+    const forced = await pipeline(["run", file, "--force", "train", "--push", "--json"])
+    expect(forced.code, forced.stderr).toBe(0)
+    expect(`${trainOf(forced).status}:${trainOf(forced).remote}`).toBe("ran:pushed")
+    expect(digestOf(forced)).not.toBe(digestOf(first))
+    const fresh = await pipeline(["run", file, "--json"])
+    expect(digestOf(fresh)).toBe(digestOf(forced))
+
+    const cache = tempDir()
+    const own = await pipeline(["run", file, "--cache-dir", cache, "--json"], { PIPELINE_REMOTE: "off" })
+    expect(digestOf(own)).not.toBe(digestOf(forced))
+    const joined = await pipeline(["run", file, "--cache-dir", cache, "--push", "--json"])
+    expect(joined.code, joined.stderr).toBe(0)
+    expect(joined.stderr).toContain("train: the remote has this stage's entry already, made elsewhere with other bytes: using it")
+    expect(digestOf(joined)).toBe(digestOf(forced))
   })
 
   it("bad settings are one clear error: a malformed remote, --push or --executor queue without one", async () => {
