@@ -74,7 +74,7 @@ stages:
   tokenized:
     uses: tokenize
     needs: [problems]
-    with: { tokenizer: ${JSON.stringify(ASCII)}, prompt: question, completion: answer }
+    with: { tokenizer: ${JSON.stringify(ASCII)}, prompt: question, completion: answer, keep: [question, answer] }
 ${train}`)
 
 /** A queue run in the background: its output so far, and its exit code once it ends. */
@@ -222,6 +222,26 @@ describe("the queue executor (Redis, S3 and workers on loopback)", () => {
     expect(code, coordinator.stderr()).toBe(0)
     const trained = (JSON.parse(coordinator.stdout()) as RunJson).stages.find((s) => s.id === "train")!
     expect(`${trained.status}:${trained.worker}`).toBe(`ran:${execFileSync("hostname", { encoding: "utf8" }).trim()}:${second.child.pid}`)
+  })
+
+  it("a run whose own copy of a stage has other bytes than the remote's dispatches what follows on the remote's, which the workers read", async () => {
+    const sweep = file("apart", `${trainStage("      max_steps: 2\n")}  evaluate:
+    uses: evaluate
+    needs: [tokenized, train]
+    with: { limit: 2, max_new_tokens: 4, eval_batch_size: 8 }
+`, 17)
+    await Promise.all(workers.map((w) => w.stop()))
+    // This machine trained on its own (timings differ: other bytes, the same fingerprint) …
+    const cache = dir()
+    const own = await cliAsync(["run", sweep, "--cache-dir", cache, "--until", "train"], { env: { ...env(), PIPELINE_REMOTE: "off" } })
+    expect(own.code, own.stderr).toBe(0)
+    // … and another pushed its own training first.
+    expect((await pipeline(["run", sweep, "--cache-dir", dir(), "--until", "train", "--push"])).code).toBe(0)
+    worker()
+    const run = await pipeline(["run", sweep, "--executor", "queue", "--queue", redis.url, "--cache-dir", cache, "--json"])
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr).toContain("train: the remote has this stage's entry already, made elsewhere with other bytes: using it")
+    expect((JSON.parse(run.stdout) as RunJson).stages.map((s) => `${s.id}:${s.status}`)).toEqual(["problems:cached", "tokenized:cached", "train:cached", "evaluate:ran"])
   })
 
   it("a stage that fails on a worker is reported with the worker's message, and its downstream is skipped", async () => {
