@@ -49,10 +49,15 @@ const propertyDescriptions = (ast: SchemaAST.AST): ReadonlyArray<readonly [strin
 
 export const pipelineJsonSchema = (stages: ReadonlyArray<readonly [string, AnyStage]>): JsonObject => {
   const definitions: Record<string, JSONSchema.JsonSchema7> = {}
-  const conditions = stages.map(([name, definition]) => ({
-    if: { properties: { uses: { const: name } } },
-    then: { properties: { with: { description: definition.description, ...paramsSchema(definition, definitions) } } }
-  }))
+  const conditions = stages.map(([name, definition]) => {
+    const params: JsonObject = { description: definition.description, ...paramsSchema(definition, definitions) }
+    // A matrix may supply required params: with one, `with:` need not hold them.
+    const { required: _required, ...lax } = params
+    return {
+      if: { properties: { uses: { const: name } } },
+      then: { if: { required: ["matrix"] }, then: { properties: { with: lax } }, else: { properties: { with: params } } }
+    }
+  })
   const common = {
     description: { type: "string" },
     needs: {
@@ -75,6 +80,18 @@ export const pipelineJsonSchema = (stages: ReadonlyArray<readonly [string, AnySt
     properties: {
       name: { type: "string", pattern: STAGE_ID.source },
       description: { type: "string" },
+      cache: {
+        description: "Where entries are shared",
+        type: "object",
+        additionalProperties: false,
+        properties: {
+          remote: {
+            description: "The remote artifact store shared by machines and CI: s3://BUCKET/PREFIX (PIPELINE_REMOTE overrides it; PIPELINE_REMOTE=off turns it off)",
+            type: "string",
+            pattern: "^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+          }
+        }
+      },
       stages: {
         type: "object",
         propertyNames: { pattern: STAGE_ID.source },

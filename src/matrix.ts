@@ -45,7 +45,7 @@ export const formatValue = (value: MatrixValue): string => {
     const ambiguous = value === "" || /[[\],="\\\s]/.test(value) || value === "true" || value === "false" || (value.trim() !== "" && !Number.isNaN(Number(value)))
     return ambiguous ? JSON.stringify(value) : value
   }
-  const plain = String(value)
+  const plain = String(value).replace("e+", "e")
   if (Number.isInteger(value) || !Number.isFinite(value)) return plain
   const exponent = value.toExponential().replace("e+", "e")
   return exponent.length < plain.length ? exponent : plain

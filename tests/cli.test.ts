@@ -115,11 +115,15 @@ describe("pipeline CLI, end to end in a child process", () => {
     expect((await cliInProcess(["dag", file, "--format", "dot"])).stdout).toContain('"data" -> "shuffled";')
 
     const schema = JSON.parse((await cliInProcess(["schema"])).stdout)
-    const conditions = schema.properties.stages.additionalProperties.allOf as Array<{ if: { properties: { uses: { const: string } } }; then: { properties: { with: { properties: Record<string, unknown>; required?: Array<string> } } } }>
+    type With = { properties: { with: { properties: Record<string, unknown>; required?: Array<string> } } }
+    const conditions = schema.properties.stages.additionalProperties.allOf as Array<{ if: { properties: { uses: { const: string } } }; then: { then: With; else: With } }>
     const shuffle = conditions.find((c) => c.if.properties.uses.const === "shuffle")!
-    expect(Object.keys(shuffle.then.properties.with.properties)).toEqual(["seed", "splits", "batch_size"])
+    expect(Object.keys(shuffle.then.else.properties.with.properties)).toEqual(["seed", "splits", "batch_size"])
     const select = conditions.find((c) => c.if.properties.uses.const === "select")!
-    expect(select.then.properties.with.required).toEqual(["rows"])
+    expect(select.then.else.properties.with.required).toEqual(["rows"])
+    // With a matrix, which may supply them, required params are not required in with:.
+    expect(select.then.then.properties.with.required).toBeUndefined()
+    expect(schema.properties.cache.properties.remote.pattern).toBe("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
   })
 
   it("exits 2 on a bad command or file and 1 on a failed stage, with one clear message and no stack trace", async () => {

@@ -187,7 +187,7 @@ describe("expanding a sweep", () => {
   })
 
   it("writes values in ids briefly and unambiguously", () => {
-    expect([2e-5, 16, 0.5, 1e-3, 1000, -0.25, 3e-3].map(formatValue)).toEqual(["2e-5", "16", "0.5", "1e-3", "1000", "-0.25", "3e-3"])
+    expect([2e-5, 16, 0.5, 1e-3, 1000, -0.25, 3e-3, 1e21, 2.5e22].map(formatValue)).toEqual(["2e-5", "16", "0.5", "1e-3", "1000", "-0.25", "3e-3", "1e21", "2.5e22"])
     expect([true, "cosine", "16", "true", "a,b", ""].map(formatValue)).toEqual(["true", "cosine", '"16"', '"true"', '"a,b"', '""'])
   })
 
