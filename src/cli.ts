@@ -508,6 +508,32 @@ const unlock = Command.make(
     })
 ).pipe(Command.withDescription("Show who holds the cache lock and, if that process is gone, remove the lock (asks first; --yes to skip)"))
 
+const ui = Command.make(
+  "ui",
+  {
+    file,
+    cacheDir,
+    set: Options.text("set").pipe(Options.repeated, Options.withDescription("Override a param, as in run: --set STAGE.KEY=VALUE")),
+    port: Options.integer("port").pipe(Options.withDefault(4321), Options.withDescription("The port (default 4321; 0 picks a free one)")),
+    host: Options.text("host").pipe(Options.withDefault("127.0.0.1"), Options.withDescription("The interface to listen on (default 127.0.0.1: this machine only)"))
+  },
+  (args) =>
+    Effect.gen(function* () {
+      if (args.port < 0 || args.port > 65535) return yield* new UsageError({ message: `--port ${args.port}: expected 0 to 65535` })
+      const overrides = yield* parseOverrides(args.set)
+      const { serve } = yield* Effect.promise(() => import("./ui/server.ts"))
+      const path = yield* Path.Path
+      return yield* serve({
+        file: args.file,
+        overrides,
+        cacheDir: path.resolve(args.cacheDir),
+        host: args.host,
+        port: args.port,
+        codeMemo: codeMemo(args.cacheDir)
+      }).pipe(Effect.provide(stageLayer(args.cacheDir)))
+    })
+).pipe(Command.withDescription("Serve a local page of the pipeline: its stages and their state, curves, evaluation examples; run from it"))
+
 const schema = Command.make("schema", {}, () =>
   Effect.gen(function* () {
     const definitions = yield* builtinDefinitions.pipe(
@@ -518,7 +544,7 @@ const schema = Command.make("schema", {}, () =>
 
 const command = Command.make("pipeline").pipe(
   Command.withDescription("A declarative, cached pipeline for fine-tuning language models"),
-  Command.withSubcommands([run, status, show, dag, generate, push, pull, worker, gc, verify, unlock, schema, compare])
+  Command.withSubcommands([run, status, show, dag, generate, push, pull, worker, gc, verify, unlock, schema, compare, ui])
 )
 
 export const cli = Command.run(command, { name: "pipeline", version: "0.1.0" })
