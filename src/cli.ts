@@ -515,7 +515,8 @@ const ui = Command.make(
     cacheDir,
     set: Options.text("set").pipe(Options.repeated, Options.withDescription("Override a param, as in run: --set STAGE.KEY=VALUE")),
     port: Options.integer("port").pipe(Options.withDefault(4321), Options.withDescription("The port (default 4321; 0 picks a free one)")),
-    host: Options.text("host").pipe(Options.withDefault("127.0.0.1"), Options.withDescription("The interface to listen on (default 127.0.0.1: this machine only)"))
+    host: Options.text("host").pipe(Options.withDefault("127.0.0.1"), Options.withDescription("The interface to listen on (default 127.0.0.1: this machine only)")),
+    open: Options.boolean("open").pipe(Options.withDescription("Open the page in the default browser"))
   },
   (args) =>
     Effect.gen(function* () {
@@ -529,7 +530,8 @@ const ui = Command.make(
         cacheDir: path.resolve(args.cacheDir),
         host: args.host,
         port: args.port,
-        codeMemo: codeMemo(args.cacheDir)
+        codeMemo: codeMemo(args.cacheDir),
+        open: args.open
       }).pipe(Effect.provide(stageLayer(args.cacheDir)))
     })
 ).pipe(Command.withDescription("Serve a local page of the pipeline: its stages and their state, curves, evaluation examples; run from it"))

@@ -12,13 +12,13 @@ import { kindsOf } from "./artifact.ts"
 import { ancestorsOf } from "./dag.ts"
 import { describeStageIds, resolveStageIds } from "./matrix.ts"
 import { RemoteError, RunFailed, StageError, UsageError } from "./errors.ts"
-import { StageOutcome, type Where } from "./events.ts"
+import { StageOutcome, statusOf, type Where } from "./events.ts"
 import { ENGINE_VERSION, explainChange, type FingerprintMaterial, fingerprintOf } from "./fingerprint.ts"
 import type { Pipeline, ResolvedStage } from "./pipeline.ts"
-import { Reporter } from "./reporter.ts"
+import { Reporter, type ReporterService } from "./reporter.ts"
 import type { CachedPart, StageContext } from "./stage.ts"
 import { RemoteStore, type RemoteStoreService, type TransferProgress } from "./remote.ts"
-import { ArtifactStore, type Entry, type Lookup, type Manifest } from "./store.ts"
+import { ArtifactStore, type ArtifactStoreService, type Entry, type LiveRun, type Lookup, type Manifest } from "./store.ts"
 
 export interface RunOptions {
   readonly force: ReadonlyArray<string>
@@ -159,7 +159,9 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
   Effect.gen(function* () {
     yield* checkSelection(pipeline, options)
     const store = yield* ArtifactStore
-    const reporter = yield* Reporter
+    const startedAt = new Date().toISOString()
+    const finished: Array<StageOutcome> = []
+    const reporter = options.dryRun ? yield* Reporter : tracked(yield* Reporter, store, pipeline.spec.file, startedAt, finished)
     const remote = Option.getOrUndefined(yield* Effect.serviceOption(RemoteStore))
     if (remote === undefined && (options.dispatch !== undefined || options.push === true)) {
       return yield* new UsageError({
@@ -525,6 +527,12 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
     // (PIPELINE_EXPECT) runs one stage of another run's: that run records it.
     const finishRecord = Effect.gen(function* () {
       if (options.dryRun) return
+      yield* store.writeLive(pipeline.spec.file, undefined)
+      yield* store.appendHistory(pipeline.spec.file, {
+        startedAt,
+        finishedAt: new Date().toISOString(),
+        stages: finished.map((o) => ({ id: o.id, status: statusOf(o), durationMs: Math.round("durationMs" in o ? o.durationMs : 0), reason: o.reason }))
+      })
       yield* store.forgetStages(pipeline.spec.file, new Set(pipeline.stages.map((s) => s.id)))
       if (remote === undefined || options.expect !== undefined || (options.push !== true && options.dispatch === undefined)) return
       const latest = yield* store.readRun(pipeline.spec.file)
@@ -551,6 +559,34 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
     ).pipe(Effect.ensuring(finishRecord))
     return outcomes
   })
+
+/**
+ * The reporter, also keeping the run's live state in the store (which stages run, how
+ * far), at most once a second, for `pipeline ui`; and each outcome, for the run's history.
+ */
+const tracked = (reporter: ReporterService, store: ArtifactStoreService, file: string, startedAt: string, finished: Array<StageOutcome>): ReporterService => {
+  const stages: Record<string, LiveRun["stages"][string]> = {}
+  let last = 0
+  const flush = (force: boolean) =>
+    Effect.suspend(() => {
+      if (!force && Date.now() - last < 1000) return Effect.void
+      last = Date.now()
+      return store.writeLive(file, { pid: process.pid, startedAt, stages: { ...stages } })
+    })
+  return {
+    ...reporter,
+    started: (id, reason) => Effect.zipRight(reporter.started(id, reason), Effect.suspend(() => ((stages[id] = { state: "running" }), flush(true)))),
+    progress: (id, progress) =>
+      Effect.zipRight(reporter.progress(id, progress), Effect.suspend(() => ((stages[id] = { state: "running", done: progress.done, total: progress.total, unit: progress.unit }), flush(false)))),
+    finished: (outcome) =>
+      Effect.zipRight(reporter.finished(outcome), Effect.suspend(() => {
+        finished.push(outcome)
+        if (stages[outcome.id] === undefined) return Effect.void
+        stages[outcome.id] = { state: "done" }
+        return flush(true)
+      }))
+  }
+}
 
 /** A work folder left on the remote by an interrupted run elsewhere: fetched when this machine has none. */
 const resumeWork = (remote: RemoteStoreService, id: string, fingerprint: string, workDir: string) =>

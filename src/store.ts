@@ -137,6 +137,18 @@ export interface RunRecordStage {
   readonly parts?: ReadonlyArray<string>
 }
 
+export interface LiveRun {
+  readonly pid: number
+  readonly startedAt: string
+  readonly stages: Readonly<Record<string, { readonly state: "running" | "done"; readonly done?: number; readonly total?: number; readonly unit?: string; readonly fingerprint?: string }>>
+}
+
+export interface RunSummary {
+  readonly startedAt: string
+  readonly finishedAt: string
+  readonly stages: ReadonlyArray<{ readonly id: string; readonly status: string; readonly durationMs: number; readonly reason: string }>
+}
+
 export interface RunRecord {
   readonly pipeline: string
   readonly file: string
@@ -170,6 +182,12 @@ export interface ArtifactStoreService {
   readonly workDir: (fingerprint: string) => Effect.Effect<string, StoreError>
   readonly readRun: (file: string) => Effect.Effect<RunRecord | undefined, StoreError>
   readonly recordStage: (file: string, pipeline: string, stage: string, record: RunRecordStage) => Effect.Effect<void, StoreError>
+  /** A run in progress, for `pipeline ui`: which stages run, how far; removed at the end (`undefined`). */
+  readonly writeLive: (file: string, snapshot: LiveRun | undefined) => Effect.Effect<void>
+  readonly readLive: (file: string) => Effect.Effect<LiveRun | undefined>
+  /** Each run's summary, a JSON line each, after the run record: `pipeline ui`'s history. */
+  readonly appendHistory: (file: string, run: RunSummary) => Effect.Effect<void>
+  readonly readHistory: (file: string) => Effect.Effect<ReadonlyArray<RunSummary>>
   /** Drops from a pipeline's run record the stages it no longer has (a sweep's dropped variants), so gc can free them. */
   readonly forgetStages: (file: string, keep: ReadonlySet<string>) => Effect.Effect<void, StoreError>
   /** The writer lock, held for the enclosing scope; staging left by dead runs is cleared on taking it. */
@@ -491,6 +509,29 @@ const make = (root: string, options: StoreOptions = {}) =>
         yield* writeAtomic(runFile(file), JSON.stringify(next, null, 2))
       })).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("cannot write the run record")(e))))
 
+    const livePath = (file: string) => runFile(file).replace(/\.json$/, ".live.json")
+    const historyPath = (file: string) => runFile(file).replace(/\.json$/, ".history.jsonl")
+    const writeLive = (file: string, snapshot: LiveRun | undefined) =>
+      (snapshot === undefined ? fs.remove(livePath(file)) : Effect.zipRight(ensureDirs, writeAtomic(livePath(file), JSON.stringify(snapshot)))).pipe(Effect.ignore)
+    const readLive = (file: string) =>
+      fs.readFileString(livePath(file)).pipe(
+        Effect.map((text) => JSON.parse(text) as LiveRun),
+        Effect.orElseSucceed(() => undefined)
+      )
+    const appendHistory = (file: string, run: RunSummary) =>
+      Effect.zipRight(ensureDirs, fs.writeFileString(historyPath(file), `${JSON.stringify(run)}\n`, { flag: "a" })).pipe(Effect.ignore)
+    const readHistory = (file: string) =>
+      fs.readFileString(historyPath(file)).pipe(
+        Effect.map((text) => text.split("\n").flatMap((line) => {
+          try {
+            return line === "" ? [] : [JSON.parse(line) as RunSummary]
+          } catch {
+            return []
+          }
+        })),
+        Effect.orElseSucceed(() => [] as ReadonlyArray<RunSummary>)
+      )
+
     const forgetStages = (file: string, keep: ReadonlySet<string>) =>
       recordLock.withPermits(1)(Effect.gen(function* () {
         const previous = yield* readRun(file)
@@ -601,7 +642,7 @@ const make = (root: string, options: StoreOptions = {}) =>
         return { removedEntries, removedWork, keptEntries, bytesFreed, forgottenRuns } satisfies GcReport
       }).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("garbage collection failed")(e))))
 
-    return ArtifactStore.of({ root, lookup, staging, commit, adopt, workDir, readRun, recordStage, forgetStages, lock, gc, verifyAll })
+    return ArtifactStore.of({ root, lookup, staging, commit, adopt, workDir, readRun, recordStage, forgetStages, writeLive, readLive, appendHistory, readHistory, lock, gc, verifyAll })
   })
 
 export const layer = (root: string, options: StoreOptions = {}) => Layer.effect(ArtifactStore, make(root, options))

@@ -49,6 +49,9 @@ export interface SessionOptions {
 
 const stageError = (e: { readonly message: string }) => new StageError({ message: e.message })
 
+/** The training log, a JSON line a row, in the work folder while the stage runs. */
+export const LIVE_LOG = "live-log.jsonl"
+
 /** Trains, and writes the stage's outputs into `outDir`; the model is disposed however it ends. */
 export const trainSession = (options: SessionOptions) =>
   Effect.gen(function* () {
@@ -100,7 +103,9 @@ export const trainSession = (options: SessionOptions) =>
             save: (state) => save(state).pipe(Effect.provideService(FileSystem.FileSystem, fs), Effect.provideService(Path.Path, path)),
             log: (row) => {
               if (row.loss !== undefined) lastLoss = row.loss
-              return log(formatRow(row))
+              // The log as it grows, for `pipeline ui`'s live curves (the report is written at the end).
+              const live = fs.writeFileString(path.join(options.workDir, LIVE_LOG), `${JSON.stringify(row)}\n`, { flag: "a" }).pipe(Effect.ignore)
+              return Effect.zipRight(live, log(formatRow(row)))
             },
             progress: (step, total) => options.progress(step, total, lastLoss === undefined ? "steps" : `steps, loss ${lastLoss.toFixed(4)}`)
           })

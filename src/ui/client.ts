@@ -11,7 +11,8 @@ interface StageSummary {
   readonly id: string
   readonly uses: string
   readonly needs: ReadonlyArray<string>
-  readonly state: "fresh" | "stale"
+  readonly state: "fresh" | "stale" | "running"
+  readonly progress: { readonly done: number; readonly total: number; readonly unit: string } | null
   readonly reasons: ReadonlyArray<string>
   readonly remote: boolean
   readonly fingerprint: string | null
@@ -19,13 +20,16 @@ interface StageSummary {
   readonly durationMs: number | null
   readonly metrics: Readonly<Record<string, number>>
   readonly params: Readonly<Record<string, unknown>>
+  readonly outputs: { readonly entry: string; readonly dataset?: ReadonlyArray<string>; readonly model?: string; readonly files?: ReadonlyArray<string> } | null
 }
 
 interface State {
   readonly name: string
   readonly file: string
   readonly stages: ReadonlyArray<StageSummary>
-  readonly running: { readonly pid: number; readonly stage: string | null } | null
+  readonly running: { readonly pid: number; readonly startedAt: string } | null
+  readonly lastRunError: string | null
+  readonly history: ReadonlyArray<{ readonly startedAt: string; readonly finishedAt: string; readonly stages: ReadonlyArray<{ readonly id: string; readonly status: string; readonly durationMs: number }> }>
 }
 
 interface Detail extends StageSummary {
@@ -47,21 +51,23 @@ const h = (tag: string, attrs: Record<string, string> = {}, ...children: Array<N
   return el
 }
 
-const stateOf = (stage: StageSummary): string =>
-  state?.running !== null && state?.running !== undefined && stage.state === "stale" ? "running" : stage.state === "fresh" ? (stage.remote ? "remote" : "fresh") : "stale"
+const stateOf = (stage: StageSummary): string => (stage.state === "fresh" && stage.remote ? "remote" : stage.state)
+
+const progressOf = (stage: StageSummary): string =>
+  stage.progress === null ? "" : ` ${stage.progress.done}/${stage.progress.total} ${stage.progress.unit.split(",")[0]}`
 
 const STYLE = `
 body { font: 14px system-ui, sans-serif; margin: 0; color: #1d2330; background: #f6f7f9 }
 header { padding: 12px 20px; background: #1d2330; color: white; display: flex; gap: 16px; align-items: center }
 header h1 { font-size: 16px; margin: 0 } header .file { opacity: .7; font-size: 12px }
 button { font: inherit; padding: 4px 12px; border-radius: 4px; border: 1px solid #9aa3b5; background: white; cursor: pointer }
-main { display: grid; grid-template-columns: minmax(320px, 40%) 1fr; gap: 16px; padding: 16px }
+main { display: grid; grid-template-columns: minmax(320px, 40%) 1fr; gap: 16px; padding: 16px } main > div { display: grid; gap: 16px; align-content: start }
 section { background: white; border-radius: 6px; padding: 12px; box-shadow: 0 1px 2px #0002; overflow: auto }
 .node rect { fill: white; stroke: #9aa3b5; stroke-width: 1.5; rx: 6 } .node { cursor: pointer }
 .node.fresh rect { stroke: #2e9e5b } .node.stale rect { stroke: #d08a1c } .node.running rect { stroke: #2f6fd6; stroke-dasharray: 4 3 }
 .node.remote rect { stroke: #7b5cd6 } .node.selected rect { stroke-width: 3 }
 .node text { font-size: 12px } .edge { stroke: #9aa3b5; fill: none; marker-end: url(#arrow) }
-.badge { font-size: 11px; padding: 1px 6px; border-radius: 8px; color: white }
+.error { background: #fde8e8; color: #8a1c1c; padding: 8px 20px } .badge { font-size: 11px; padding: 1px 6px; border-radius: 8px; color: white }
 .badge.fresh { background: #2e9e5b } .badge.stale { background: #d08a1c } .badge.running { background: #2f6fd6 } .badge.remote { background: #7b5cd6 }
 table { border-collapse: collapse; font-size: 12px; margin: 6px 0 } td, th { border-bottom: 1px solid #e3e6ec; padding: 3px 8px; text-align: left; vertical-align: top; max-width: 420px }
 td.wrong { background: #fde8e8 } .reasons { color: #a35f00 } h2 { font-size: 15px; margin: 4px 0 8px } h3 { font-size: 13px; margin: 12px 0 4px }
@@ -102,7 +108,7 @@ const renderDag = (stages: ReadonlyArray<StageSummary>): SVGSVGElement => {
     g.innerHTML = `<rect width="${W}" height="${H}"></rect><text x="10" y="18" font-weight="600"></text><text x="10" y="34" fill="#5b6477"></text>`
     const [name, kind] = g.querySelectorAll("text")
     name!.textContent = stage.id.length > 26 ? `${stage.id.slice(0, 25)}…` : stage.id
-    kind!.textContent = `${stage.uses} · ${stateOf(stage)}`
+    kind!.textContent = `${stage.uses} · ${stateOf(stage)}${progressOf(stage)}`
     const title = document.createElementNS(ns, "title")
     title.textContent = `${stage.id}: ${stateOf(stage)}${stage.reasons.length > 0 ? ` (${stage.reasons.join("; ")})` : ""}`
     g.append(title)
@@ -114,18 +120,32 @@ const renderDag = (stages: ReadonlyArray<StageSummary>): SVGSVGElement => {
 
 const table = (rows: ReadonlyArray<Record<string, unknown>>, columns: ReadonlyArray<string>, mark?: (row: Record<string, unknown>) => boolean) =>
   h("table", {}, h("tr", {}, ...columns.map((c) => h("th", {}, c))), ...rows.map((row) => {
-    const tr = h("tr", {}, ...columns.map((c) => h("td", mark?.(row) ? { class: "wrong" } : {}, typeof row[c] === "object" ? JSON.stringify(row[c]) : String(row[c] ?? ""))))
+    const tr = h("tr", {}, ...columns.map((c) => h("td", mark?.(row) ? { class: "wrong" } : {}, cellText(row[c]))))
     return tr
   }))
 
-const CURVES = ["loss", "eval_loss", "learning_rate", "grad_norm"]
+/** A cell: numbers to 5 significant digits (integers whole), objects as JSON. */
+const cellText = (value: unknown): string =>
+  typeof value === "number" ? (Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(5)))) : typeof value === "object" && value !== null ? JSON.stringify(value) : String(value ?? "")
 
-const curves = (log: ReadonlyArray<Record<string, unknown>>): HTMLElement => {
+const CURVES = ["loss", "eval_loss", "learning_rate", "grad_norm"]
+const COLOURS = ["#2f6fd6", "#d08a1c", "#2e9e5b", "#c0392b", "#7b5cd6", "#16a2b8", "#8a6d3b", "#e84393"]
+
+/** Overlaid trainings (a sweep's variants) or one: a chart per quantity, a series per training. */
+let overlay: ReadonlyArray<{ readonly label: string; readonly log: ReadonlyArray<Record<string, unknown>> }> | undefined
+
+const curves = (runs: ReadonlyArray<{ readonly label: string; readonly log: ReadonlyArray<Record<string, unknown>> }>): HTMLElement => {
   const box = h("div", { id: "curves" })
   for (const key of CURVES) {
-    const points = log.filter((row) => typeof row[key] === "number" && typeof row.step === "number")
-    if (points.length === 0) continue
-    const holder = h("div", { class: "curve", "data-curve": key, "data-points": String(points.length) })
+    const per = runs.map((run) => run.log.filter((row) => typeof row[key] === "number" && typeof row.step === "number"))
+    const total = per.reduce((sum, points) => sum + points.length, 0)
+    if (total === 0) continue
+    const steps = [...new Set(per.flatMap((points) => points.map((r) => r.step as number)))].sort((a, b) => a - b)
+    const columns = per.map((points) => {
+      const at = new Map(points.map((r) => [r.step as number, r[key] as number]))
+      return steps.map((step) => at.get(step) ?? null)
+    })
+    const holder = h("div", { class: "curve", "data-curve": key, "data-points": String(total), "data-series": String(runs.length) })
     box.append(holder)
     queueMicrotask(() =>
       new uPlot({
@@ -133,11 +153,21 @@ const curves = (log: ReadonlyArray<Record<string, unknown>>): HTMLElement => {
         width: Math.min(560, (app.clientWidth || 900) * 0.5),
         height: 180,
         scales: { x: { time: false } },
-        series: [{ label: "step" }, { label: key, stroke: key === "eval_loss" ? "#d08a1c" : "#2f6fd6", width: 2, points: { show: points.length < 40 } }]
-      }, [points.map((r) => r.step as number), points.map((r) => r[key] as number)], holder)
+        series: [
+          { label: "step" },
+          ...runs.map((run, i) => ({ label: run.label, stroke: runs.length === 1 && key === "eval_loss" ? "#d08a1c" : COLOURS[i % COLOURS.length]!, width: 2, spanGaps: true, points: { show: steps.length < 40 } }))
+        ]
+      }, [steps, ...columns], holder)
     )
   }
   return box
+}
+
+const toggleOverlay = async (ids: ReadonlyArray<string>) => {
+  overlay = overlay !== undefined
+    ? undefined
+    : await Promise.all(ids.map(async (id) => ({ label: id, log: ((await (await fetch(`/api/stages/${encodeURIComponent(id)}`)).json()) as Detail).log })))
+  render()
 }
 
 const renderDetail = (): HTMLElement => {
@@ -147,11 +177,35 @@ const renderDetail = (): HTMLElement => {
     h("h2", {}, d.id, " ", h("span", { class: `badge ${stateOf(d)}`, id: "detail-state" }, stateOf(d))),
     h("div", {}, `${d.uses} · fingerprint ${d.fingerprint?.slice(0, 12) ?? "-"}${d.durationMs === null ? "" : ` · ran in ${(d.durationMs / 1000).toFixed(1)} s`}${d.createdAt === null ? "" : ` · ${new Date(d.createdAt).toLocaleString()}`}`),
     ...(d.reasons.length > 0 ? [h("p", { class: "reasons", id: "detail-reasons" }, `stale: ${d.reasons.join("; ")}`)] : []),
+    h("div", { id: "detail-io" }, `reads: ${d.needs.join(", ") || "nothing upstream"}`,
+      ...(d.outputs === null ? [] : [h("br"), `wrote: ${[
+        ...(d.outputs.dataset === undefined ? [] : [`dataset (${d.outputs.dataset.join(", ")})`]),
+        ...(d.outputs.model === undefined ? [] : ["a model folder"]),
+        ...(d.outputs.files === undefined ? [] : [`files (${d.outputs.files.join(", ")})`])
+      ].join("; ")} in ${d.outputs.entry}`])),
     h("div", {}, h("button", { id: "run-stage" }, `Run ${d.id}`))
   ]
   parts.push(h("h3", {}, "Params"), table(Object.entries(d.params).map(([k, v]) => ({ param: k, value: v })), ["param", "value"]))
-  if (Object.keys(d.metrics).length > 0) parts.push(h("h3", {}, "Metrics"), table(Object.entries(d.metrics).map(([k, v]) => ({ metric: k, value: v })), ["metric", "value"]))
-  if (d.log.length > 0) parts.push(h("h3", {}, "Training"), curves(d.log))
+  const names = Object.keys(d.metrics)
+  const compared = names.filter((k) => !k.startsWith("base_") && names.includes(`base_${k}`))
+  if (compared.length > 0) {
+    // Evaluation beside the base model: before and after, side by side.
+    const rows = compared.map((k) => ({ metric: k, before: d.metrics[`base_${k}`], after: d.metrics[k] }))
+    const rest = names.filter((k) => !compared.includes(k) && !compared.some((c) => k === `base_${c}`)).map((k) => ({ metric: k, before: "", after: d.metrics[k] }))
+    const before = table([...rows, ...rest], ["metric", "before", "after"])
+    before.id = "before-after"
+    parts.push(h("h3", {}, "Metrics (the base model, then this one)"), before)
+  } else if (names.length > 0) {
+    parts.push(h("h3", {}, "Metrics"), table(names.map((k) => ({ metric: k, value: d.metrics[k] })), ["metric", "value"]))
+  }
+  if (d.log.length > 0) parts.push(h("h3", {}, "Training"), overlay === undefined ? curves([{ label: d.id, log: d.log }]) : curves(overlay))
+  const base = d.id.includes("[") ? d.id.slice(0, d.id.indexOf("[")) : undefined
+  const siblings = base === undefined ? [] : (state?.stages ?? []).filter((s) => s.id.startsWith(`${base}[`))
+  if (d.log.length > 0 && siblings.length > 1) {
+    const button = h("button", { id: "overlay" }, overlay === undefined ? `Overlay the ${siblings.length} variants of ${base}` : "Show this variant alone")
+    button.addEventListener("click", () => void toggleOverlay(siblings.map((s) => s.id)))
+    parts.push(button)
+  }
   for (const [split, data] of Object.entries(d.splits)) {
     const examples = split === "examples"
     const rows = examples && wrongOnly ? data.head.filter((r) => r.correct === false || r.base_correct === false) : data.head
@@ -172,6 +226,23 @@ const renderDetail = (): HTMLElement => {
   return section
 }
 
+const seconds = (ms: number) => (ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`)
+
+/** The runs, latest first: when, what ran and what was cached, how long. */
+const renderHistory = (): HTMLElement => {
+  const runs = state?.history ?? []
+  const rows = runs.map((run) => ({
+    started: new Date(run.startedAt).toLocaleString(),
+    took: seconds(Date.parse(run.finishedAt) - Date.parse(run.startedAt)),
+    ran: run.stages.filter((s) => s.status === "ran").map((s) => `${s.id} (${seconds(s.durationMs)})`).join(", ") || "-",
+    cached: String(run.stages.filter((s) => s.status === "cached").length),
+    failed: run.stages.filter((s) => s.status === "failed").map((s) => s.id).join(", ") || "-"
+  }))
+  const section = h("section", { id: "runs" }, h("h2", {}, "Runs"))
+  section.append(rows.length === 0 ? h("p", {}, "No run recorded yet.") : table(rows, ["started", "took", "ran", "cached", "failed"]))
+  return section
+}
+
 const render = () => {
   if (state === undefined) return
   app.replaceChildren()
@@ -181,7 +252,8 @@ const render = () => {
   app.append(
     style,
     h("header", {}, h("h1", {}, state.name), h("span", { class: "file" }, state.file), runAll),
-    h("main", {}, h("section", { id: "dag" }, h("h2", {}, "Stages"), renderDag(state.stages)), renderDetail())
+    ...(state.lastRunError === null ? [] : [h("div", { id: "run-error", class: "error" }, `The last run from this page failed: ${state.lastRunError}`)]),
+    h("main", {}, h("div", {}, h("section", { id: "dag" }, h("h2", {}, "Stages"), renderDag(state.stages)), renderHistory()), renderDetail())
   )
 }
 
@@ -192,6 +264,7 @@ const run = async (stage: string | undefined) => {
 
 const select = async (id: string) => {
   selected = id
+  overlay = undefined
   detail = await (await fetch(`/api/stages/${encodeURIComponent(id)}`)).json() as Detail
   render()
 }

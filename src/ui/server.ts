@@ -24,6 +24,8 @@ export interface UiOptions {
   readonly host: string
   readonly port: number
   readonly codeMemo: string
+  /** Open the page in the default browser once it listens. */
+  readonly open: boolean
 }
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -68,6 +70,7 @@ export const serve = (options: UiOptions) =>
     const load = loadPipeline(options.file, options.overrides, { codeMemo: options.codeMemo })
     const pipeline0 = yield* load
     let running: { readonly pid: number; readonly stage: string | null; readonly startedAt: string } | undefined
+    let lastRunError: string | null = null
     const json = (value: unknown, status = 200) => HttpServerResponse.unsafeJson(value, { status })
     const router = HttpRouter.empty.pipe(
       HttpRouter.get("/", HttpServerResponse.html(PAGE(pipeline0.spec.name))),
@@ -79,7 +82,8 @@ export const serve = (options: UiOptions) =>
           // The file is read anew each time: an edit, or a run beside the page, shows at once.
           const pipeline = yield* load
           const state = yield* pipelineState(pipeline)
-          return json({ ...state, running: running ?? null })
+          // A run from the CLI shows in `state.running` (the store's live file) as one from here does.
+          return json({ ...state, lastRunError })
         })
       ),
       HttpRouter.get(
@@ -106,13 +110,26 @@ export const serve = (options: UiOptions) =>
             assets.bin, "run", options.file, "--cache-dir", options.cacheDir,
             ...(body.stage === undefined ? [] : ["--until", body.stage]),
             ...options.overrides.flatMap((o) => ["--set", o.text])
-          ], { stdio: "ignore" })
+          ], { stdio: ["ignore", "ignore", "pipe"] })
           running = { pid: child.pid ?? 0, stage: body.stage ?? null, startedAt: new Date().toISOString() }
-          child.on("close", () => (running = undefined))
+          lastRunError = null
+          // Its one-line error (the cache locked by another run, a stage failed) is shown on the page.
+          let errors = ""
+          child.stderr!.on("data", (chunk: Buffer) => (errors = (errors + chunk.toString()).slice(-4000)))
+          child.on("close", (code) => {
+            running = undefined
+            if (code !== 0) lastRunError = errors.split("\n").filter((l) => /^(error: |✖ )/.test(l)).join(" · ") || `pipeline run exited with ${code}`
+          })
           return json({ started: running }, 202)
         })
       )
     )
     const app = router.pipe(HttpServer.serve(), HttpServer.withLogAddress)
-    return yield* Layer.launch(app.pipe(Layer.provide(NodeHttpServer.layer(createServer, { host: options.host, port: options.port }))))
+    const opener = Layer.effectDiscard(Effect.gen(function* () {
+      const address = (yield* HttpServer.HttpServer).address
+      if (!options.open || address._tag !== "TcpAddress") return
+      const command = process.platform === "darwin" ? "open" : process.platform === "win32" ? "explorer" : "xdg-open"
+      spawn(command, [`http://${address.hostname}:${address.port}`], { stdio: "ignore", detached: true }).on("error", () => undefined).unref()
+    }))
+    return yield* Layer.launch(Layer.merge(app, opener).pipe(Layer.provide(NodeHttpServer.layer(createServer, { host: options.host, port: options.port }))))
   })
