@@ -594,7 +594,8 @@ const make = (root: string, options: StoreOptions = {}) =>
         const keep = new Set<string>()
         const forgottenRuns: Array<string> = []
         for (const name of yield* fs.readDirectory(runsDir)) {
-          if (!name.endsWith(".json")) continue
+          // Run records only: not a run's live file (`.live.json`) nor its history (`.history.jsonl`).
+          if (!name.endsWith(".json") || name.endsWith(".live.json")) continue
           const recordPath = path.join(runsDir, name)
           const decoded = decodeJson(RunRecordSchema, yield* fs.readFileString(recordPath).pipe(Effect.orElseSucceed(() => "")))
           if (Either.isLeft(decoded)) {

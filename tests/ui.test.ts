@@ -194,5 +194,10 @@ describe("pipeline ui, in chromium", () => {
     }
     const bad = await fetch(`${ui.url}/api/run`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ stage: "../x" }) })
     expect(bad.status).toBe(400)
+    // Another site's page cannot start a run: a form post, or a request from another origin.
+    const form = await fetch(`${ui.url}/api/run`, { method: "POST", headers: { "content-type": "text/plain" }, body: "{}" })
+    expect(form.status).toBe(403)
+    const foreign = await fetch(`${ui.url}/api/run`, { method: "POST", headers: { "content-type": "application/json", origin: "http://evil.example" }, body: "{}" })
+    expect(foreign.status).toBe(403)
   })
 })

@@ -99,6 +99,14 @@ export const serve = (options: UiOptions) =>
       HttpRouter.post(
         "/api/run",
         Effect.gen(function* () {
+          // Only the page itself may start a run: a JSON request (which another site's page
+          // cannot send without a preflight this server never grants) from this origin.
+          const request = yield* HttpServerRequest.HttpServerRequest
+          const origin = request.headers["origin"]
+          const host = request.headers["host"]
+          if (!(request.headers["content-type"] ?? "").startsWith("application/json") || (origin !== undefined && origin !== `http://${host}`)) {
+            return json({ error: "runs start from the page itself" }, 403)
+          }
           const body = yield* HttpServerRequest.schemaBodyJson(RunRequest).pipe(Effect.orElseSucceed(() => undefined))
           const pipeline = yield* load
           if (body === undefined || (body.stage !== undefined && !pipeline.stages.some((s) => s.id === body.stage))) {
