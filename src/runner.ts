@@ -576,8 +576,15 @@ const tracked = (reporter: ReporterService, store: ArtifactStoreService, file: s
   return {
     ...reporter,
     started: (id, reason) => Effect.zipRight(reporter.started(id, reason), Effect.suspend(() => ((stages[id] = { state: "running" }), flush(true)))),
+    // Progress is reported from synchronous callbacks too (Effect.runSync): the file is written on a fiber of its own.
     progress: (id, progress) =>
-      Effect.zipRight(reporter.progress(id, progress), Effect.suspend(() => ((stages[id] = { state: "running", done: progress.done, total: progress.total, unit: progress.unit }), flush(false)))),
+      Effect.zipRight(
+        reporter.progress(id, progress),
+        Effect.suspend(() => {
+          stages[id] = { state: "running", done: progress.done, total: progress.total, unit: progress.unit }
+          return Date.now() - last < 1000 ? Effect.void : Effect.asVoid(Effect.forkDaemon(flush(false)))
+        })
+      ),
     finished: (outcome) =>
       Effect.zipRight(reporter.finished(outcome), Effect.suspend(() => {
         finished.push(outcome)

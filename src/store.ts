@@ -509,17 +509,20 @@ const make = (root: string, options: StoreOptions = {}) =>
         yield* writeAtomic(runFile(file), JSON.stringify(next, null, 2))
       })).pipe(Effect.catchTag("SystemError", "BadArgument", (e) => Effect.fail(storeError("cannot write the run record")(e))))
 
-    const livePath = (file: string) => runFile(file).replace(/\.json$/, ".live.json")
-    const historyPath = (file: string) => runFile(file).replace(/\.json$/, ".history.jsonl")
+    // Beside the run records, not among them: `runs/` holds records only.
+    const livePath = (file: string) => path.join(root, "live", path.basename(runFile(file)))
+    const historyPath = (file: string) => path.join(root, "history", path.basename(runFile(file)).replace(/\.json$/, ".jsonl"))
     const writeLive = (file: string, snapshot: LiveRun | undefined) =>
-      (snapshot === undefined ? fs.remove(livePath(file)) : Effect.zipRight(ensureDirs, writeAtomic(livePath(file), JSON.stringify(snapshot)))).pipe(Effect.ignore)
+      (snapshot === undefined
+        ? fs.remove(livePath(file))
+        : Effect.zipRight(fs.makeDirectory(path.dirname(livePath(file)), { recursive: true }), writeAtomic(livePath(file), JSON.stringify(snapshot)))).pipe(Effect.ignore)
     const readLive = (file: string) =>
       fs.readFileString(livePath(file)).pipe(
         Effect.map((text) => JSON.parse(text) as LiveRun),
         Effect.orElseSucceed(() => undefined)
       )
     const appendHistory = (file: string, run: RunSummary) =>
-      Effect.zipRight(ensureDirs, fs.writeFileString(historyPath(file), `${JSON.stringify(run)}\n`, { flag: "a" })).pipe(Effect.ignore)
+      Effect.zipRight(fs.makeDirectory(path.dirname(historyPath(file)), { recursive: true }), fs.writeFileString(historyPath(file), `${JSON.stringify(run)}\n`, { flag: "a" })).pipe(Effect.ignore)
     const readHistory = (file: string) =>
       fs.readFileString(historyPath(file)).pipe(
         Effect.map((text) => text.split("\n").flatMap((line) => {
@@ -594,8 +597,7 @@ const make = (root: string, options: StoreOptions = {}) =>
         const keep = new Set<string>()
         const forgottenRuns: Array<string> = []
         for (const name of yield* fs.readDirectory(runsDir)) {
-          // Run records only: not a run's live file (`.live.json`) nor its history (`.history.jsonl`).
-          if (!name.endsWith(".json") || name.endsWith(".live.json")) continue
+          if (!name.endsWith(".json")) continue
           const recordPath = path.join(runsDir, name)
           const decoded = decodeJson(RunRecordSchema, yield* fs.readFileString(recordPath).pipe(Effect.orElseSucceed(() => "")))
           if (Either.isLeft(decoded)) {
