@@ -131,14 +131,22 @@ describe("tokenize stage", () => {
       tokenize("pooled", `{ tokenizer: ${QWEN}, prompt: question, completion: answer, batch_size: 200, workers: 3 }`) +
         tokenize("single", `{ tokenizer: ${QWEN}, prompt: question, completion: answer, batch_size: 200, workers: 1 }`)
     )
-    const first = await run(file, cache)
+    // The two share a fingerprint (workers is not fingerprinted), so one run makes one of
+    // them and the other reuses it: each is made in a cache of its own here.
+    const runUntil = async (stage: string, into: string) => {
+      const result = await cliInProcess(["run", file, "--cache-dir", into, "--json", "--until", stage])
+      return { ...result, stages: (JSON.parse(result.stdout) as { stages: Array<StageJson> }).stages }
+    }
+    const first = await runUntil("pooled", cache)
     expect(first.code, first.stderr).toBe(0)
     expect(first.stderr).toContain("pooled: tokenizing on this thread and 2 workers")
-    expect(first.stderr).not.toContain("single: tokenizing on")
+    const alone = await runUntil("single", tempDir())
+    expect(alone.code, alone.stderr).toBe(0)
+    expect(alone.stderr).not.toContain("single: tokenizing on")
     const pooled = output(first.stages, "pooled")
     expect(pooled.numRows).toBe(1319)
     expect(pooled.batches).toHaveLength(7) // the batches stay in order, 200 rows each
-    expect(rows(pooled)).toEqual(rows(output(first.stages, "single")))
+    expect(rows(pooled)).toEqual(rows(output(alone.stages, "single")))
     const again = await cliInProcess(["run", file, "--cache-dir", cache, "--json", "--set", "pooled.workers=1", "--set", "single.workers=2"])
     expect(JSON.parse(again.stdout).stages.map((s: StageJson) => s.status)).toEqual(["cached", "cached", "cached"])
   })
