@@ -531,7 +531,9 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
       yield* store.appendHistory(pipeline.spec.file, {
         startedAt,
         finishedAt: new Date().toISOString(),
-        stages: finished.map((o) => ({ id: o.id, status: statusOf(o), durationMs: Math.round("durationMs" in o ? o.durationMs : 0), reason: o.reason }))
+        // A failure's message may name what the run was given (a user name): the history keeps why
+        // stages ran, not why they failed (the run's own output said that).
+        stages: finished.map((o) => ({ id: o.id, status: statusOf(o), durationMs: Math.round("durationMs" in o ? o.durationMs : 0), reason: o._tag === "Failed" ? "" : o.reason }))
       })
       yield* store.forgetStages(pipeline.spec.file, new Set(pipeline.stages.map((s) => s.id)))
       if (remote === undefined || options.expect !== undefined || (options.push !== true && options.dispatch === undefined)) return
