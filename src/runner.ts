@@ -64,14 +64,14 @@ export const remoteEntry = (remote: RemoteStoreService, manifest: Manifest): Ent
   }
 }
 
-/** A transfer's progress as a stage's progress: files, with bytes. */
-const transferProgress = (report: (done: number, total: number, bytes: { done: number; total: number }) => void): TransferProgress => {
+/** A transfer's progress as a stage's progress (files, with bytes), at most five times a second. */
+export const transferProgress = (reporter: ReporterService, id: string, unit: string): TransferProgress => {
   let last = 0
   return ({ files, totalFiles, bytes, totalBytes }) => {
     const now = Date.now()
     if (now - last < 200 && files < totalFiles) return
     last = now
-    report(files, totalFiles, { done: bytes, total: totalBytes })
+    Effect.runSync(reporter.progress(id, { done: files, total: totalFiles, unit, bytes: { done: bytes, total: totalBytes } }))
   }
 }
 
@@ -171,7 +171,6 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
       })
     }
     if (!options.dryRun) yield* store.lock(`pipeline run ${pipeline.spec.name}`)
-    const runEffect = (effect: Effect.Effect<void>) => Effect.runSync(effect)
     const record = yield* store.readRun(pipeline.spec.file)
     const selected = selectedStages(pipeline, options)
     const wanted = options.only !== undefined ? ancestorsOf(pipeline.stages, ...selected) : selected
@@ -323,7 +322,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
     const needsData = (id: string) =>
       options.dispatch === undefined && (selected.has(id) || pipeline.stages.some((s) => selected.has(s.id) && s.needs.includes(id)))
 
-    const pushProgress = (id: string) => transferProgress((done, total, bytes) => runEffect(reporter.progress(id, { done, total, unit: "files pushed", bytes })))
+    const pushProgress = (id: string) => transferProgress(reporter, id, "files pushed")
 
     /**
      * The remote store's entry, when the local store has none: fetched (the log says so),
@@ -346,7 +345,7 @@ export const runPipeline = (pipeline: Pipeline, options: RunOptions) =>
         if (options.dryRun || !needsData(stage.id)) return { ...none, found: aged, where: { remote: "remote" } as Where }
         const bytes = Object.values(manifest.contents).reduce((sum, f) => sum + f.bytes, 0)
         yield* reporter.log(stage.id, `pulling from ${remote.location.url} (${Object.keys(manifest.contents).length} file(s), ${(bytes / 1e6).toFixed(1)} MB)`)
-        const progress = transferProgress((done, total, b) => runEffect(reporter.progress(stage.id, { done, total, unit: "files pulled", bytes: b })))
+        const progress = transferProgress(reporter, stage.id, "files pulled")
         const pulled = yield* remote.pull(manifest, progress).pipe(Effect.either)
         if (pulled._tag === "Left") {
           // A network or server failure fails the stage (run again); re-running it here

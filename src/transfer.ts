@@ -12,7 +12,7 @@ import { describeStageIds, resolveStageIds } from "./matrix.ts"
 import type { Pipeline, ResolvedStage } from "./pipeline.ts"
 import { RemoteStore } from "./remote.ts"
 import { Reporter } from "./reporter.ts"
-import { computeMaterial, expire, remoteEntry } from "./runner.ts"
+import { computeMaterial, expire, remoteEntry, transferProgress } from "./runner.ts"
 import { ArtifactStore, type Entry, type Manifest } from "./store.ts"
 
 export interface TransferLine {
@@ -64,10 +64,7 @@ const localEntry = (stage: ResolvedStage, fingerprint: string) =>
     return found._tag === "Hit" ? found.entry : undefined
   })
 
-const progressOf = (id: string, unit: string) =>
-  Effect.map(Reporter, (reporter) => ({ files, totalFiles, bytes, totalBytes }: { files: number; totalFiles: number; bytes: number; totalBytes: number }) =>
-    Effect.runSync(reporter.progress(id, { done: files, total: totalFiles, unit, bytes: { done: bytes, total: totalBytes } }))
-  )
+const progressOf = (id: string, unit: string) => Effect.map(Reporter, (reporter) => transferProgress(reporter, id, unit))
 
 const bytesOf = (manifest: Manifest) => Object.values(manifest.contents).reduce((sum, f) => sum + f.bytes, 0)
 
